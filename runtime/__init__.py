@@ -1,0 +1,1 @@
+"""The PyTorch back end: an interpreter over a lowered sslspec Plan."""

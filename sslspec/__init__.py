@@ -1,0 +1,1 @@
+"""sslspec: a declarative experiment language for SSL theory."""

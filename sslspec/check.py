@@ -1,0 +1,206 @@
+"""Check: a resolved Section tree -> typed config (sslspec.schema), collecting every error.
+
+`build_config` never stops at the first problem: each bad field is reported at its position
+and replaced by its default, so one pass finds them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from sslspec import ir, schema
+from sslspec.errors import did_you_mean
+from sslspec.resolve import Program, Section
+from sslspec.types import Bad, CallT, tree_branching, tree_depth, uniform_tree
+
+
+@attrs.frozen
+class Config:
+    """One run's configuration, every default explicit."""
+
+    seed: int
+    device: str
+    data: schema.HLTM
+    augment: schema.Augment
+    network: schema.Network
+    loss: schema.Loss
+    optimizer: schema.Optimizer
+    train: schema.Train
+    measure: schema.Measure
+
+
+class _Checker:
+    def __init__(self, prog: Program, name: str) -> None:
+        self.prog = prog
+        self.name = name
+
+    def bad(self, message: str, span: ir.Span | None) -> None:
+        self.prog.error(message, span)
+
+    def config(self, sec: Section) -> Config | None:
+        n_before = len(self.prog.diagnostics)
+        top: dict[str, Any] = dict(schema.TOP_DEFAULTS)
+        for name, node in sec.values.items():
+            if name in schema.TOP_FIELDS:
+                top[name] = self.coerce(schema.TOP_FIELDS[name], node, name, top[name])
+            else:
+                options = [*schema.TOP_FIELDS, *schema.BLOCKS]
+                self.bad(f"experiment '{self.name}' has no field '{name}'{did_you_mean(name, options)}",
+                         sec.spans.get(name) or node.span)
+        blocks: dict[str, Any] = {}
+        for name, sub in sec.blocks.items():
+            if name not in schema.BLOCKS:
+                options = [*schema.TOP_FIELDS, *schema.BLOCKS]
+                self.bad(f"experiment '{self.name}' has no block '{name}'{did_you_mean(name, options)}",
+                         sec.spans.get(name) or sub.span)
+                continue
+            blocks[name] = self.block(name, sub)
+        for name, (kinds, required) in schema.BLOCKS.items():
+            if name not in sec.blocks and required:
+                self.bad(f"experiment '{self.name}' has no '{name}' block (one of: {', '.join(map(str, kinds))})",
+                         sec.span)
+            elif name not in sec.blocks and None in kinds:
+                blocks[name] = kinds[None]()
+        if len(self.prog.diagnostics) > n_before or any(b is None for b in blocks.values()):
+            return None
+        cfg = Config(**top, **blocks)
+        return self.cross(cfg, sec)
+
+    def block(self, name: str, sec: Section) -> Any:
+        kinds, _ = schema.BLOCKS[name]
+        if sec.kind not in kinds:
+            listing = ", ".join(k for k in kinds if k)
+            if sec.kind is None:
+                self.bad(f"block '{name}' needs a kind: {listing}", sec.span)
+            elif None in kinds:
+                self.bad(f"block '{name}' takes no kind (got '{sec.kind}')", sec.kind_span or sec.span)
+            else:
+                self.bad(f"unknown {name} kind '{sec.kind}'; must be {listing}"
+                         f"{did_you_mean(sec.kind, [k for k in kinds if k])}", sec.kind_span or sec.span)
+            return None
+        label = f"{name} {sec.kind}" if sec.kind else name
+        return self.build(kinds[sec.kind], sec, label)
+
+    def build(self, cls: type, sec: Section, label: str) -> Any:
+        fields = schema.value_fields(cls)
+        subs = schema.SUBBLOCKS.get(cls, {})
+        kwargs: dict[str, Any] = {}
+        for name, node in sec.values.items():
+            span = node.span or sec.spans.get(name)
+            if name in fields:
+                kwargs[name] = self.coerce(fields[name].metadata["type"], node, name, fields[name].default)
+            elif name in subs and isinstance(node, ir.Bool):
+                kwargs[name] = subs[name]() if node.value else None
+            else:
+                self.bad(f"'{label}' has no field '{name}'{did_you_mean(name, [*fields, *subs])}",
+                         sec.spans.get(name) or span)
+        for name, sub in sec.blocks.items():
+            if name in subs:
+                kwargs[name] = self.build(subs[name], sub, f"{label}.{name}") if sub.enabled else None
+            elif name in fields and isinstance(fields[name].metadata["type"], CallT):
+                kwargs[name] = self.call_from_section(fields[name], sub, name)
+            else:
+                self.bad(f"'{label}' has no block '{name}'{did_you_mean(name, [*fields, *subs])}",
+                         sec.spans.get(name) or sub.span)
+        return cls(**kwargs)
+
+    def call_from_section(self, attr: attrs.Attribute[Any], sub: Section, name: str) -> Any:
+        """`data.polarity.low = x` where polarity was not written: start from the default call."""
+        default = attr.default
+        call_name = next(n for n, c in attr.metadata["type"].calls.items() if c is type(default))
+        args = [ir.Arg(a.name, _to_node(getattr(default, a.name))) for a in attrs.fields(type(default))]
+        args = [a for a in args if a.name not in sub.values]
+        args += [ir.Arg(k, v, span=sub.spans.get(k)) for k, v in sub.values.items()]
+        return self.coerce(attr.metadata["type"], ir.Call(call_name, tuple(args), span=sub.span), name, default)
+
+    def coerce(self, type_: Any, node: ir.Value, name: str, default: Any) -> Any:
+        try:
+            return type_.coerce(node)
+        except Bad as bad:
+            self.bad(f"'{name}' {bad.message}" if not bad.message.startswith("'") else bad.message,
+                     bad.span or node.span)
+            return default
+
+    # ---- relations between fields ---------------------------------------------------------
+
+    def cross(self, cfg: Config, sec: Section) -> Config | None:
+        n_before = len(self.prog.diagnostics)
+        data_sec = sec.blocks["data"]
+
+        def at(block: str, name: str) -> ir.Span | None:
+            b = sec.blocks.get(block)
+            if b is None:
+                return sec.span
+            return b.spans.get(name) or b.span
+
+        data = cfg.data
+        if data.tree is not None:
+            for name in ("depth", "branching"):
+                if name in data_sec.values:
+                    self.bad(f"give either 'tree' or '{name}', not both", at("data", name))
+            data = attrs.evolve(data, depth=tree_depth(data.tree), branching=tree_branching(data.tree))
+        else:
+            assert data.branching is not None
+            data = attrs.evolve(data, tree=uniform_tree(data.depth, data.branching))
+        if data.states > 2 and data.sign == "random":
+            self.bad(f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
+                     "set sign = positive", at("data", "sign") if "sign" in data_sec.values else at("data", "states"))
+        if cfg.augment.share >= data.depth:
+            self.bad(f"'share' must be < depth (got share = {cfg.augment.share}, depth = {data.depth})",
+                     at("augment", "share"))
+        if cfg.train.samples % cfg.train.batch:
+            self.bad(f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
+                     f"batch = {cfg.train.batch})", at("train", "samples"))
+        loss = cfg.loss
+        if isinstance(loss, schema.InfoNCELoss) and cfg.augment.negative == "batch" \
+                and loss.negatives >= cfg.train.batch:
+            self.bad(f"'negatives' must be < batch when negatives come from the batch "
+                     f"(got {loss.negatives}, batch = {cfg.train.batch})", at("loss", "negatives"))
+        measure = cfg.measure
+        if measure.samples is None:
+            measure = attrs.evolve(measure, samples=cfg.train.samples)
+        tc = measure.theorem_check
+        if tc is not None:
+            n_nodes = _count_latent(data.tree)
+            for node in tc.nodes:
+                if node >= n_nodes:
+                    self.bad(f"'theorem_check.nodes' has node {node}, but the tree has {n_nodes} latent nodes "
+                             f"(0..{n_nodes - 1})", _sub_span(sec, "theorem_check", "nodes"))
+            for ep in tc.epochs or ():
+                if ep > cfg.train.epochs:
+                    self.bad(f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
+                             _sub_span(sec, "theorem_check", "epochs"))
+        if len(self.prog.diagnostics) > n_before:
+            return None
+        return attrs.evolve(cfg, data=data, measure=measure)
+
+
+def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
+    m = sec.blocks.get("measure")
+    s = m.blocks.get(sub) if m else None
+    return (s.spans.get(name) or s.span) if s else sec.span
+
+
+def _count_latent(shape: Any) -> int:
+    return 1 if isinstance(shape, int) else 1 + sum(_count_latent(c) for c in shape)
+
+
+def _to_node(value: Any) -> ir.Value:
+    if isinstance(value, bool):
+        return ir.Bool(value)
+    if isinstance(value, int):
+        return ir.Int(value)
+    if isinstance(value, float):
+        return ir.Float(value, repr(value))
+    if isinstance(value, str):
+        return ir.Ident(value)
+    if isinstance(value, tuple):
+        return ir.List(tuple(_to_node(v) for v in value))
+    raise TypeError(f"no literal for {value!r}")  # pragma: no cover
+
+
+def build_config(prog: Program, name: str, sec: Section) -> Config | None:
+    """Validate one experiment's Section; return its Config, or None after recording errors."""
+    return _Checker(prog, name).config(sec)

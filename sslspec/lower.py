@@ -1,0 +1,174 @@
+"""Lower: a spec file -> the Plan (sweeps expanded, defaults explicit, seeds derived, hashed)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from sslspec import ir
+from sslspec.check import build_config
+from sslspec.errors import CheckError, Diagnostic, SpecError, did_you_mean
+from sslspec.plan import Plan, Run, Seeds, run_hash
+from sslspec.resolve import Program, Section, assign, read_program, to_section
+from sslspec.syntax import parse_value
+
+
+@frozen
+class Setting:
+    """A `--set path=value` from the command line."""
+
+    path: tuple[str, ...]
+    value: ir.Value
+    text: str
+
+
+def parse_setting(text: str) -> Setting:
+    """Parse `path=value`; raise SpecError naming the setting when it is malformed."""
+    where = f"--set {text}"
+    if "=" not in text:
+        raise SpecError([Diagnostic(f"'{where}' must look like path=value")])
+    path, _, value = text.partition("=")
+    parts = tuple(p.strip() for p in path.strip().split("."))
+    if not all(p.isidentifier() for p in parts):
+        raise SpecError([Diagnostic(f"'{where}': '{path.strip()}' is not a field path like network.width")])
+    return Setting(parts, parse_value(value.strip(), where), text)
+
+
+@frozen
+class _Axis:
+    paths: tuple[tuple[str, ...], ...]
+    points: tuple[tuple[ir.Value, ...], ...]  # one tuple of values per point, one value per path
+    span: ir.Span | None
+
+
+def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -> Plan:
+    """Read, check and lower a spec into its Plan; raise SpecError with every problem found."""
+    settings = [parse_setting(s) for s in sets]
+    prog = read_program(path, text)
+    runs: list[Run] = []
+    axes_by_exp: list[tuple[str, tuple[str, ...]]] = []
+    for name in prog.experiments:
+        if name in prog.sweeps:
+            continue
+    for sweep in prog.sweeps.values():
+        if sweep.target not in prog.experiments:
+            prog.error(f"sweep of unknown experiment '{sweep.target}'"
+                       f"{did_you_mean(sweep.target, prog.experiments)}", sweep.span)
+    for name, src in prog.experiments.items():
+        base = to_section(prog, src.node)
+        for ov in src.overrides:
+            base = assign(base, ov.path, ov.value, ov.span)
+        axes = _axes(prog, prog.sweeps.get(name), settings)
+        axes_by_exp.append((name, tuple(".".join(p) for a in axes for p in a.paths)))
+        seen: dict[str, int] = {}
+        for point in itertools.product(*(a.points for a in axes)) if axes else [()]:
+            sec = base
+            swept: list[tuple[str, Any]] = []
+            for axis, values in zip(axes, point, strict=True):
+                for p, v in zip(axis.paths, values, strict=True):
+                    sec = assign(sec, p, v, v.span)
+                    swept.append((".".join(p), plain(v)))
+            for s in settings:
+                sec = assign(sec, s.path, s.value, None)
+            run = _run(prog, name, sec, len(runs), tuple(swept))
+            if run is None:
+                continue
+            if run.hash in seen:
+                prog.error(f"sweep of '{name}' gives the same run twice ({_show(swept)}); "
+                           "remove the repeated value", prog.sweeps[name].span)
+                break
+            seen[run.hash] = run.index
+            runs.append(run)
+    if prog.diagnostics:
+        raise CheckError(_unique(prog.diagnostics))
+    return Plan(str(path), tuple(runs), tuple(axes_by_exp))
+
+
+def _run(prog: Program, name: str, sec: Section, index: int, swept: tuple[tuple[str, Any], ...]) -> Run | None:
+    cfg = build_config(prog, name, sec)
+    if cfg is None:
+        return None
+    return Run(name, index, cfg, Seeds.derive(cfg.seed), swept, run_hash(name, cfg))
+
+
+def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) -> list[_Axis]:
+    if sweep is None:
+        return []
+    fixed = {s.path for s in settings}
+    axes: list[_Axis] = []
+    seen: dict[tuple[str, ...], ir.Span | None] = {}
+    for entry in sweep.axes:
+        fields = entry.fields if isinstance(entry, ir.Zip) else (entry,)
+        columns: list[tuple[ir.Value, ...]] = []
+        for f in fields:
+            if f.path in seen:
+                prog.error(f"'{f.name}' is swept twice", f.span)
+            seen[f.path] = f.span
+            columns.append(_values(prog, f))
+        if isinstance(entry, ir.Zip) and len({len(c) for c in columns}) > 1:
+            lengths = ", ".join(f"{f.name}: {len(c)}" for f, c in zip(fields, columns, strict=True))
+            prog.error(f"zip needs lists of one length (got {lengths})", entry.span)
+            continue
+        kept = [(f.path, c) for f, c in zip(fields, columns, strict=True) if f.path not in fixed]
+        if not kept:
+            continue  # every path of this axis is fixed by --set
+        n = len(kept[0][1])
+        if n == 0:
+            prog.error(f"sweep axis '{fields[0].name}' has no values, so the sweep expands to zero runs",
+                       entry.span)
+            continue
+        axes.append(_Axis(tuple(p for p, _ in kept), tuple(zip(*(c for _, c in kept), strict=True)), entry.span))
+    return axes
+
+
+def _values(prog: Program, f: ir.Field) -> tuple[ir.Value, ...]:
+    v = f.value
+    if isinstance(v, ir.List):
+        return v.items
+    if isinstance(v, ir.Range):
+        if v.stop < v.start:
+            prog.error(f"range {v.start}..{v.stop} is empty (ranges count up and include both ends)", v.span)
+        return tuple(ir.Int(i, span=v.span) for i in range(v.start, v.stop + 1))
+    prog.error(f"sweep values for '{f.name}' must be a list [a, b, ...] or a range a..b", v.span)
+    return ()
+
+
+def plain(v: ir.Value) -> Any:
+    """An ir value as plain JSON-native Python (for swept-value coordinates)."""
+    if isinstance(v, ir.Int | ir.Float | ir.Str | ir.Bool):
+        return v.value
+    if isinstance(v, ir.Ident):
+        return v.name
+    if isinstance(v, ir.List):
+        return [plain(x) for x in v.items]
+    if isinstance(v, ir.Range):
+        return list(range(v.start, v.stop + 1))
+    return {"call": v.name, **{a.name: plain(a.value) for a in v.args}}
+
+
+def _show(swept: list[tuple[str, Any]]) -> str:
+    return ", ".join(f"{p} = {v}" for p, v in swept)
+
+
+def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for d in diags:
+        key = (d.message, d.span)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def check(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -> list[Diagnostic]:
+    """Every problem with a spec (syntax, includes, fields, values, sweeps); empty when fine."""
+    try:
+        lower(path, sets, text)
+    except SpecError as exc:
+        return list(exc.diagnostics)
+    return []

@@ -1,0 +1,294 @@
+"""The schema: every block kind and field of the language as frozen attrs classes.
+
+These classes are both the checker's source of truth (field names, types, ranges, docs in
+each field's metadata) and the Plan's typed configuration that the runtime reads. A field's
+metadata holds `type` (a sslspec.types object) and `doc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import frozen
+
+from sslspec import ir
+from sslspec.types import (
+    Bad, BoolT, CallT, ChoiceT, DeviceT, FloatT, IntT, ListT, Tree, TreeT, describe,
+)
+
+
+def fld(default: Any, type_: Any, doc: str = "") -> Any:
+    """An attrs field carrying the language type and a one-line doc."""
+    return attrs.field(default=default, metadata={"type": type_, "doc": doc})
+
+
+# ---- calls (values with named arguments) --------------------------------------------------
+
+
+@frozen
+class Constant:
+    """A fixed polarity magnitude."""
+
+    value: float = fld(1.0, FloatT(ge=0, le=1), "|rho| of every edge")
+
+
+@frozen
+class Uniform:
+    """Polarity magnitudes drawn uniformly from [low, high], once per edge per tree."""
+
+    low: float = fld(0.0, FloatT(ge=0, le=1), "lowest |rho|")
+    high: float = fld(1.0, FloatT(ge=0, le=1), "highest |rho|")
+
+
+@frozen
+class Activation:
+    """relu, or leaky_relu(slope)."""
+
+    name: str = fld("relu", ChoiceT(("relu", "leaky_relu")))
+    slope: float = fld(0.0, FloatT(ge=0, lt=1), "negative-side slope")
+
+
+@frozen
+class _LeakyRelu:
+    slope: float = fld(0.01, FloatT(ge=0, lt=1), "negative-side slope")
+
+
+@frozen
+class _Relu:
+    pass
+
+
+def _constant(node: ir.Value) -> Constant:
+    return build_call(Constant, ir.Call("constant", (ir.Arg("value", node, span=node.span),), span=node.span))
+
+
+POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant)
+ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True)
+REDUCTION = ChoiceT(("batch", "sample"))
+POSITIVE_INT = IntT(ge=1)
+NODE_LIST = ListT(IntT(ge=0))
+
+
+# ---- blocks -------------------------------------------------------------------------------
+
+
+@frozen
+class HLTM:
+    """A hierarchical latent tree model; every sample is freshly drawn."""
+
+    depth: int = fld(5, IntT(ge=1), "edges from the root to a leaf")
+    branching: int | None = fld(2, IntT(ge=1), "children per latent node")
+    states: int = fld(2, IntT(ge=2), "values each latent variable takes")
+    polarity: Constant | Uniform = fld(Uniform(0.7, 1.0), POLARITY, "|rho| of each edge")
+    sign: str = fld("random", ChoiceT(("random", "positive")), "sign of each edge's polarity")
+    tree: Tree | None = fld(None, TreeT(), "explicit shape: nested lists, an integer = that many leaves")
+    leaf_noise: float = fld(0.0, FloatT(ge=0, le=1), "probability an observed leaf is replaced by noise")
+
+
+@frozen
+class Augment:
+    """How the two views and the negatives are drawn."""
+
+    share: int = fld(0, IntT(ge=0), "the positive view keeps the latents of levels 0..share")
+    flip: float = fld(0.0, FloatT(ge=0, le=1), "probability each observed leaf of a view is flipped")
+    negative: str = fld("independent", ChoiceT(("independent", "batch")), "where negatives come from")
+
+
+@frozen
+class TreeReLU:
+    """One block of `width` units per latent node, mirroring the tree."""
+
+    width: int = fld(10, POSITIVE_INT, "hidden units per latent node")
+    bias: bool = fld(True, BoolT())
+    activation: Activation = fld(Activation(), ACTIVATION)
+    batch_norm: bool = fld(False, BoolT())
+    normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+
+
+@frozen
+class MLP:
+    """A fully connected network on the flattened leaves."""
+
+    widths: tuple[int, ...] = fld((64, 64), ListT(POSITIVE_INT, min_len=1), "units per layer")
+    bias: bool = fld(True, BoolT())
+    activation: Activation = fld(Activation(), ACTIVATION)
+    batch_norm: bool = fld(False, BoolT())
+    normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+
+
+@frozen
+class SimpleLoss:
+    """L = (1 + beta) d_pos - d_neg."""
+
+    beta: float = fld(0.0, FloatT(ge=-1), "extra weight on the positive term")
+    reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
+
+
+@frozen
+class TripletLoss:
+    """Soft triplet: tau * log(1 + exp((d_pos - d_neg + margin) / tau))."""
+
+    temperature: float = fld(1.0, FloatT(gt=0))
+    margin: float = fld(0.0, FloatT(ge=0))
+    reduction: str = fld("sample", REDUCTION)
+
+
+@frozen
+class InfoNCELoss:
+    """InfoNCE with `negatives` negatives per example."""
+
+    temperature: float = fld(0.1, FloatT(gt=0))
+    negatives: int = fld(1, POSITIVE_INT)
+    reduction: str = fld("sample", REDUCTION)
+
+
+@frozen
+class BYOLLoss:
+    """BYOL: an EMA target network and a predictor MLP of the given hidden widths."""
+
+    momentum: float = fld(0.99, FloatT(ge=0, le=1), "EMA momentum of the target network")
+    predictor: tuple[int, ...] = fld((32,), ListT(POSITIVE_INT), "hidden widths of the predictor")
+
+
+@frozen
+class SGD:
+    lr: float = fld(0.1, FloatT(gt=0), "learning rate")
+    momentum: float = fld(0.0, FloatT(ge=0, lt=1))
+    weight_decay: float = fld(0.0, FloatT(ge=0))
+
+
+@frozen
+class Adam:
+    lr: float = fld(1e-3, FloatT(gt=0), "learning rate")
+    betas: tuple[float, ...] = fld((0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2))
+    weight_decay: float = fld(0.0, FloatT(ge=0))
+
+
+@frozen
+class Train:
+    batch: int = fld(128, POSITIVE_INT, "examples per SGD step")
+    samples: int = fld(64000, POSITIVE_INT, "fresh samples per epoch")
+    epochs: int = fld(50, IntT(ge=0), "training epochs")
+
+
+# ---- measurements -------------------------------------------------------------------------
+
+
+@frozen
+class LatentCorrelation:
+    """Pearson correlation of each latent (one-vs-rest per state) with each unit."""
+
+
+@frozen
+class CovarianceOperator:
+    """The covariance operator per latent node."""
+
+    top: int = fld(8, POSITIVE_INT, "eigenvalues and eigenvectors kept")
+    full: bool = fld(False, BoolT(), "also store the whole matrix")
+    official: bool = fld(False, BoolT(), "also the official code's 'conn' norm (another index order)")
+
+
+@frozen
+class Weights:
+    """Each node's weight matrix."""
+
+
+@frozen
+class LossTrace:
+    """The training loss, averaged over each `every` SGD steps."""
+
+    every: int = fld(1, POSITIVE_INT, "SGD steps per recorded value")
+
+
+@frozen
+class TheoremCheck:
+    """Mean gradient over M batches against the covariance-operator prediction."""
+
+    batches: tuple[int, ...] = fld((1, 4, 16, 64, 256), ListT(POSITIVE_INT, min_len=1), "values of M")
+    nodes: tuple[int, ...] = fld((0,), ListT(IntT(ge=0), min_len=1), "latent nodes (0 = root)")
+    epochs: tuple[int, ...] | None = fld(None, ListT(IntT(ge=0)), "epochs to check (default: all measured)")
+
+
+@frozen
+class Measure:
+    every: int = fld(1, POSITIVE_INT, "epochs between measurements; 0 and the last always")
+    samples: int | None = fld(None, POSITIVE_INT, "fresh samples per pass (default: train.samples)")
+    latent_correlation: LatentCorrelation | None = fld(None, None)
+    covariance_operator: CovarianceOperator | None = fld(None, None)
+    weights: Weights | None = fld(None, None)
+    loss: LossTrace | None = fld(LossTrace(), None)
+    theorem_check: TheoremCheck | None = fld(None, None)
+
+
+# ---- the experiment -----------------------------------------------------------------------
+
+Data = HLTM
+Network = TreeReLU | MLP
+Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss
+Optimizer = SGD | Adam
+
+# Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
+BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
+    "data": ({"hltm": HLTM}, True),
+    "augment": ({None: Augment}, False),
+    "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
+    "loss": ({"simple": SimpleLoss, "triplet": TripletLoss, "infonce": InfoNCELoss, "byol": BYOLLoss}, True),
+    "optimizer": ({"sgd": SGD, "adam": Adam}, True),
+    "train": ({None: Train}, False),
+    "measure": ({None: Measure}, False),
+}
+
+# Sub-blocks that may appear in a block (switched on by a flag, `name = true`, or `name {..}`).
+SUBBLOCKS: dict[type, dict[str, type]] = {
+    Measure: {
+        "latent_correlation": LatentCorrelation, "covariance_operator": CovarianceOperator,
+        "weights": Weights, "loss": LossTrace, "theorem_check": TheoremCheck,
+    },
+}
+
+TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT()}
+TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto"}
+
+
+def kind_of(obj: Any) -> str | None:
+    """The kind name a config object was built from (`infonce` for InfoNCELoss)."""
+    for kinds, _ in BLOCKS.values():
+        for kind, cls in kinds.items():
+            if type(obj) is cls:
+                return kind
+    return None
+
+
+def value_fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
+    """The fields of a block class that take values (not sub-blocks)."""
+    subs = SUBBLOCKS.get(cls, {})
+    return {a.name: a for a in attrs.fields(cls) if a.name not in subs}
+
+
+def build_call(cls: type, call: ir.Call) -> Any:
+    """Build a call class from a Call node, checking argument names, types and duplicates."""
+    from sslspec.errors import did_you_mean
+
+    fields = {a.name: a for a in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for arg in call.args:
+        if arg.name not in fields:
+            raise Bad(f"'{call.name}' has no argument '{arg.name}'{did_you_mean(arg.name, fields)}", arg.span)
+        if arg.name in kwargs:
+            raise Bad(f"argument '{arg.name}' given twice", arg.span)
+        try:
+            kwargs[arg.name] = fields[arg.name].metadata["type"].coerce(arg.value)
+        except Bad as bad:
+            raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
+    if cls is _Relu:
+        return Activation("relu", 0.0)
+    if cls is _LeakyRelu:
+        return Activation("leaky_relu", kwargs.get("slope", 0.01))
+    obj = cls(**kwargs)
+    if isinstance(obj, Uniform) and obj.low > obj.high:
+        raise Bad(f"'uniform' needs low <= high (got low = {obj.low}, high = {obj.high})", call.span)
+    return obj
+
+
+__all__ = ["Bad", "describe"]

@@ -1,0 +1,234 @@
+"""Parse: .ssl text -> Spec IR (sslspec.ir). The grammar is `grammar.lark`, loaded once."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from sslspec import ir
+from sslspec.errors import Diagnostic, SyntaxFault, did_you_mean
+
+KEYWORDS = ("include", "experiment", "sweep")
+
+# What each terminal is called in messages; every terminal of the grammar is named here.
+TERMINAL_NAMES = {
+    "INCLUDE": "'include'", "EXPERIMENT": "'experiment'", "SWEEP": "'sweep'", "ZIP": "'zip'",
+    "TRUE": "'true'", "FALSE": "'false'", "NAME": "a name", "FLOAT": "a number", "INT": "an integer",
+    "STRING": "a string", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'",
+    "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "DOTDOT": "'..'", "DOT": "'.'",
+    "_NL": "a new line", "$END": "the end of the file",
+}
+
+
+class _Layout:
+    """Post-lexer: drops newlines inside () and [] and records every comment it sees."""
+
+    always_accept = ("_NL",)
+
+    def __init__(self) -> None:
+        self.comments: list[ir.Comment] = []
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        self.comments = []  # one parse at a time: the parser is single-threaded by design
+        depth = 0
+        for tok in stream:
+            if tok.type == "_NL":
+                self._collect(tok)
+                if depth > 0:
+                    continue
+            elif tok.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            yield tok
+
+    def _collect(self, tok: Token) -> None:
+        line, col = tok.line or 1, tok.column or 1
+        for i, raw in enumerate(str(tok).split("\n")):
+            stripped = raw.lstrip(" \t\r")
+            if stripped.startswith("#"):
+                start = col + len(raw) - len(stripped) if i == 0 else len(raw) - len(stripped) + 1
+                self.comments.append(ir.Comment(line + i, start, stripped.rstrip("\r")))
+
+
+_LAYOUT = _Layout()
+
+
+@cache
+def _parser() -> Lark:
+    grammar = files("sslspec").joinpath("grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, strict=True, postlex=_LAYOUT,
+                start=["start", "set_value"], maybe_placeholders=False)
+
+
+def _span(file: str, meta: Any) -> ir.Span:
+    return ir.Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+class _ToIR(Transformer[Token, Any]):
+    """Lark tree -> ir nodes, attaching a span to every node."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _s(self, x: Any) -> ir.Span:
+        return _span(self.file, x)
+
+    def _tok(self, t: Token) -> ir.Span:
+        return ir.Span(self.file, t.line or 1, t.column or 1, t.end_line or 1, t.end_column or 1)
+
+    # values
+    def int(self, c: list[Token]) -> ir.Int:
+        return ir.Int(int(c[0]), span=self._tok(c[0]))
+
+    def float(self, c: list[Token]) -> ir.Float:
+        return ir.Float(float(c[0]), str(c[0]), span=self._tok(c[0]))
+
+    def string(self, c: list[Token]) -> ir.Str:
+        return ir.Str(ast.literal_eval(str(c[0])), span=self._tok(c[0]))
+
+    def true(self, c: list[Token]) -> ir.Bool:
+        return ir.Bool(True, span=self._tok(c[0]))
+
+    def false(self, c: list[Token]) -> ir.Bool:
+        return ir.Bool(False, span=self._tok(c[0]))
+
+    def ident(self, c: list[Token]) -> ir.Ident:
+        return ir.Ident(str(c[0]), span=self._tok(c[0]))
+
+    @v_args(meta=True)
+    def list(self, meta: Any, c: list[Any]) -> ir.List:
+        return ir.List(tuple(x for x in c if not isinstance(x, Token)), span=self._s(meta))
+
+    @v_args(meta=True)
+    def range(self, meta: Any, c: list[Token]) -> ir.Range:
+        return ir.Range(int(c[0]), int(c[2]), span=self._s(meta))
+
+    @v_args(meta=True)
+    def call(self, meta: Any, c: list[Any]) -> ir.Call:
+        args = tuple(x for x in c if isinstance(x, ir.Arg))
+        return ir.Call(str(c[0]), args, span=self._s(meta))
+
+    @v_args(meta=True)
+    def arg(self, meta: Any, c: list[Any]) -> ir.Arg:
+        return ir.Arg(str(c[0]), c[2], span=self._s(meta))
+
+    def set_value(self, c: list[Any]) -> ir.Value:
+        return c[0]  # type: ignore[no-any-return]
+
+    # items
+    @v_args(meta=True)
+    def field(self, meta: Any, c: list[Any]) -> ir.Field:
+        return ir.Field((str(c[0]),), c[2], span=self._s(meta))
+
+    @v_args(meta=True)
+    def flag(self, meta: Any, c: list[Token]) -> ir.Flag:
+        return ir.Flag(str(c[0]), span=self._s(meta))
+
+    def body(self, c: list[Any]) -> tuple[Any, ...]:
+        return tuple(x for x in c if not isinstance(x, Token))
+
+    override_body = sweep_body = body
+
+    @v_args(meta=True)
+    def block(self, meta: Any, c: list[Any]) -> ir.Block:
+        kind = str(c[1]) if len(c) == 3 else None
+        kind_span = self._tok(c[1]) if len(c) == 3 else None
+        return ir.Block(str(c[0]), kind, c[-1], span=self._s(meta), kind_span=kind_span)
+
+    @v_args(meta=True)
+    def path(self, meta: Any, c: list[Token]) -> tuple[tuple[str, ...], ir.Span]:
+        return tuple(str(t) for t in c if t.type == "NAME"), self._s(meta)
+
+    @v_args(meta=True)
+    def assign(self, meta: Any, c: list[Any]) -> ir.Field:
+        return ir.Field(c[0][0], c[2], span=self._s(meta))
+
+    @v_args(meta=True)
+    def zip(self, meta: Any, c: list[Any]) -> ir.Zip:
+        return ir.Zip(c[1], span=self._s(meta))
+
+    # statements
+    @v_args(meta=True)
+    def include(self, meta: Any, c: list[Any]) -> ir.Include:
+        overrides = c[2] if len(c) > 2 else ()
+        return ir.Include(ast.literal_eval(str(c[1])), overrides, span=self._s(meta))
+
+    @v_args(meta=True)
+    def experiment(self, meta: Any, c: list[Any]) -> ir.Experiment:
+        return ir.Experiment(str(c[1]), c[2], span=self._s(meta), file=self.file)
+
+    @v_args(meta=True)
+    def sweep(self, meta: Any, c: list[Any]) -> ir.Sweep:
+        return ir.Sweep(str(c[1]), c[2], span=self._s(meta))
+
+    def start(self, c: list[Any]) -> tuple[ir.Statement, ...]:
+        return tuple(x for x in c if not isinstance(x, Token))
+
+
+def parse(text: str, path: str = "<string>") -> ir.SpecFile:
+    """Parse a whole .ssl text into a SpecFile; raise SyntaxFault with position on bad input."""
+    src = text if text.endswith("\n") else text + "\n"
+    try:
+        tree = _parser().parse(src, start="start")
+        comments = tuple(_LAYOUT.comments)
+        statements = _ToIR(path).transform(tree)
+    except UnexpectedInput as exc:
+        raise SyntaxFault([_syntax_diagnostic(exc, text, path)]) from None
+    except VisitError as exc:  # pragma: no cover - the transformer raises nothing of its own
+        raise exc.orig_exc from None
+    return ir.SpecFile(path, statements, comments, text)
+
+
+def parse_value(text: str, where: str = "<--set>") -> ir.Value:
+    """Parse one value as written after `=` (for `--set path=value`)."""
+    try:
+        return _ToIR(where).transform(_parser().parse(text, start="set_value"))  # type: ignore[no-any-return]
+    except UnexpectedInput as exc:
+        raise SyntaxFault([_syntax_diagnostic(exc, text, where)]) from None
+
+
+def _expected(names: set[str]) -> str:
+    shown = sorted({TERMINAL_NAMES.get(n, n) for n in names if not n.startswith("__")})
+    if not shown:
+        return ""
+    if len(shown) == 1:
+        return f"; expected {shown[0]}"
+    return f"; expected {', '.join(shown[:-1])} or {shown[-1]}"
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    lines = text.split("\n") if text else [""]
+    line, col = getattr(exc, "line", -1), getattr(exc, "column", -1)
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if 0 <= exc.pos_in_stream < len(text) else "?"
+        msg = f"unexpected character {ch!r}"
+        if ch == ".":
+            msg += " (numbers need digits on both sides of '.')"
+    elif isinstance(exc, UnexpectedToken) and exc.token.type == "$END" or isinstance(exc, UnexpectedEOF):
+        expected = getattr(exc, "expected", set()) or getattr(exc, "accepts", set())
+        msg = "unexpected end of file" + _expected(set(expected))
+        line = len(lines) if not lines[-1] == "" else max(1, len(lines) - 1)
+        line = max(1, line)
+        col = len(lines[line - 1]) + 1
+    elif isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        shown = "a new line" if tok.type == "_NL" else f"{str(tok).strip()!r}"
+        msg = f"unexpected {shown}" + _expected(set(exc.accepts or exc.expected))
+        if tok.type == "NAME" and "NAME" not in (exc.accepts or exc.expected):
+            msg += did_you_mean(str(tok), KEYWORDS)
+        if tok.type == "_NL":  # point at the end of the line the item was on, not the next one
+            line = tok.line or line
+            col = tok.column or col
+    else:  # pragma: no cover - lark raises nothing else from parse
+        msg = str(exc)
+    line = max(1, line)
+    col = max(1, col)
+    return Diagnostic(msg, ir.Span(path, line, col, line, col + 1), text)
