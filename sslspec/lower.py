@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from sslspec import ir
@@ -26,29 +27,63 @@ class Setting:
     text: str
 
 
-def parse_setting(text: str) -> Setting:
-    """Parse `path=value`; raise SpecError naming the setting when it is malformed."""
-    where = f"--set {text}"
+SET_FILE = "--set"
+
+
+def parse_setting(text: str, line: int = 1) -> Setting:
+    """Parse `path=value` (the `line`-th --set); errors point into it as file `--set`."""
+    whole = ir.Span(SET_FILE, line, 1, line, len(text) + 1)
     if "=" not in text:
-        raise SpecError([Diagnostic(f"'{where}' must look like path=value")])
+        raise SpecError([Diagnostic("a setting must look like path=value", whole, _pad(text, line))])
     path, _, value = text.partition("=")
     parts = tuple(p.strip() for p in path.strip().split("."))
     if not all(p.isidentifier() for p in parts):
-        raise SpecError([Diagnostic(f"'{where}': '{path.strip()}' is not a field path like network.width")])
-    return Setting(parts, parse_value(value.strip(), where), text)
+        raise SpecError([Diagnostic(f"'{path.strip()}' is not a field path like network.width", whole,
+                                    _pad(text, line))])
+    try:
+        node = parse_value(value.strip(), SET_FILE)
+    except SpecError as exc:
+        d = exc.diagnostics[0]
+        span = _shifted(d.span, line, len(path) + 1 + len(value) - len(value.lstrip())) if d.span else whole
+        raise SpecError([Diagnostic(d.message, span, _pad(text, line))]) from None
+    return Setting(parts, _shift(node, line, len(path) + 1 + len(value) - len(value.lstrip())), text)
+
+
+def _pad(text: str, line: int) -> str:
+    return "\n" * (line - 1) + text
+
+
+def _shifted(span: ir.Span, line: int, dcol: int) -> ir.Span:
+    return ir.Span(span.file, line, span.col + dcol, line, span.end_col + dcol)
+
+
+def _shift(node: Any, line: int, dcol: int) -> Any:
+    """Move a parsed --set value's spans to its place in the setting text."""
+    changes: dict[str, Any] = {}
+    for a in attrs.fields(type(node)):
+        v = getattr(node, a.name)
+        if a.name == "span" and v is not None:
+            changes["span"] = _shifted(v, line, dcol)
+        elif isinstance(v, tuple):
+            changes[a.name] = tuple(_shift(x, line, dcol) for x in v)
+        elif attrs.has(type(v)):
+            changes[a.name] = _shift(v, line, dcol)
+    return attrs.evolve(node, **changes)
 
 
 @frozen
 class _Axis:
     paths: tuple[tuple[str, ...], ...]
     points: tuple[tuple[ir.Value, ...], ...]  # one tuple of values per point, one value per path
+    spans: tuple[ir.Span | None, ...]  # where each path was written
     span: ir.Span | None
 
 
 def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -> Plan:
     """Read, check and lower a spec into its Plan; raise SpecError with every problem found."""
-    settings = [parse_setting(s) for s in sets]
+    settings = [parse_setting(s, i + 1) for i, s in enumerate(sets)]
     prog = read_program(path, text)
+    prog.texts[SET_FILE] = "\n".join(sets)
     runs: list[Run] = []
     axes_by_exp: list[tuple[str, tuple[str, ...]]] = []
     for name in prog.experiments:
@@ -69,11 +104,11 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
             sec = base
             swept: list[tuple[str, Any]] = []
             for axis, values in zip(axes, point, strict=True):
-                for p, v in zip(axis.paths, values, strict=True):
-                    sec = assign(sec, p, v, v.span)
+                for p, v, sp in zip(axis.paths, values, axis.spans, strict=True):
+                    sec = assign(sec, p, v, sp)
                     swept.append((".".join(p), plain(v)))
-            for s in settings:
-                sec = assign(sec, s.path, s.value, None)
+            for i, s in enumerate(settings):
+                sec = assign(sec, s.path, s.value, ir.Span(SET_FILE, i + 1, 1, i + 1, len(s.text) + 1))
             run = _run(prog, name, sec, len(runs), tuple(swept))
             if run is None:
                 continue
@@ -113,7 +148,7 @@ def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) ->
             lengths = ", ".join(f"{f.name}: {len(c)}" for f, c in zip(fields, columns, strict=True))
             prog.error(f"zip needs lists of one length (got {lengths})", entry.span)
             continue
-        kept = [(f.path, c) for f, c in zip(fields, columns, strict=True) if f.path not in fixed]
+        kept = [(f, c) for f, c in zip(fields, columns, strict=True) if f.path not in fixed]
         if not kept:
             continue  # every path of this axis is fixed by --set
         n = len(kept[0][1])
@@ -121,7 +156,8 @@ def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) ->
             prog.error(f"sweep axis '{fields[0].name}' has no values, so the sweep expands to zero runs",
                        entry.span)
             continue
-        axes.append(_Axis(tuple(p for p, _ in kept), tuple(zip(*(c for _, c in kept), strict=True)), entry.span))
+        axes.append(_Axis(tuple(f.path for f, _ in kept), tuple(zip(*(c for _, c in kept), strict=True)),
+                          tuple(f.span for f, _ in kept), entry.span))
     return axes
 
 
@@ -155,9 +191,12 @@ def _show(swept: list[tuple[str, Any]]) -> str:
 
 
 def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop repeats (a bad base value is seen once per run) and sort by position."""
     seen: set[tuple[Any, ...]] = set()
     out = []
-    for d in diags:
+    order = lambda d: (d.span is not None, d.span.file if d.span else "", d.span.line if d.span else 0,  # noqa: E731
+                       d.span.col if d.span else 0)
+    for d in sorted(diags, key=order):
         key = (d.message, d.span)
         if key not in seen:
             seen.add(key)

@@ -7,7 +7,6 @@ include override, a sweep point or `--set`) are applied to a copy of the tree.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from attrs import define, field, frozen
@@ -141,7 +140,7 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
     `x.kind = name` changes a block's kind; a path through a call sets that call's argument;
     a path into a missing block creates it; `sub = true/false` switches a sub-block.
     """
-    root = copy.deepcopy(root)
+    root = _shallow(root)
     sec = root
     for i, name in enumerate(path[:-1]):
         if name in sec.values and isinstance(sec.values[name], ir.Call):
@@ -151,7 +150,7 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
         if name not in sec.blocks:
             sec.blocks[name] = Section(span=span)
             sec.spans[name] = span
-        sec = sec.blocks[name]
+        sec.blocks[name] = sec = _shallow(sec.blocks[name])
         sec.enabled = True
     last = path[-1]
     if last == "kind" and len(path) > 1:
@@ -166,6 +165,12 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
         sec.values[last] = value
     sec.spans[last] = span
     return root
+
+
+def _shallow(sec: Section) -> Section:
+    """Copy one level of a Section (ir values are immutable; sub-sections are copied on write)."""
+    return Section(sec.kind, sec.kind_span, sec.span, dict(sec.values), dict(sec.blocks), dict(sec.spans),
+                   sec.enabled)
 
 
 def _set_arg(call: ir.Call, rest: tuple[str, ...], value: ir.Value, span: ir.Span | None) -> ir.Value:

@@ -14,7 +14,17 @@ from attrs import frozen
 
 from sslspec import ir
 from sslspec.types import (
-    Bad, BoolT, CallT, ChoiceT, DeviceT, FloatT, IntT, ListT, Tree, TreeT, describe,
+    Bad,
+    BoolT,
+    CallT,
+    ChoiceT,
+    DeviceT,
+    FloatT,
+    IntT,
+    ListT,
+    Tree,
+    TreeT,
+    describe,
 )
 
 

@@ -63,7 +63,7 @@ _LAYOUT = _Layout()
 @cache
 def _parser() -> Lark:
     grammar = files("sslspec").joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, strict=True, postlex=_LAYOUT,
+    return Lark(grammar, parser="lalr", propagate_positions=True, strict=True, postlex=_LAYOUT, cache=True,
                 start=["start", "set_value"], maybe_placeholders=False)
 
 
@@ -212,7 +212,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         msg = f"unexpected character {ch!r}"
         if ch == ".":
             msg += " (numbers need digits on both sides of '.')"
-    elif isinstance(exc, UnexpectedToken) and exc.token.type == "$END" or isinstance(exc, UnexpectedEOF):
+    elif (isinstance(exc, UnexpectedToken) and exc.token.type == "$END") or isinstance(exc, UnexpectedEOF):
         expected = getattr(exc, "expected", set()) or getattr(exc, "accepts", set())
         msg = "unexpected end of file" + _expected(set(expected))
         line = len(lines) if not lines[-1] == "" else max(1, len(lines) - 1)
