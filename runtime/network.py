@@ -1,0 +1,307 @@
+"""Networks: the tree-shaped ReLU network of the HLTM experiment and a plain MLP.
+
+Both are one class, `LevelNet`, over a tree `Layout`: latent level l holds N_l nodes of W_l
+units; a node's input is the concatenation, in child order, of act(children's pre-activations)
+(K_l * W_{l+1} values), or the raw leaf values (K_l values) for parents of leaves. Each level is
+one batched matmul (and one for its Jacobian); a Python loop runs over levels only. The MLP is
+the chain tree: one node per level, one child per internal node, and all `n_in` inputs as leaves
+of the bottom node; its level 0 is the output layer, as the root is for a tree.
+
+Non-uniform trees are zero-padded to the level's largest fan-in; the padded inputs are zero and
+the padded weights are multiplied by a 0/1 mask in forward, so they start at zero and get a zero
+gradient (they stay zero under SGD and Adam, with or without weight decay).
+
+Initialization is PyTorch's default for nn.Linear on each node's true fan-in F: weights by
+`kaiming_uniform_(a=sqrt(5))` (uniform in +-1/sqrt(F)), then the bias uniform in +-1/sqrt(F).
+Draw order: levels bottom up (depth-1 first, the root / output layer last), nodes in order within
+a level, per node the (W, F) weight row-major and then its (W,) bias (none when bias is off).
+That is the order the official code constructs its nn.Linear modules in. Values are drawn in
+float32 on the generator's device and then cast and moved, so float32 and float64 networks built
+from the same seed hold the same numbers.
+
+Batch norm (`batch_norm = true`): an affine BatchNorm1d (PyTorch defaults: eps 1e-5, momentum
+0.1, gamma 1, beta 0) over each (node, unit) of every level but level 0, applied to W f_in + b;
+`pre` is its output. Training mode uses the batch statistics, eval mode the running ones.
+Because of it, with batch norm in training mode an example's output depends on its batch.
+`jacobians` needs eval mode when batch norm is on (a per-example Jacobian exists only there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from runtime.layout import Layout
+from sslspec import schema
+from sslspec.check import Config
+
+EPS_NORM = 1e-4  # official: out = raw / (||raw|| + 1e-4)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Everything a forward pass exposes, per latent level l (0 = root / output layer)."""
+
+    inputs: list[torch.Tensor]  # per level (B, N_l, F_l): each node's input vector, zero-padded
+    pre: list[torch.Tensor]  # per level (B, N_l, W_l): W f_in + b (after batch norm when on)
+    raw: torch.Tensor  # (B, D) root pre-activation, before output normalization
+    out: torch.Tensor  # (B, D) network output after normalization
+
+
+class LevelNet(nn.Module):
+    """A network with one block of W_l units per latent node of `layout`, level by level."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        widths: tuple[int, ...],
+        cfg: schema.TreeReLU | schema.MLP,
+        gen: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        assert len(widths) == layout.depth, (widths, layout.depth)
+        self.sizes, self.widths, self.uniform = layout.sizes, widths, layout.uniform
+        self.kids = tuple(int(c.shape[1]) for c in layout.children)  # K_l, padded
+        self.slope = cfg.activation.slope if cfg.activation.name == "leaky_relu" else 0.0
+        self.normalize = cfg.normalize
+        self.has_bias = cfg.bias
+        below = [*widths[1:], 1]  # units each child contributes: W_{l+1}, or 1 leaf value
+        self.fan_in = tuple(k * b for k, b in zip(self.kids, below, strict=True))  # F_l
+        self.weights = nn.ParameterList(
+            [
+                nn.Parameter(torch.zeros(n, w, f, dtype=dtype, device=device))
+                for n, w, f in zip(self.sizes, widths, self.fan_in, strict=True)
+            ]
+        )
+        self.biases = nn.ParameterList(
+            [
+                nn.Parameter(torch.zeros(n, w, dtype=dtype, device=device))
+                for n, w in zip(self.sizes, widths, strict=True)
+            ]
+            if cfg.bias
+            else []
+        )
+        self.norms = nn.ModuleList(
+            [nn.Identity()]
+            + [
+                nn.BatchNorm1d(n * w, dtype=dtype, device=device)
+                for n, w in zip(self.sizes[1:], widths[1:], strict=True)
+            ]
+            if cfg.batch_norm
+            else []
+        )
+        self._register_indices(layout, below, dtype)
+        self.to(device)
+        counts = [m.sum(1) for m in layout.child_mask]  # true children per node
+        self._init(gen, [c * b for c, b in zip(counts, below, strict=True)])
+
+    def _register_indices(self, layout: Layout, below: list[int], dtype: torch.dtype) -> None:
+        """Buffers per level: weight padding mask, children and their mask, parent and slot."""
+        for lvl in range(layout.depth):
+            mask = layout.child_mask[lvl].repeat_interleave(below[lvl], dim=1)  # (N, F)
+            self.register_buffer(f"wmask{lvl}", mask[:, None, :].to(dtype), persistent=False)
+            self.register_buffer(f"children{lvl}", layout.children[lvl], persistent=False)
+            self.register_buffer(f"cmask{lvl}", layout.child_mask[lvl], persistent=False)
+            if lvl + 1 < layout.depth:  # each node of level l+1: its parent and its place among siblings
+                kids, keep = layout.children[lvl], layout.child_mask[lvl]  # (N, K)
+                slot = torch.zeros(layout.sizes[lvl + 1], dtype=torch.long)
+                slot[kids[keep]] = torch.nonzero(keep)[:, 1]
+                self.register_buffer(f"parent{lvl + 1}", layout.parent[lvl + 1], persistent=False)
+                self.register_buffer(f"slot{lvl + 1}", slot, persistent=False)
+
+    # ---- parameters ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _init(self, gen: torch.Generator, fan_in: list[torch.Tensor]) -> None:
+        """nn.Linear's default init per node, in the documented order (bottom up)."""
+        for lvl in reversed(range(len(self.sizes))):
+            for node in range(self.sizes[lvl]):
+                f = int(fan_in[lvl][node])
+                w = torch.empty(self.widths[lvl], f, device=gen.device)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                self.weights[lvl][node, :, :f] = w.to(self.weights[lvl])
+                if self.has_bias:
+                    bound = 1 / math.sqrt(f)
+                    b = torch.empty(self.widths[lvl], device=gen.device).uniform_(
+                        -bound, bound, generator=gen
+                    )
+                    self.biases[lvl][node] = b.to(self.biases[lvl])
+
+    def level_weights(self) -> list[torch.Tensor]:
+        """Per level the (N_l, W_l, F_l) weights, padding columns zero."""
+        return [w if self.uniform else w * self._buf("wmask", lvl) for lvl, w in enumerate(self.weights)]
+
+    def level_biases(self) -> list[torch.Tensor | None]:
+        """Per level the (N_l, W_l) biases, or None when bias is off."""
+        return list(self.biases) if self.has_bias else [None] * len(self.sizes)
+
+    @torch.no_grad()
+    def node_weights(self) -> torch.Tensor:
+        """(n_nodes, W_max, F_max) every node's weights in global node order, NaN where padded."""
+        w_max, f_max = max(self.widths), max(self.fan_in)
+        parts = []
+        for lvl, w in enumerate(self.weights):
+            full = torch.full((w.shape[0], w_max, f_max), math.nan, dtype=w.dtype, device=w.device)
+            keep = self._buf("wmask", lvl).expand(w.shape).bool()  # (N, W, F)
+            full[:, : w.shape[1], : w.shape[2]] = torch.where(keep, w, math.nan)
+            parts.append(full)
+        return torch.cat(parts)
+
+    def _buf(self, name: str, lvl: int) -> torch.Tensor:
+        return self.get_buffer(f"{name}{lvl}")
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def act(self, g: torch.Tensor) -> torch.Tensor:
+        """The hidden activation: relu, or leaky_relu(slope)."""
+        return torch.relu(g) if self.slope == 0.0 else nn.functional.leaky_relu(g, self.slope)
+
+    def gate(self, g: torch.Tensor) -> torch.Tensor:
+        """act'(g) as autograd takes it: 1 where g > 0, else the slope."""
+        return torch.where(g > 0, g.new_ones(()), g.new_tensor(self.slope))
+
+    def _gather(self, lvl: int, below: torch.Tensor) -> torch.Tensor:
+        """(N_l, B, F_l) inputs of level l from `below`: (n_leaves, B) or (N_{l+1}, B, W_{l+1})."""
+        n, k, b = self.sizes[lvl], self.kids[lvl], below.shape[1]
+        if self.uniform:  # children are contiguous: a view
+            picked = below.reshape(n, k, *below.shape[1:])  # (N, K, B) or (N, K, B, W)
+        else:
+            mask = self._buf("cmask", lvl).view(n, k, *[1] * (below.dim() - 1))
+            picked = below[self._buf("children", lvl)] * mask  # (N, K, B) or (N, K, B, W)
+        return picked.transpose(1, 2).reshape(n, b, self.fan_in[lvl])
+
+    def _batch_norm(self, lvl: int, g: torch.Tensor) -> torch.Tensor:
+        """(N, B, W) -> (N, B, W), each (node, unit) normalized over the batch."""
+        n, b, w = g.shape
+        flat = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
+        return flat.view(b, n, w).transpose(0, 1)
+
+    def forward(self, x: torch.Tensor) -> Forward:
+        """x: (B, n_leaves) leaf values -> Forward (one batched matmul per level, bottom up).
+
+        Levels are computed node-major, (N, B, .), which is what bmm wants; `inputs` and `pre`
+        are (B, N, .) transposed views of those, so use reshape, not view, on them."""
+        depth = len(self.sizes)
+        inputs: list[torch.Tensor] = [x] * depth
+        pre: list[torch.Tensor] = [x] * depth
+        below = x.to(self.weights[0].dtype).t()  # (n_leaves, B)
+        weights = self.level_weights()
+        for lvl in reversed(range(depth)):
+            f_in = self._gather(lvl, below)  # (N, B, F)
+            w = weights[lvl].transpose(1, 2)  # (N, F, W)
+            g = torch.baddbmm(self.biases[lvl][:, None, :], f_in, w) if self.has_bias else torch.bmm(f_in, w)
+            if self.norms and lvl > 0:
+                g = self._batch_norm(lvl, g)  # (N, B, W)
+            inputs[lvl], pre[lvl] = f_in.transpose(0, 1), g.transpose(0, 1)
+            below = self.act(pre[lvl].transpose(0, 1))  # through pre[lvl], so autograd can reach it
+        raw = pre[0][:, 0]  # (B, D)
+        out = raw / (raw.norm(dim=1, keepdim=True) + EPS_NORM) if self.normalize == "l2" else raw
+        return Forward(inputs, pre, raw, out)
+
+    # ---- Jacobians ---------------------------------------------------------------------------
+
+    def _bn_scale(self, lvl: int) -> torch.Tensor | None:
+        """(N_l, W_l) the eval-mode batch-norm factor d pre / d (W f_in + b), or None."""
+        if not self.norms or lvl == 0:
+            return None
+        bn = self.norms[lvl]
+        assert isinstance(bn, nn.BatchNorm1d) and bn.running_var is not None and bn.weight is not None
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale.view(self.sizes[lvl], self.widths[lvl])
+
+    def jacobians(self, fwd: Forward) -> list[torch.Tensor]:
+        """Per level (B, N_l, D, W_l): d raw / d pre_l, top down through the gates."""
+        if self.norms and self.training:
+            raise ValueError("jacobians with batch_norm need eval mode (call net.eval() first)")
+        b, d = fwd.raw.shape
+        eye = torch.eye(d, dtype=fwd.raw.dtype, device=fwd.raw.device)
+        jac = [eye.expand(b, 1, d, d)]
+        weights = self.level_weights()
+        for lvl in range(1, len(self.sizes)):
+            up = jac[-1]  # (B, N_{l-1}, D, W_{l-1})
+            scale = self._bn_scale(lvl - 1)
+            if scale is not None:
+                up = up * scale[:, None, :]
+            parent, slot = self._buf("parent", lvl), self._buf("slot", lvl)
+            n_up, w_up, _ = weights[lvl - 1].shape
+            blocks = weights[lvl - 1].view(n_up, w_up, self.kids[lvl - 1], self.widths[lvl])
+            blocks = blocks[parent, :, slot, :]  # (N_l, W_{l-1}, W_l): each child's block of its parent
+            j = torch.einsum("bndw,nwv->bndv", up[:, parent], blocks)  # (B, N_l, D, W_l)
+            jac.append(j * self.gate(fwd.pre[lvl])[:, :, None, :])
+        return jac
+
+
+class TreeNet(LevelNet):
+    """The HLTM tree network: `cfg.width` units per latent node of `layout`."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        cfg: schema.TreeReLU,
+        gen: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(layout, (cfg.width,) * layout.depth, cfg, gen, dtype, device)
+
+
+def chain_shape(n_in: int, layers: int) -> int | tuple:
+    """The nested tree shape of an MLP: a chain of `layers` nodes over `n_in` leaves."""
+    shape: int | tuple = n_in
+    for _ in range(layers - 1):
+        shape = (shape,)
+    return shape
+
+
+class MLP(LevelNet):
+    """A fully connected network on flat inputs (B, n_in); widths[-1] is the output dim D."""
+
+    def __init__(
+        self,
+        n_in: int,
+        cfg: schema.MLP,
+        gen: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        layout = Layout.from_shape(chain_shape(n_in, len(cfg.widths)))
+        super().__init__(layout, tuple(reversed(cfg.widths)), cfg, gen, dtype, device)
+
+
+Builder = Callable[..., LevelNet]  # (network cfg, layout, gen, dtype, device) -> network
+
+
+def _tree(
+    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+) -> LevelNet:
+    assert isinstance(cfg, schema.TreeReLU)
+    return TreeNet(layout, cfg, gen, dtype, device)
+
+
+def _mlp(
+    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+) -> LevelNet:
+    assert isinstance(cfg, schema.MLP)
+    return MLP(layout.n_leaves, cfg, gen, dtype, device)
+
+
+NETWORKS: dict[str, Builder] = {"tree_relu": _tree, "mlp": _mlp}
+
+
+def build_network(
+    cfg: Config,
+    layout: Layout,
+    gen: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> LevelNet:
+    """The network of `cfg.network` for the tree `layout`, initialized from `gen`."""
+    kind = schema.kind_of(cfg.network)
+    assert kind is not None, cfg.network
+    return NETWORKS[kind](cfg.network, layout, gen, dtype, device)
