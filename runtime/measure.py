@@ -1,0 +1,351 @@
+"""Measurement accumulators: the latent correlation and the covariance operator of each latent node.
+
+Both stream over chunks of fresh samples: `update(...)` once per chunk, `result()` at the end.
+Products and sums are formed in float64 whatever the input dtype, vectorized over the batch and
+over all nodes of a level (a Python loop over levels, and over blocks of samples, only).
+Nodes are numbered globally in breadth-first order (`Layout.offsets[l] + i`).
+
+The operator follows /work/shared/reference/covariance-operator.md: for a node with input
+f_in (F) and Jacobian J = d raw / d pre (D, W), the connection is K[(i, o), d] = f_in[i] J[d, o],
+flattened i major, o minor (P = F * W rows, = `W_node.T.reshape(-1)` order), and the operator
+is the between-class covariance OP = sum_j p_j (Kbar_j - Kbar)(Kbar_j - Kbar)^T (P, P), where
+the class of a sample is the joint value of the latents the positive view shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from runtime.layout import Layout
+
+FLOAT = torch.float64
+_BLOCK = 512  # samples per block of the operator's products: keeps the float64 copies in cache
+_ONEHOT_MAX = 4  # up to this many classes: one matmul over one-hot-expanded inputs, else sort
+MAX_CLASSES = 4096  # per-class sums cost n_classes * sum(N F W D) float64 numbers
+
+
+def n_classes(layout: Layout, share: int, states: int) -> int:
+    """Number of joint values of the latents of levels 0..share (states ** their count)."""
+    if not 0 <= share < layout.depth:
+        raise ValueError(f"share must be in 0..{layout.depth - 1} (got {share})")
+    count = states ** sum(layout.sizes[: share + 1])
+    if count > MAX_CLASSES:
+        raise ValueError(f"share = {share} gives {count} classes; at most {MAX_CLASSES} are supported")
+    return count
+
+
+def class_index(latents: Sequence[Tensor], share: int, states: int) -> Tensor:
+    """Latents (per level (B, N_l) long) -> (B,) long: the joint value of levels 0..share.
+
+    Mixed radix over the shared nodes in breadth-first order, the root most significant, so
+    for share = 0 the class is the root value itself.
+    """
+    z = torch.cat(list(latents[: share + 1]), dim=1)  # (B, n_shared)
+    radix = states ** torch.arange(z.shape[1] - 1, -1, -1, device=z.device)
+    return (z * radix).sum(dim=1)
+
+
+class LatentCorrelation:
+    """Pearson correlation of each latent's one-vs-rest indicators with each unit's pre-activation.
+
+    result(): `corr` (n_latent, S, W): corr([z_node == s], pre[node, unit]) over all samples seen
+    (for S = 2 state 1 is the latent value itself and state 0 its negation, so corr[:, 0] =
+    -corr[:, 1]); `best` (n_latent,): max over states and units of |corr|; `level_mean` (depth,):
+    mean of `best` over each level; `count` (): samples seen. A unit or indicator with zero
+    variance over the samples gives corr 0, not NaN (it carries no information about the latent).
+    For trees: `pre` has one (B, N_l, W) tensor per latent level of `layout` (not an MLP's layers).
+    """
+
+    def __init__(self, layout: Layout, width: int) -> None:
+        self.sizes, self.states, self.width = layout.sizes, layout.states, width
+        self.level = layout.node_level()  # (n_latent,)
+        n, s, w = layout.n_latent, layout.states, width
+        self.count = 0
+        self.shift: Tensor | None = None  # (n, W) first chunk's mean: keeps the moment sums exact
+        self.sum_i = torch.zeros(n, s, dtype=FLOAT)  # sums live on the device of the first chunk
+        self.sum_h = torch.zeros(n, w, dtype=FLOAT)
+        self.sum_hh = torch.zeros(n, w, dtype=FLOAT)
+        self.sum_ih = torch.zeros(n, s, w, dtype=FLOAT)
+
+    def update(self, latents: Sequence[Tensor], pre: Sequence[Tensor]) -> None:
+        """Add a chunk: latents per level (B, N_l) long, pre-activations per level (B, N_l, W)."""
+        z = torch.cat(list(latents), dim=1)  # (B, n)
+        h = torch.cat([p.detach() for p in pre], dim=1).to(FLOAT)  # (B, n, W)
+        if h.shape[1:] != self.sum_h.shape or z.shape != h.shape[:2]:
+            raise ValueError(f"expected pre (B, {self.sum_h.shape[0]}, {self.width}), got {tuple(h.shape)}")
+        if self.shift is None:
+            self.shift = h.mean(dim=0)
+            for name in ("sum_i", "sum_h", "sum_hh", "sum_ih", "level"):
+                setattr(self, name, getattr(self, name).to(h.device))
+        h = h - self.shift
+        ind = torch.nn.functional.one_hot(z, self.states).to(FLOAT)  # (B, n, S)
+        self.count += z.shape[0]
+        self.sum_i += ind.sum(dim=0)
+        self.sum_h += h.sum(dim=0)
+        self.sum_hh += (h * h).sum(dim=0)
+        self.sum_ih += torch.einsum("bns,bnw->nsw", ind, h)
+
+    def result(self) -> dict[str, Tensor]:
+        """The correlations and their summaries (see the class docstring)."""
+        n = max(self.count, 1)
+        mean_i, mean_h = self.sum_i / n, self.sum_h / n  # (n, S), (n, W)
+        cov = self.sum_ih / n - mean_i[:, :, None] * mean_h[:, None, :]  # (n, S, W)
+        var_i = mean_i * (1 - mean_i)
+        var_h = (self.sum_hh / n - mean_h**2).clamp_min(0)
+        denom = (var_i[:, :, None] * var_h[:, None, :]).sqrt()
+        corr = torch.where(denom > 0, cov / denom.clamp_min(1e-300), 0.0).clamp(-1, 1)
+        best = corr.abs().flatten(1).amax(dim=1)  # (n,)
+        depth = len(self.sizes)
+        level_sum = torch.zeros(depth, dtype=FLOAT, device=best.device).index_add_(0, self.level, best)
+        level_mean = level_sum / torch.tensor(self.sizes, dtype=FLOAT, device=best.device)
+        return {"corr": corr, "best": best, "level_mean": level_mean, "count": torch.tensor(self.count)}
+
+
+def tree_fan_in(layout: Layout, width: int) -> tuple[Tensor, ...]:
+    """Per latent level (N_l,) long: each node's real input size (children * width, or its leaves)."""
+    last = layout.depth - 1
+    return tuple(m.sum(dim=1) * (1 if lvl == last else width) for lvl, m in enumerate(layout.child_mask))
+
+
+def _class_sums(cls: Tensor, n_cls: int, f: Tensor, jac: Tensor) -> Tensor:
+    """Per-class sums of K = f (x) J without forming K per sample: (C, N, F, D, W) float64.
+
+    cls (B,), f (B, N, F), jac (B, N, D, W). Few classes: one bmm over one-hot-expanded inputs;
+    many: samples sorted by class, one bmm per class present (cost independent of C).
+    """
+    (b, n, nf), (nd, nw) = f.shape, jac.shape[-2:]
+    if n_cls <= _ONEHOT_MAX:
+        onehot = torch.nn.functional.one_hot(cls, n_cls).to(FLOAT)  # (B, C)
+        acc = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)
+        for s in range(0, b, _BLOCK):
+            a = onehot[s : s + _BLOCK, None, :, None] * f[s : s + _BLOCK, :, None, :].to(FLOAT)
+            a = a.reshape(-1, n, n_cls * nf).permute(1, 2, 0)  # (N, C*F, b)
+            j = jac[s : s + _BLOCK].reshape(-1, n, nd * nw).to(FLOAT).permute(1, 0, 2)  # (N, b, D*W)
+            acc += torch.bmm(a, j)
+        return acc.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
+    order = torch.argsort(cls)
+    counts = torch.bincount(cls, minlength=n_cls).tolist()
+    fs = f[order].to(FLOAT).permute(1, 2, 0)  # (N, F, B)
+    js = jac.reshape(b, n, nd * nw)[order].to(FLOAT).permute(1, 0, 2)  # (N, B, D*W)
+    out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
+    start = 0
+    for c, k in enumerate(counts):
+        if k:
+            out[c] = torch.bmm(fs[:, :, start : start + k], js[:, start : start + k])
+        start += k
+    return out.reshape(n_cls, n, nf, nd, nw)
+
+
+def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
+    """sum_b K_s K_m^T for the selected nodes s against every node m of a level: (S, N, P, P).
+
+    f (B, N, F), jac (B, N, D, W), sel (S,) local ids; P = F * W, i major o minor on both sides.
+    K_s K_m^T [(i, o), (i', o')] = f_s[i] f_m[i'] (J_s^T J_m)[o, o'], so no K is formed.
+    """
+    (b, n, nf), nw, ns = f.shape, jac.shape[-1], len(sel)
+    acc = torch.zeros(ns * n, nf * nf, nw * nw, dtype=FLOAT, device=f.device)
+    for s in range(0, b, _BLOCK):
+        fb, jb = f[s : s + _BLOCK].to(FLOAT), jac[s : s + _BLOCK].to(FLOAT)
+        ff = fb[:, sel, None, :, None] * fb[:, None, :, None, :]  # (b, S, N, F, F)
+        jj = torch.einsum("bsdo,bmdp->bsmop", jb[:, sel], jb)  # (b, S, N, W, W)
+        acc += torch.bmm(
+            ff.reshape(-1, ns * n, nf * nf).permute(1, 2, 0), jj.reshape(-1, ns * n, nw * nw).transpose(0, 1)
+        )
+    acc = acc.reshape(ns, n, nf, nf, nw, nw).permute(0, 1, 2, 4, 3, 5)  # (S, N, F, W, F, W)
+    return acc.reshape(ns, n, nf * nw, nf * nw)
+
+
+def _top_eigen(op: Tensor, size: Tensor, top: int) -> tuple[Tensor, Tensor]:
+    """Top eigenpairs of op (N, P, P) whose real block is the leading size[n] x size[n].
+
+    Returns values (N, top) descending and vectors (N, P, top), NaN past each node's size. The
+    padded block's diagonal is set to -1 (below every eigenvalue of a PSD block), so the top
+    pairs come from the real block. Each vector's largest-magnitude entry is made positive.
+    """
+    n, p, _ = op.shape
+    pad = torch.arange(p, device=op.device)[None, :] >= size[:, None]  # (N, P)
+    op = op + torch.diag_embed(pad.to(op.dtype) * -1.0)
+    vals, vecs = torch.linalg.eigh(op)  # ascending
+    k = min(top, p)
+    vals, vecs = vals.flip(-1)[:, :k], vecs.flip(-1)[:, :, :k]
+    peak = vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True))  # (N, 1, k)
+    vecs = vecs * torch.where(peak < 0, -1.0, 1.0)
+    out_vals = torch.full((n, top), torch.nan, dtype=op.dtype, device=op.device)
+    out_vecs = torch.full((n, p, top), torch.nan, dtype=op.dtype, device=op.device)
+    out_vals[:, :k], out_vecs[:, :, :k] = vals, vecs
+    beyond = torch.arange(top, device=op.device)[None, :] >= size[:, None]  # (N, top)
+    out_vals[beyond] = torch.nan
+    out_vecs.masked_fill_(beyond[:, None, :] | pad[:, :, None], torch.nan)
+    return out_vals, out_vecs
+
+
+class CovarianceOperator:
+    """The covariance operator of every latent node (or layer), as a between-class covariance.
+
+    fan_in: per level (N_l,) each node's real input size (`tree_fan_in`); inputs may be zero-padded
+    beyond it to the level's F_l. update(cls (B,), inputs per level (B, N_l, F_l), jac per level
+    (B, N_l, D, W_l)) accumulates per-class sums of K and class counts in float64.
+
+    result() holds, over the n nodes in breadth-first order, padded with NaN to P = the largest
+    F_l * W_l where a node's P_n = fan_in * W is smaller:
+      `count` (C,) samples per class; `size` (n,) P_n; `eigvals` (n, top) descending;
+      `eigvecs` (n, P, top) (column k belongs to eigvals[:, k]; largest-magnitude entry positive);
+      `trace` (n,); `fro` (n,) Frobenius norm; `full` (n, P, P) when full; `conn` (n,) when
+      official: the Frobenius norm of the official code's matrix, K flattened (F * D) x W and the
+      between-class covariance contracted over the node's own units ((F * D) x (F * D)).
+    Eigenvectors are unique only up to sign (fixed as above) for simple eigenvalues: within a
+    repeated eigenvalue any rotation is as good, and devices or BLAS builds pick differently. The
+    root's operator always is one: J = I there, so OP_root = Cov_x(E[f_in | class]) (x) I_W and
+    each of its eigenvalues comes W times. The rank is at most (C - 1) * D; eigenvectors past it
+    belong to numerically zero eigenvalues and carry no information.
+    within: global node ids whose within-class term E_x[V_aug[K | x]] is also accumulated
+    (`within_row(node)`), for the theorem check with beta != 0; each costs a second moment
+    against every node of its level (N_l F^2 W^2 per sample).
+    `operator(node)` / `operator_row(node)` give one node's matrix / its block row of the level.
+    """
+
+    def __init__(
+        self,
+        fan_in: Sequence[Tensor],
+        n_classes: int,
+        *,
+        top: int = 8,
+        full: bool = False,
+        official: bool = False,
+        within: Sequence[int] = (),
+    ) -> None:
+        self.fan_in = tuple(torch.as_tensor(x, dtype=torch.long).cpu() for x in fan_in)
+        self.n_classes, self.top, self.full, self.official = n_classes, top, full, official
+        sizes = [len(x) for x in self.fan_in]
+        self.offsets = [sum(sizes[:lvl]) for lvl in range(len(sizes))]
+        self.n_nodes = sum(sizes)
+        self.locate = {
+            o + i: (lvl, i)
+            for lvl, (o, n) in enumerate(zip(self.offsets, sizes, strict=True))
+            for i in range(n)
+        }  # global id -> (level, index in level)
+        bad = [g for g in within if g not in self.locate]
+        if bad:
+            raise ValueError(f"within: no latent node {bad[0]} (there are {self.n_nodes})")
+        picked = sorted(self.locate[g] for g in set(within))
+        self.within = [
+            torch.tensor([i for lv, i in picked if lv == lvl], dtype=torch.long) for lvl in range(len(sizes))
+        ]  # per level: local ids, ascending
+        self.counts = torch.zeros(n_classes, dtype=FLOAT)
+        self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
+        self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
+
+    @classmethod
+    def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:
+        """The accumulator for a tree network of the given width (options as in __init__)."""
+        return cls(tree_fan_in(layout, width), n_classes, **options)  # type: ignore[arg-type]
+
+    def update(self, cls: Tensor, inputs: Sequence[Tensor], jac: Sequence[Tensor]) -> None:
+        """Add a chunk: classes (B,) long, inputs per level (B, N_l, F_l), jac per level (B, N_l, D, W)."""
+        if len(inputs) != len(self.fan_in) or len(jac) != len(self.fan_in):
+            got = f"{len(inputs)} inputs and {len(jac)} jacobians"
+            raise ValueError(f"expected {len(self.fan_in)} levels, got {got}")
+        dev = inputs[0].device
+        cls = cls.to(dev)
+        if not self.sums:
+            self.counts = self.counts.to(dev)
+            self.sums = [torch.zeros(0, device=dev)] * len(inputs)
+            self.moments = [torch.zeros(0, device=dev)] * len(inputs)
+        self.counts += torch.bincount(cls, minlength=self.n_classes).to(FLOAT)
+        for lvl, (f, j) in enumerate(zip(inputs, jac, strict=True)):
+            f, j = f.detach(), j.detach()
+            sums = _class_sums(cls, self.n_classes, f, j)
+            self.sums[lvl] = sums if self.sums[lvl].numel() == 0 else self.sums[lvl] + sums
+            sel = self.within[lvl].to(dev)
+            if len(sel):
+                mom = _cross_moment(f, j, sel)
+                self.moments[lvl] = mom if self.moments[lvl].numel() == 0 else self.moments[lvl] + mom
+
+    def _class_means(self, lvl: int) -> tuple[Tensor, Tensor, Tensor]:
+        """p (C,), Kbar_c (C, N, F, D, W) (zero for unseen classes) and Kbar (N, F, D, W)."""
+        if not self.sums:
+            raise ValueError("no samples were accumulated")
+        total = self.counts.sum()
+        p = self.counts / total
+        means = self.sums[lvl] / self.counts.clamp_min(1)[:, None, None, None, None]
+        return p, means, self.sums[lvl].sum(dim=0) / total
+
+    def _paper_order(self, k: Tensor) -> Tensor:
+        """(..., F, D, W) -> (..., P, D) with P = F * W, i major, o minor."""
+        *lead, nf, nd, nw = k.shape
+        return k.transpose(-1, -2).reshape(*lead, nf * nw, nd)
+
+    def _deltas(self, lvl: int) -> tuple[Tensor, Tensor]:
+        """p (C,) and Kbar_c - Kbar in the paper's order (C, N, P, D), zero for unseen classes."""
+        p, means, mean = self._class_means(lvl)
+        return p, self._paper_order(means - mean) * (p > 0)[:, None, None, None]
+
+    def level_operator(self, lvl: int) -> Tensor:
+        """(N_l, P_l, P_l) the paper's operator of every node of a level (zeros in padded rows)."""
+        p, delta = self._deltas(lvl)
+        return torch.einsum("c,cnad,cnbd->nab", p, delta, delta)
+
+    def level_conn(self, lvl: int) -> Tensor:
+        """(N_l,) Frobenius norm of the official code's operator: K as (F * D) x W, contracted over W."""
+        p, means, mean = self._class_means(lvl)
+        c, n, nf, nd, nw = means.shape
+        delta = ((means - mean) * (p > 0)[:, None, None, None, None]).reshape(c, n, nf * nd, nw)
+        return torch.linalg.matrix_norm(torch.einsum("c,cnaw,cnbw->nab", p, delta, delta))
+
+    def operator(self, node: int) -> Tensor:
+        """(P_l, P_l) the operator of one node (global id), in the order of `W_node.T.reshape(-1)`."""
+        lvl, i = self.locate[node]
+        return self.level_operator(lvl)[i]
+
+    def operator_row(self, node: int) -> Tensor:
+        """(N_l, P_l, P_l) the node's block row of its level's operator: [m] = Cov_x(Kbar_node, Kbar_m).
+
+        The root output sums over a level, f = sum_m K_m^T vec(W_m), so the expected gradient of a
+        node's weights involves sum_m OP[node, m] vec(W_m); [node's own index] is `operator(node)`.
+        """
+        lvl, i = self.locate[node]
+        p, delta = self._deltas(lvl)
+        return torch.einsum("c,cad,cnbd->nab", p, delta[:, i], delta)
+
+    def within_row(self, node: int) -> Tensor:
+        """(N_l, P_l, P_l) block row of E_x[V_aug[K | x]] = E[K_node K_m^T] - sum_c p_c Kbar_c,node Kbar_c,m^T
+        for a node listed in `within`."""
+        lvl, i = self.locate[node]
+        hit = (self.within[lvl] == i).nonzero()
+        if not len(hit):
+            raise ValueError(f"node {node} was not in `within` when the accumulator was built")
+        p, means, _ = self._class_means(lvl)
+        kbar = self._paper_order(means)  # (C, N, P, D)
+        of_means = torch.einsum("c,cad,cnbd->nab", p, kbar[:, i], kbar)
+        return self.moments[lvl][hit[0, 0]] / self.counts.sum() - of_means
+
+    def result(self) -> dict[str, Tensor]:
+        """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node."""
+        ops = [self.level_operator(lvl) for lvl in range(len(self.fan_in))]
+        widths = [self.sums[lvl].shape[-1] for lvl in range(len(ops))]
+        size = torch.cat([f.to(ops[0].device) * w for f, w in zip(self.fan_in, widths, strict=True)])  # (n,)
+        p_max, dev = max(op.shape[-1] for op in ops), ops[0].device
+        nan = lambda *shape: torch.full(shape, torch.nan, dtype=FLOAT, device=dev)
+        out = {
+            "count": self.counts,
+            "size": size,
+            "eigvals": nan(self.n_nodes, self.top),
+            "eigvecs": nan(self.n_nodes, p_max, self.top),
+            "trace": torch.cat([op.diagonal(dim1=1, dim2=2).sum(-1) for op in ops]),
+            "fro": torch.cat([torch.linalg.matrix_norm(op) for op in ops]),
+        }
+        if self.full:
+            out["full"] = nan(self.n_nodes, p_max, p_max)
+        for lvl, op in enumerate(ops):
+            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + op.shape[0]), op.shape[-1]
+            out["eigvals"][rows], out["eigvecs"][rows, :p_l] = _top_eigen(op, size[rows], self.top)
+            if self.full:
+                real = torch.arange(p_l, device=dev)[None, :] < size[rows, None]  # (N, P_l)
+                pad = ~(real[:, :, None] & real[:, None, :])
+                out["full"][rows, :p_l, :p_l] = op.masked_fill(pad, torch.nan)
+        if self.official:
+            out["conn"] = torch.cat([self.level_conn(lvl) for lvl in range(len(ops))])
+        return out
