@@ -6,6 +6,7 @@ and replaced by its default, so one pass finds them all.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
@@ -47,20 +48,25 @@ class _Checker:
                 top[name] = self.coerce(schema.TOP_FIELDS[name], node, name, top[name])
             else:
                 options = [*schema.TOP_FIELDS, *schema.BLOCKS]
-                self.bad(f"experiment '{self.name}' has no field '{name}'{did_you_mean(name, options)}",
-                         sec.spans.get(name) or node.span)
+                self.bad(
+                    f"experiment '{self.name}' has no field '{name}'{did_you_mean(name, options)}",
+                    sec.spans.get(name) or node.span,
+                )
         blocks: dict[str, Any] = {}
         for name, sub in sec.blocks.items():
             if name not in schema.BLOCKS:
-                options = [*schema.TOP_FIELDS, *schema.BLOCKS]
-                self.bad(f"experiment '{self.name}' has no block '{name}'{did_you_mean(name, options)}",
-                         sec.spans.get(name) or sub.span)
+                self.bad(
+                    _no_block(f"experiment '{self.name}'", name, schema.TOP_FIELDS, schema.BLOCKS),
+                    sec.spans.get(name) or sub.span,
+                )
                 continue
             blocks[name] = self.block(name, sub)
         for name, (kinds, required) in schema.BLOCKS.items():
             if name not in sec.blocks and required:
-                self.bad(f"experiment '{self.name}' has no '{name}' block (one of: {', '.join(map(str, kinds))})",
-                         sec.span)
+                self.bad(
+                    f"experiment '{self.name}' has no '{name}' block (one of: {', '.join(map(str, kinds))})",
+                    sec.span,
+                )
             elif name not in sec.blocks and None in kinds:
                 blocks[name] = kinds[None]()
         if len(self.prog.diagnostics) > n_before or any(b is None for b in blocks.values()):
@@ -77,8 +83,11 @@ class _Checker:
             elif None in kinds:
                 self.bad(f"block '{name}' takes no kind (got '{sec.kind}')", sec.kind_span or sec.span)
             else:
-                self.bad(f"unknown {name} kind '{sec.kind}'; must be {listing}"
-                         f"{did_you_mean(sec.kind, [k for k in kinds if k])}", sec.kind_span or sec.span)
+                self.bad(
+                    f"unknown {name} kind '{sec.kind}'; must be {listing}"
+                    f"{did_you_mean(sec.kind, [k for k in kinds if k])}",
+                    sec.kind_span or sec.span,
+                )
             return None
         label = f"{name} {sec.kind}" if sec.kind else name
         return self.build(kinds[sec.kind], sec, label)
@@ -94,36 +103,72 @@ class _Checker:
             elif name in subs and isinstance(node, ir.Bool):
                 kwargs[name] = subs[name]() if node.value else None
             else:
-                self.bad(f"'{label}' has no field '{name}'{did_you_mean(name, [*fields, *subs])}",
-                         sec.spans.get(name) or span)
+                self.bad(
+                    f"'{label}' has no field '{name}'{did_you_mean(name, [*fields, *subs])}",
+                    sec.spans.get(name) or span,
+                )
         for name, sub in sec.blocks.items():
             if name in subs:
                 kwargs[name] = self.build(subs[name], sub, f"{label}.{name}") if sub.enabled else None
             elif name in fields and isinstance(fields[name].metadata["type"], CallT):
                 kwargs[name] = self.call_from_section(fields[name], sub, name)
             else:
-                self.bad(f"'{label}' has no block '{name}'{did_you_mean(name, [*fields, *subs])}",
-                         sec.spans.get(name) or sub.span)
+                self.bad(_no_block(f"'{label}'", name, fields, subs), sec.spans.get(name) or sub.span)
         return cls(**kwargs)
 
     def call_from_section(self, attr: attrs.Attribute[Any], sub: Section, name: str) -> Any:
         """`data.polarity.low = x` where polarity was not written: start from the default call."""
-        default = attr.default
-        call_name = next(n for n, c in attr.metadata["type"].calls.items() if c is type(default))
-        args = [ir.Arg(a.name, _to_node(getattr(default, a.name))) for a in attrs.fields(type(default))]
+        default: Any = attr.default  # a call object (Uniform(...)): only call fields get here
+        calls: dict[str, type] = attr.metadata["type"].calls
+        # An Activation is built by the call named after it (relu, leaky_relu), not by its class.
+        if isinstance(default, schema.Activation):
+            call_name = default.name
+        else:
+            call_name = next(n for n, c in calls.items() if c is type(default))
+        args = [ir.Arg(a.name, _to_node(getattr(default, a.name))) for a in attrs.fields(calls[call_name])]
         args = [a for a in args if a.name not in sub.values]
         args += [ir.Arg(k, v, span=sub.spans.get(k)) for k, v in sub.values.items()]
-        return self.coerce(attr.metadata["type"], ir.Call(call_name, tuple(args), span=sub.span), name, default)
+        return self.coerce(
+            attr.metadata["type"], ir.Call(call_name, tuple(args), span=sub.span), name, default
+        )
 
     def coerce(self, type_: Any, node: ir.Value, name: str, default: Any) -> Any:
         try:
             return type_.coerce(node)
         except Bad as bad:
-            self.bad(f"'{name}' {bad.message}" if not bad.message.startswith("'") else bad.message,
-                     bad.span or node.span)
+            self.bad(
+                f"'{name}' {bad.message}" if not bad.message.startswith("'") else bad.message,
+                bad.span or node.span,
+            )
             return default
 
     # ---- relations between fields ---------------------------------------------------------
+
+    def tree(
+        self, data: schema.HLTM, written: Section, at: Callable[[str, str], ir.Span | None]
+    ) -> schema.HLTM:
+        """Make depth, branching and tree all explicit; a tree too large to build stays None."""
+        if data.tree is not None:
+            for name in ("depth", "branching"):
+                if name in written.values:
+                    self.bad(f"give either 'tree' or '{name}', not both", at("data", name))
+            leaves = _count_leaves(data.tree)
+            if leaves > schema.MAX_LEAVES:
+                self.bad(
+                    f"the tree is too large: {leaves} leaves (at most {schema.MAX_LEAVES})",
+                    at("data", "tree"),
+                )
+            return attrs.evolve(data, depth=tree_depth(data.tree), branching=tree_branching(data.tree))
+        assert data.branching is not None
+        # Checked before building: branching ** depth leaves would exhaust memory and time.
+        if data.depth > 64 or data.branching**data.depth > schema.MAX_LEAVES:
+            self.bad(
+                f"the tree is too large: branching ** depth = {data.branching} ** {data.depth} leaves "
+                f"(at most {schema.MAX_LEAVES})",
+                at("data", "branching" if data.branching > schema.MAX_LEAVES else "depth"),
+            )
+            return data
+        return attrs.evolve(data, tree=uniform_tree(data.depth, data.branching))
 
     def cross(self, cfg: Config, sec: Section) -> Config | None:
         n_before = len(self.prog.diagnostics)
@@ -135,52 +180,74 @@ class _Checker:
                 return sec.span
             return b.spans.get(name) or b.span
 
-        data = cfg.data
-        if data.tree is not None:
-            for name in ("depth", "branching"):
-                if name in data_sec.values:
-                    self.bad(f"give either 'tree' or '{name}', not both", at("data", name))
-            data = attrs.evolve(data, depth=tree_depth(data.tree), branching=tree_branching(data.tree))
-        else:
-            assert data.branching is not None
-            data = attrs.evolve(data, tree=uniform_tree(data.depth, data.branching))
+        data = self.tree(cfg.data, data_sec, at)
         if data.states > 2 and data.sign == "random":
-            self.bad(f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
-                     "set sign = positive", at("data", "sign") if "sign" in data_sec.values else at("data", "states"))
+            self.bad(
+                f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
+                "set sign = positive",
+                at("data", "sign") if "sign" in data_sec.values else at("data", "states"),
+            )
         if cfg.augment.share >= data.depth:
-            self.bad(f"'share' must be < depth (got share = {cfg.augment.share}, depth = {data.depth})",
-                     at("augment", "share"))
+            self.bad(
+                f"'share' must be < depth (got share = {cfg.augment.share}, depth = {data.depth})",
+                at("augment", "share"),
+            )
         if cfg.train.samples % cfg.train.batch:
-            self.bad(f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
-                     f"batch = {cfg.train.batch})", at("train", "samples"))
+            self.bad(
+                f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
+                f"batch = {cfg.train.batch})",
+                at("train", "samples"),
+            )
         loss = cfg.loss
-        if isinstance(loss, schema.InfoNCELoss) and cfg.augment.negative == "batch" \
-                and loss.negatives >= cfg.train.batch:
-            self.bad(f"'negatives' must be < batch when negatives come from the batch "
-                     f"(got {loss.negatives}, batch = {cfg.train.batch})", at("loss", "negatives"))
+        if (
+            isinstance(loss, schema.InfoNCELoss)
+            and cfg.augment.negative == "batch"
+            and loss.negatives >= cfg.train.batch
+        ):
+            self.bad(
+                f"'negatives' must be < batch when negatives come from the batch "
+                f"(got {loss.negatives}, batch = {cfg.train.batch})",
+                at("loss", "negatives"),
+            )
         measure = cfg.measure
         if measure.samples is None:
             measure = attrs.evolve(measure, samples=cfg.train.samples)
         tc = measure.theorem_check
-        if tc is not None:
+        if tc is not None and data.tree is not None:
             n_nodes = _count_latent(data.tree)
             for node in tc.nodes:
                 if node >= n_nodes:
-                    self.bad(f"'theorem_check.nodes' has node {node}, but the tree has {n_nodes} latent nodes "
-                             f"(0..{n_nodes - 1})", _sub_span(sec, "theorem_check", "nodes"))
+                    self.bad(
+                        f"'theorem_check.nodes' has node {node}, but the tree has {n_nodes} latent nodes "
+                        f"(0..{n_nodes - 1})",
+                        _sub_span(sec, "theorem_check", "nodes"),
+                    )
             for ep in tc.epochs or ():
                 if ep > cfg.train.epochs:
-                    self.bad(f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
-                             _sub_span(sec, "theorem_check", "epochs"))
+                    self.bad(
+                        f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
+                        _sub_span(sec, "theorem_check", "epochs"),
+                    )
         if len(self.prog.diagnostics) > n_before:
             return None
         return attrs.evolve(cfg, data=data, measure=measure)
+
+
+def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection[str]) -> str:
+    """The message for `name { .. }` or a path `name.x` where `owner` has no block `name`."""
+    if name in values:
+        return f"{owner} field '{name}' takes a value, not a block"
+    return f"{owner} has no block '{name}'{did_you_mean(name, [*values, *blocks])}"
 
 
 def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
     m = sec.blocks.get("measure")
     s = m.blocks.get(sub) if m else None
     return (s.spans.get(name) or s.span) if s else sec.span
+
+
+def _count_leaves(shape: Any) -> int:
+    return shape if isinstance(shape, int) else sum(_count_leaves(c) for c in shape)
 
 
 def _count_latent(shape: Any) -> int:

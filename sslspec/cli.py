@@ -15,10 +15,16 @@ import typer
 
 from sslspec.errors import Diagnostic, SpecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="sslspec: declarative experiments for self-supervised learning theory.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="sslspec: declarative experiments for self-supervised learning theory.",
+)
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: path=value (repeatable).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a field: path=value (repeatable).")
+]
 Files = Annotated[list[Path], typer.Argument(help="Spec files (.ssl).", show_default=False)]
 
 T = TypeVar("T")
@@ -81,8 +87,11 @@ def fmt_cmd(
             if new != text:
                 changed += 1
             if diff and new != text:
-                sys.stdout.writelines(difflib.unified_diff(
-                    text.splitlines(True), new.splitlines(True), f"{f}", f"{f} (formatted)"))
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        text.splitlines(True), new.splitlines(True), f"{f}", f"{f} (formatted)"
+                    )
+                )
             if write and new != text:
                 f.write_text(new)
             if check_ and new != text:
@@ -147,7 +156,9 @@ def _read(f: Path) -> str:
 def run(
     file: Annotated[Path, typer.Argument(help="Spec file.")],
     set_: SetOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides the spec).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides the spec).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results root.")] = Path("results"),
 ) -> None:
     """Run every run of a spec and write one zarr store per run under OUT."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from attrs import field, frozen
 
 
@@ -105,7 +103,7 @@ class Call:
         return next((a for a in self.args if a.name == name), None)
 
 
-Value = Union[Int, Float, Str, Bool, Ident, List, Range, Call]
+Value = Int | Float | Str | Bool | Ident | List | Range | Call
 
 
 # ---- statements ---------------------------------------------------------------------------
@@ -144,7 +142,7 @@ class Block:
     kind_span: Span | None = field(default=None, eq=False, repr=False, kw_only=True)
 
 
-Item = Union[Field, Flag, Block]
+Item = Field | Flag | Block
 
 
 @frozen
@@ -183,7 +181,7 @@ class Include:
     span: Span | None = _span()
 
 
-Statement = Union[Include, Experiment, Sweep]
+Statement = Include | Experiment | Sweep
 
 
 @frozen

@@ -38,8 +38,9 @@ def parse_setting(text: str, line: int = 1) -> Setting:
     path, _, value = text.partition("=")
     parts = tuple(p.strip() for p in path.strip().split("."))
     if not all(p.isidentifier() for p in parts):
-        raise SpecError([Diagnostic(f"'{path.strip()}' is not a field path like network.width", whole,
-                                    _pad(text, line))])
+        raise SpecError(
+            [Diagnostic(f"'{path.strip()}' is not a field path like network.width", whole, _pad(text, line))]
+        )
     try:
         node = parse_value(value.strip(), SET_FILE)
     except SpecError as exc:
@@ -91,8 +92,10 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
             continue
     for sweep in prog.sweeps.values():
         if sweep.target not in prog.experiments:
-            prog.error(f"sweep of unknown experiment '{sweep.target}'"
-                       f"{did_you_mean(sweep.target, prog.experiments)}", sweep.span)
+            prog.error(
+                f"sweep of unknown experiment '{sweep.target}'{did_you_mean(sweep.target, prog.experiments)}",
+                sweep.span,
+            )
     for name, src in prog.experiments.items():
         base = to_section(prog, src.node)
         for ov in src.overrides:
@@ -113,8 +116,10 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
             if run is None:
                 continue
             if run.hash in seen:
-                prog.error(f"sweep of '{name}' gives the same run twice ({_show(swept)}); "
-                           "remove the repeated value", prog.sweeps[name].span)
+                prog.error(
+                    f"sweep of '{name}' gives the same run twice ({_show(swept)}); remove the repeated value",
+                    prog.sweeps[name].span,
+                )
                 break
             seen[run.hash] = run.index
             runs.append(run)
@@ -123,7 +128,9 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
     return Plan(str(path), tuple(runs), tuple(axes_by_exp))
 
 
-def _run(prog: Program, name: str, sec: Section, index: int, swept: tuple[tuple[str, Any], ...]) -> Run | None:
+def _run(
+    prog: Program, name: str, sec: Section, index: int, swept: tuple[tuple[str, Any], ...]
+) -> Run | None:
     cfg = build_config(prog, name, sec)
     if cfg is None:
         return None
@@ -143,7 +150,12 @@ def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) ->
             if f.path in seen:
                 prog.error(f"'{f.name}' is swept twice", f.span)
             seen[f.path] = f.span
-            columns.append(_values(prog, f))
+            values = _values(prog, f)
+            if values is None:
+                break
+            columns.append(values)
+        if len(columns) < len(fields):
+            continue  # a field's values were reported as unusable
         if isinstance(entry, ir.Zip) and len({len(c) for c in columns}) > 1:
             lengths = ", ".join(f"{f.name}: {len(c)}" for f, c in zip(fields, columns, strict=True))
             prog.error(f"zip needs lists of one length (got {lengths})", entry.span)
@@ -153,24 +165,33 @@ def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) ->
             continue  # every path of this axis is fixed by --set
         n = len(kept[0][1])
         if n == 0:
-            prog.error(f"sweep axis '{fields[0].name}' has no values, so the sweep expands to zero runs",
-                       entry.span)
+            prog.error(
+                f"sweep axis '{fields[0].name}' has no values, so the sweep expands to zero runs", entry.span
+            )
             continue
-        axes.append(_Axis(tuple(f.path for f, _ in kept), tuple(zip(*(c for _, c in kept), strict=True)),
-                          tuple(f.span for f, _ in kept), entry.span))
+        axes.append(
+            _Axis(
+                tuple(f.path for f, _ in kept),
+                tuple(zip(*(c for _, c in kept), strict=True)),
+                tuple(f.span for f, _ in kept),
+                entry.span,
+            )
+        )
     return axes
 
 
-def _values(prog: Program, f: ir.Field) -> tuple[ir.Value, ...]:
+def _values(prog: Program, f: ir.Field) -> tuple[ir.Value, ...] | None:
+    """The values an axis field takes, or None after reporting why it has none that can be used."""
     v = f.value
     if isinstance(v, ir.List):
         return v.items
     if isinstance(v, ir.Range):
         if v.stop < v.start:
             prog.error(f"range {v.start}..{v.stop} is empty (ranges count up and include both ends)", v.span)
+            return None
         return tuple(ir.Int(i, span=v.span) for i in range(v.start, v.stop + 1))
     prog.error(f"sweep values for '{f.name}' must be a list [a, b, ...] or a range a..b", v.span)
-    return ()
+    return None
 
 
 def plain(v: ir.Value) -> Any:
@@ -194,8 +215,12 @@ def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
     """Drop repeats (a bad base value is seen once per run) and sort by position."""
     seen: set[tuple[Any, ...]] = set()
     out = []
-    order = lambda d: (d.span is not None, d.span.file if d.span else "", d.span.line if d.span else 0,  # noqa: E731
-                       d.span.col if d.span else 0)
+    order = lambda d: (
+        d.span is not None,
+        d.span.file if d.span else "",
+        d.span.line if d.span else 0,
+        d.span.col if d.span else 0,
+    )
     for d in sorted(diags, key=order):
         key = (d.message, d.span)
         if key not in seen:

@@ -57,8 +57,12 @@ class Run:
     def to_data(self) -> dict[str, Any]:
         """The run as JSON-native data."""
         return {
-            "experiment": self.experiment, "index": self.index, "id": self.id, "hash": self.hash,
-            "seeds": attrs.asdict(self.seeds), "swept": [[p, v] for p, v in self.swept],
+            "experiment": self.experiment,
+            "index": self.index,
+            "id": self.id,
+            "hash": self.hash,
+            "seeds": attrs.asdict(self.seeds),
+            "swept": [[p, v] for p, v in self.swept],
             "config": config_to_data(self.config),
         }
 
@@ -72,8 +76,12 @@ class Plan:
     axes: tuple[tuple[str, tuple[str, ...]], ...]
 
     def to_data(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "spec": self.spec, "axes": {e: list(a) for e, a in self.axes},
-                "runs": [r.to_data() for r in self.runs]}
+        return {
+            "format": PLAN_FORMAT,
+            "spec": self.spec,
+            "axes": {e: list(a) for e, a in self.axes},
+            "runs": [r.to_data() for r in self.runs],
+        }
 
     def to_json(self) -> str:
         """The canonical JSON text of the whole plan."""

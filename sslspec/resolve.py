@@ -60,7 +60,7 @@ def read_program(path: str | Path, text: str | None = None) -> Program:
     prog = Program(path)
     if text is None:
         try:
-            text = Path(path).read_text()
+            text = read_source(Path(path), path)
         except OSError as exc:
             raise SpecError([Diagnostic(f"cannot read '{path}': {exc.strerror or exc}")]) from None
     _read(prog, path, text, (), ())
@@ -69,14 +69,16 @@ def read_program(path: str | Path, text: str | None = None) -> Program:
     return prog
 
 
-def _read(prog: Program, path: str, text: str, chain: tuple[str, ...], overrides: tuple[ir.Field, ...]) -> None:
+def _read(
+    prog: Program, path: str, text: str, chain: tuple[str, ...], overrides: tuple[ir.Field, ...]
+) -> None:
     prog.texts[path] = text
     spec = parse(text, path)
     prog.files.append(spec)
     here = Path(path).resolve()
     for st in spec.statements:
         if isinstance(st, ir.Include):
-            _include(prog, path, st, chain + (str(here),), overrides)
+            _include(prog, path, st, (*chain, str(here)), overrides)
         elif isinstance(st, ir.Experiment):
             if st.name in prog.experiments:
                 first = prog.experiments[st.name].node.span
@@ -91,20 +93,38 @@ def _read(prog: Program, path: str, text: str, chain: tuple[str, ...], overrides
             prog.sweeps[st.target] = st
 
 
-def _include(prog: Program, path: str, inc: ir.Include, chain: tuple[str, ...],
-             overrides: tuple[ir.Field, ...]) -> None:
+def _include(
+    prog: Program, path: str, inc: ir.Include, chain: tuple[str, ...], overrides: tuple[ir.Field, ...]
+) -> None:
     target = (Path(path).parent / inc.path).resolve()
     if str(target) in chain:
-        names = [Path(p).name for p in chain[chain.index(str(target)):]] + [target.name]
+        names = [Path(p).name for p in chain[chain.index(str(target)) :]] + [target.name]
         prog.error(f"circular include: {' -> '.join(names)}", inc.span)
         return
+    shown = str(Path(path).parent / inc.path) if not Path(inc.path).is_absolute() else inc.path
     try:
-        text = target.read_text()
+        text = read_source(target, shown)
     except OSError as exc:
         prog.error(f"cannot include '{inc.path}': {exc.strerror or exc} ({target})", inc.span)
         return
-    shown = str(Path(path).parent / inc.path) if not Path(inc.path).is_absolute() else inc.path
+    except SpecError as exc:
+        prog.diagnostics.extend(exc.diagnostics)
+        return
     _read(prog, shown, text, chain, overrides + inc.overrides)
+
+
+def read_source(path: Path, shown: str) -> str:
+    """A spec file's text, decoded as UTF-8; SpecError at the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        span = ir.Span(shown, line, col, line, col + 1)
+        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        raise SpecError([Diagnostic(message, span, data.decode("utf-8", "replace"))]) from None
 
 
 # ---- sections -----------------------------------------------------------------------------
@@ -143,8 +163,11 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
     root = _shallow(root)
     sec = root
     for i, name in enumerate(path[:-1]):
-        if name in sec.values and isinstance(sec.values[name], ir.Call):
-            sec.values[name] = _set_arg(sec.values[name], path[i + 1:], value, span)  # type: ignore[arg-type]
+        node = sec.values.get(name)
+        if isinstance(node, ir.Ident):  # a bare call name: `activation = leaky_relu`
+            node = ir.Call(node.name, (), span=node.span)
+        if isinstance(node, ir.Call):
+            sec.values[name] = _set_arg(node, path[i + 1 :], value, span)
             sec.spans[name] = span
             return root
         if name not in sec.blocks:
@@ -169,8 +192,9 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
 
 def _shallow(sec: Section) -> Section:
     """Copy one level of a Section (ir values are immutable; sub-sections are copied on write)."""
-    return Section(sec.kind, sec.kind_span, sec.span, dict(sec.values), dict(sec.blocks), dict(sec.spans),
-                   sec.enabled)
+    return Section(
+        sec.kind, sec.kind_span, sec.span, dict(sec.values), dict(sec.blocks), dict(sec.spans), sec.enabled
+    )
 
 
 def _set_arg(call: ir.Call, rest: tuple[str, ...], value: ir.Value, span: ir.Span | None) -> ir.Value:

@@ -70,8 +70,14 @@ class _Relu:
 
 
 def _constant(node: ir.Value) -> Constant:
-    return build_call(Constant, ir.Call("constant", (ir.Arg("value", node, span=node.span),), span=node.span))
+    """A bare number is `constant(value = x)`; its errors name the field, not `constant.value`."""
+    value_type = attrs.fields(Constant).value.metadata["type"]
+    return Constant(value_type.coerce(node))
 
+
+# The most observed leaves a tree may have: the Plan holds every tree in full, and the runtime
+# builds one block of units per node.
+MAX_LEAVES = 1 << 16
 
 POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant)
 ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True)
@@ -252,8 +258,11 @@ BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
 # Sub-blocks that may appear in a block (switched on by a flag, `name = true`, or `name {..}`).
 SUBBLOCKS: dict[type, dict[str, type]] = {
     Measure: {
-        "latent_correlation": LatentCorrelation, "covariance_operator": CovarianceOperator,
-        "weights": Weights, "loss": LossTrace, "theorem_check": TheoremCheck,
+        "latent_correlation": LatentCorrelation,
+        "covariance_operator": CovarianceOperator,
+        "weights": Weights,
+        "loss": LossTrace,
+        "theorem_check": TheoremCheck,
     },
 }
 

@@ -28,8 +28,13 @@ class Bad(Exception):
 def describe(node: ir.Value) -> str:
     """Name what a value node is, for "must be an integer (got a string)"."""
     return {
-        ir.Int: "an integer", ir.Float: "a number", ir.Str: "a string", ir.Bool: "a boolean",
-        ir.Ident: f"the name '{getattr(node, 'name', '')}'", ir.List: "a list", ir.Range: "a range",
+        ir.Int: "an integer",
+        ir.Float: "a number",
+        ir.Str: "a string",
+        ir.Bool: "a boolean",
+        ir.Ident: f"the name '{getattr(node, 'name', '')}'",
+        ir.List: "a list",
+        ir.Range: "a range",
         ir.Call: f"a call to '{getattr(node, 'name', '')}'",
     }[type(node)]
 
@@ -115,7 +120,11 @@ class ChoiceT:
         return name
 
     def listing(self) -> str:
-        return ", ".join(self.options[:-1]) + f" or {self.options[-1]}" if len(self.options) > 1 else self.options[0]
+        return (
+            ", ".join(self.options[:-1]) + f" or {self.options[-1]}"
+            if len(self.options) > 1
+            else self.options[0]
+        )
 
 
 @frozen
@@ -238,8 +247,10 @@ class CallT:
         if not isinstance(node, ir.Call):
             raise Bad(f"must be {self.listing()} (got {describe(node)})")
         if node.name not in self.calls:
-            raise Bad(f"unknown '{node.name}'; must be {self.listing()}{did_you_mean(node.name, self.calls)}",
-                      node.span)
+            raise Bad(
+                f"unknown '{node.name}'; must be {self.listing()}{did_you_mean(node.name, self.calls)}",
+                node.span,
+            )
         return build_call(self.calls[node.name], node)
 
     def listing(self) -> str:
