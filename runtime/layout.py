@@ -52,9 +52,18 @@ class Layout:
         return torch.cat(parts)
 
     def to(self, device: torch.device | str) -> Layout:
-        move = lambda ts: tuple(t.to(device) for t in ts)  # noqa: E731
-        return Layout(self.depth, self.states, self.sizes, self.n_leaves, move(self.parent),
-                      self.leaf_parent.to(device), move(self.children), move(self.child_mask), self.uniform)
+        move = lambda ts: tuple(t.to(device) for t in ts)
+        return Layout(
+            self.depth,
+            self.states,
+            self.sizes,
+            self.n_leaves,
+            move(self.parent),
+            self.leaf_parent.to(device),
+            move(self.children),
+            move(self.child_mask),
+            self.uniform,
+        )
 
     @classmethod
     def from_shape(cls, shape: Tree, states: int = 2) -> Layout:
@@ -81,5 +90,14 @@ class Layout:
                 parent.append(owner)
             else:
                 leaf_parent = owner
-        return cls(depth, states, sizes, int(leaf_parent.numel()), tuple(parent), leaf_parent,
-                   tuple(children), tuple(masks), uniform)
+        return cls(
+            depth,
+            states,
+            sizes,
+            int(leaf_parent.numel()),
+            tuple(parent),
+            leaf_parent,
+            tuple(children),
+            tuple(masks),
+            uniform,
+        )

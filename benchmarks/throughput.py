@@ -1,0 +1,113 @@
+"""Throughput of the reference config (specs/hltm_simclr.ssl): training and measurement samples/s.
+
+    python benchmarks/throughput.py [--device cpu|cuda] [--threads N] [--repeats 5] [--steps 200]
+
+Training: whole epochs' worth of SGD steps (draw views, forward, loss, backward, step) on fresh
+samples, timed over `--steps` steps per repeat. Measurement: a pass of `--measure-samples` fresh
+samples with latent correlations and the operator spectrum (top 8) on. Reports the median over
+repeats and the spread, with the machine it ran on. Not a test: speed targets are checked here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from runtime.device import device_name, resolve_device, set_determinism
+from runtime.layout import Layout
+from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
+from runtime.network import build_network
+from runtime.optim import build_optimizer
+from runtime.record import measure_pass
+from runtime.sampler import draw_edges
+from runtime.train import Trainer
+from sslspec.lower import lower
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def setup(spec: str, device: torch.device, sets: list[str]) -> tuple:
+    cfg = lower(spec, sets).runs[0].config
+    layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
+    g = torch.Generator().manual_seed(0)
+    edges = draw_edges(cfg.data, layout, g)
+    net = build_network(cfg, layout, g, torch.float32, torch.device("cpu")).to(device)
+    gen = torch.Generator(device=device).manual_seed(1)
+    trainer = Trainer(
+        cfg,
+        layout.to(device),
+        edges.to(device),
+        net,
+        build_optimizer(cfg.optimizer, net.parameters()),
+        gen,
+        device,
+        torch.float32,
+    )
+    return cfg, trainer
+
+
+def time_training(trainer: Trainer, steps: int, device: torch.device) -> float:
+    """Samples/s of `steps` SGD steps (examples counted as the batch size per step)."""
+    trainer.net.train()
+    _sync(device)
+    t0 = time.perf_counter()
+    trainer.run_steps(steps)
+    _sync(device)
+    return steps * trainer.cfg.train.batch / (time.perf_counter() - t0)
+
+
+def time_measure(cfg, trainer: Trainer, samples: int, device: torch.device) -> float:
+    """Samples/s of one measurement pass with latent correlation and the top-8 spectrum."""
+    layout, w = trainer.layout, cfg.network.width
+    corr = LatentCorrelation(layout, w)
+    op = CovarianceOperator.for_tree(layout, w, n_classes(layout, cfg.augment.share, layout.states), top=8)
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        trainer.net.eval()
+        measure_pass(cfg, trainer.net, layout, trainer.edges, trainer.gen, device, torch.float32, corr, op)
+        corr.result(), op.result()
+    _sync(device)
+    return samples / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", default="specs/hltm_simclr.ssl")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--measure-samples", type=int, default=64000)
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    set_determinism()  # one CPU thread, as `sslspec run` uses
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg, trainer = setup(args.spec, device, [f"measure.samples={args.measure_samples}"])
+    time_training(trainer, 20, device)  # warm-up
+    train = [time_training(trainer, args.steps, device) for _ in range(args.repeats)]
+    meas = [time_measure(cfg, trainer, args.measure_samples, device) for _ in range(args.repeats)]
+    report = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "train_samples_per_s": {"median": statistics.median(train), "min": min(train), "max": max(train)},
+        "measure_samples_per_s": {"median": statistics.median(meas), "min": min(meas), "max": max(meas)},
+        "repeats": args.repeats,
+        "steps_per_repeat": args.steps,
+        "measure_samples": args.measure_samples,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

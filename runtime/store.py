@@ -1,0 +1,123 @@
+"""The store writer: one zarr group per run execution, arrays pre-sized and written epoch by epoch.
+
+Layout: `OUT/<experiment>/<run id>/v0001.zarr` (a new version directory per execution, claimed
+with an atomic mkdir, never overwritten). Arrays are created up front with NaN fill and
+chunked one epoch per chunk; the root attribute `epochs_done` is raised after each epoch's
+writes and `status` is set to `complete` only after the last one, so a killed run reads as
+`running` with the unwritten epochs NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+SCHEMA_VERSION = 1
+VERSION_PREFIX = "v"
+
+
+def claim_version(root: Path, experiment: str, run_id: str) -> Path:
+    """Create and return the next free version directory of a run (atomic: mkdir fails if taken)."""
+    run_dir = Path(root) / experiment / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n = 1 + max((_version_number(p.name) for p in run_dir.iterdir()), default=0)
+    while True:
+        path = run_dir / f"{VERSION_PREFIX}{n:04d}.zarr"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def _version_number(name: str) -> int:
+    stem = name.removesuffix(".zarr")
+    return int(stem[1:]) if stem.startswith(VERSION_PREFIX) and stem[1:].isdigit() else 0
+
+
+def jsonable(value: Any) -> Any:
+    """Plain-Python form of attribute values (numpy scalars and arrays, tuples, paths)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class RunStore:
+    """Writes one run's arrays; every variable has named dims, `units` and `long_name`."""
+
+    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
+        self.path = path
+        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.group.attrs.update(jsonable({"schema_version": SCHEMA_VERSION, **attrs}))
+        self.arrays: dict[str, Any] = {}
+
+    def coord(self, name: str, values: Any, units: str, long_name: str, dim: str | None = None) -> None:
+        """A 1-d coordinate written at once (an index coordinate when `dim` is None)."""
+        values = np.asarray(values)
+        arr = self.group.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype,
+            dimension_names=[dim or name],
+            attributes={"units": units, "long_name": long_name},
+            fill_value=_fill(values.dtype),
+        )
+        arr[...] = values
+        self.arrays[name] = arr
+
+    def variable(
+        self,
+        name: str,
+        dims: tuple[str, ...],
+        shape: tuple[int, ...],
+        units: str,
+        long_name: str,
+        dtype: str = "float32",
+        lead_chunk: int = 1,
+        **extra: Any,
+    ) -> None:
+        """A NaN-filled array chunked `lead_chunk` along its first dim (one epoch per chunk)."""
+        chunks = (max(1, min(lead_chunk, shape[0])), *shape[1:]) if shape else ()
+        attrs = jsonable({"units": units, "long_name": long_name, **extra})
+        self.arrays[name] = self.group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks or None,
+            dtype=dtype,
+            fill_value=_fill(np.dtype(dtype)),
+            dimension_names=list(dims),
+            attributes=attrs,
+        )
+
+    def write(self, name: str, index: Any, value: Any) -> None:
+        """Write `value` at `index` of variable `name` (e.g. one epoch's row)."""
+        self.arrays[name][index] = np.asarray(value)
+
+    def update_attrs(self, **attrs: Any) -> None:
+        self.group.attrs.update(jsonable(attrs))
+
+
+def _fill(dtype: np.dtype[Any]) -> Any:
+    return float("nan") if np.issubdtype(dtype, np.floating) else 0
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON for large structured attributes (the plan)."""
+    return json.dumps(jsonable(data), sort_keys=True, separators=(",", ":"))
+
+
+def host() -> str:
+    return os.uname().nodename
