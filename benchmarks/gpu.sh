@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The GPU session's one call: install the carried wheels, check correctness, then time.
+# Usage on the device machine: bash benchmarks/gpu.sh  (writes logs to $OUT when set)
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+out=${OUT:-/tmp}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 benchmarks/gpu_check.py 2>&1 | tee "$out/gpu_check.log" || exit 1
+python3 benchmarks/throughput.py --device cuda --repeats 5 --steps 500 2>&1 | tee "$out/throughput_cuda.json"
+python3 benchmarks/throughput.py --device cpu --repeats 3 --steps 300 --measure-samples 32768 2>&1 | tee "$out/throughput_cpu_host.json"
+timeout 300 python3 -m sslspec.cli run specs/hltm_simclr.ssl --device cuda --out /tmp/full 2>&1 | tee "$out/full_run.log"
