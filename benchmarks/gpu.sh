@@ -8,5 +8,5 @@ out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 benchmarks/gpu_check.py 2>&1 | tee "$out/gpu_check.log" || exit 1
 python3 benchmarks/throughput.py --device cuda --repeats 5 --steps 500 2>&1 | tee "$out/throughput_cuda.json"
-python3 benchmarks/throughput.py --device cpu --repeats 3 --steps 300 --measure-samples 32768 2>&1 | tee "$out/throughput_cpu_host.json"
-timeout 300 python3 -m sslspec.cli run specs/hltm_simclr.ssl --device cuda --out /tmp/full 2>&1 | tee "$out/full_run.log"
+python3 benchmarks/throughput.py --device cuda --eager --repeats 3 --steps 500 --measure-samples 8192 2>&1 | tee "$out/throughput_cuda_eager.json"
+timeout 240 python3 -m sslspec.cli run specs/hltm_simclr.ssl --device cuda --out /tmp/full 2>&1 | tee "$out/full_run.log"

@@ -87,12 +87,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--measure-samples", type=int, default=64000)
+    ap.add_argument("--eager", action="store_true", help="on CUDA, do not replay a captured CUDA graph")
     args = ap.parse_args()
     device = resolve_device(args.device)
     set_determinism()  # one CPU thread, as `sslspec run` uses
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, trainer = setup(args.spec, device, [f"measure.samples={args.measure_samples}"])
+    trainer.graphs = not args.eager
     time_training(trainer, 20, device)  # warm-up
     train = [time_training(trainer, args.steps, device) for _ in range(args.repeats)]
     meas = [time_measure(cfg, trainer, args.measure_samples, device) for _ in range(args.repeats)]
