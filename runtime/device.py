@@ -60,4 +60,5 @@ def device_name(device: torch.device) -> str:
     """A human name for the device: the GPU model, or the CPU with its thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''})"

@@ -30,6 +30,15 @@ def _width(cfg: Config) -> int:
     return int(net.width) if hasattr(net, "width") else int(net.widths[-1])  # type: ignore[union-attr]
 
 
+def _require_finite(result: dict[str, torch.Tensor], keys: tuple[str, ...], what: str) -> None:
+    """Raise FloatingPointError naming the quantity and node when a result is not finite."""
+    for key in keys:
+        bad = ~torch.isfinite(result[key].reshape(result[key].shape[0], -1)).all(dim=1)
+        if bad.any():
+            node = int(bad.nonzero()[0])
+            raise FloatingPointError(f"{what} {key} of node {node} is not finite")
+
+
 def measure_pass(
     cfg: Config,
     net: Any,
@@ -339,6 +348,7 @@ class Recorder:
         st = self.store
         if corr is not None:
             r = {k: v.cpu() for k, v in corr.result().items()}
+            _require_finite({"best": r["best"][:, None]}, ("best",), "latent correlation")
             st.write("corr", row, r["corr"].numpy())
             st.write("best_corr", row, r["best"].numpy())
             st.write("level_corr", row, r["level_mean"].numpy())
@@ -347,6 +357,7 @@ class Recorder:
             self.last_best = root
         if op is not None:
             r = op.result()
+            _require_finite(r, ("trace", "fro"), "covariance operator")
             top = st.arrays["op_eigval"].shape[-1]
             st.write("op_eigval", row, r["eigvals"][:, :top].cpu().numpy())
             st.write("op_eigvec", row, r["eigvecs"][:, :, :top].cpu().numpy())

@@ -73,9 +73,7 @@ def execute_run(plan: Plan, run: Run, out: Path, device: torch.device, progress:
     try:
         for epoch in range(cfg.train.epochs + 1):
             if epoch in epochs:
-                rec.measure(
-                    epochs.index(epoch), epoch, net, dev_layout, dev_edges, measure_gen, device, DTYPE
-                )
+                _measure(rec, epochs.index(epoch), epoch, net, dev_layout, dev_edges, measure_gen, device)
             if epoch == cfg.train.epochs:
                 break
             t0 = time.perf_counter()
@@ -101,6 +99,26 @@ def execute_run(plan: Plan, run: Run, out: Path, device: torch.device, progress:
     return True
 
 
+def _measure(
+    rec: Recorder,
+    row: int,
+    epoch: int,
+    net: Any,
+    layout: Layout,
+    edges: Any,
+    gen: torch.Generator,
+    device: torch.device,
+) -> None:
+    """A measurement pass; numerical breakdowns (overflow, a failed eigendecomposition) become
+    FloatingPointError naming the epoch, so the run is marked failed with a readable reason."""
+    try:
+        rec.measure(row, epoch, net, layout, edges, gen, device, DTYPE)
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"measurement after {epoch} epoch(s): {exc}") from None
+    except torch.linalg.LinAlgError as exc:
+        raise FloatingPointError(f"measurement after {epoch} epoch(s): {exc}") from None
+
+
 def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
     import numpy
     import xarray
@@ -112,11 +130,12 @@ def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
     return {
         "title": f"sslspec run {run.experiment}/{run.id}",
         "source": f"sslspec {sslspec.__version__}",
-        "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} sslspec run {plan.spec}",
+        "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} {' '.join(_argv())}",
         "references": "Tian, Yu, Chen, Ganguli, Understanding Self-supervised Learning with Dual Deep "
         "Networks, arXiv:2010.00578",
         "spec_path": str(spec_path),
         "spec_text": spec_path.read_text() if spec_path.exists() else "",
+        "spec_includes": _included_texts(plan.spec),
         "versions": {
             "sslspec": sslspec.__version__,
             "python": sys.version.split()[0],
@@ -129,3 +148,20 @@ def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
         "device": device_name(device),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _argv() -> list[str]:
+    """The command line as run (the CLI's; a library call records its own entry)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return [name if name else "sslspec", *sys.argv[1:]]
+
+
+def _included_texts(spec: str) -> dict[str, str]:
+    """The text of every file the spec includes (path -> text), for provenance."""
+    from sslspec.resolve import read_program
+
+    try:
+        texts = read_program(spec).texts
+    except Exception:  # the plan was made from it a moment ago; provenance must not fail a run
+        return {}
+    return {path: text for path, text in texts.items() if path != spec}

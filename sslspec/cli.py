@@ -57,7 +57,7 @@ def check(files: Files, set_: SetOpt = None) -> None:
                 plan = lower(f, set_ or ())
                 print(f"ok  {f}  ({len(plan.runs)} run{'s' if len(plan.runs) != 1 else ''})")
             except SpecError as exc:
-                problems.extend(exc.diagnostics)
+                problems.extend(d for d in exc.diagnostics if d not in problems)  # a bad --set: once
         if problems:
             raise SpecError(problems)
 
@@ -146,8 +146,10 @@ def _show(v: Any) -> str:
 
 
 def _read(f: Path) -> str:
+    from sslspec.resolve import read_source
+
     try:
-        return f.read_text()
+        return read_source(f, str(f))
     except OSError as exc:
         raise SpecError([Diagnostic(f"cannot read '{f}': {exc.strerror or exc}")]) from None
 

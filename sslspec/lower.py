@@ -87,9 +87,6 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
     prog.texts[SET_FILE] = "\n".join(sets)
     runs: list[Run] = []
     axes_by_exp: list[tuple[str, tuple[str, ...]]] = []
-    for name in prog.experiments:
-        if name in prog.sweeps:
-            continue
     for sweep in prog.sweeps.values():
         if sweep.target not in prog.experiments:
             prog.error(
