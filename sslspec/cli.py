@@ -1,6 +1,8 @@
 """The command line: check, fmt, plan and run. Spec errors exit 2 with messages, never tracebacks.
 
-The runtime (and so torch) is imported only inside `run`.
+The runtime (and so torch) is imported only inside `run`. Built on click: typer (0.2x) builds a
+pydantic adapter per parameter at every invocation, which alone cost more than the whole
+`sslspec check specs/*.ssl` is allowed to take.
 """
 
 from __future__ import annotations
@@ -9,23 +11,22 @@ import difflib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-import typer
+import click
 
 from sslspec.errors import Diagnostic, SpecError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="sslspec: declarative experiments for self-supervised learning theory.",
-)
 
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a field: path=value (repeatable).")
-]
-Files = Annotated[list[Path], typer.Argument(help="Spec files (.ssl).", show_default=False)]
+@click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
+def app() -> None:
+    """The `sslspec` command group."""
+
+
+SET_OPTION = click.option(
+    "--set", "-s", "set_", multiple=True, metavar="PATH=VALUE", help="Override a field (repeatable)."
+)
+PATH = click.Path(path_type=Path)
 
 T = TypeVar("T")
 
@@ -42,11 +43,13 @@ def guarded(fn: Callable[[], T]) -> T:
         _err(exc.render())
         n = len(exc.diagnostics)
         _err(f"{n} error{'s' if n != 1 else ''}")
-        raise typer.Exit(2) from None
+        raise SystemExit(2) from None
 
 
 @app.command()
-def check(files: Files, set_: SetOpt = None) -> None:
+@click.argument("files", nargs=-1, required=True, type=PATH)
+@SET_OPTION
+def check(files: tuple[Path, ...], set_: tuple[str, ...]) -> None:
     """Check spec files: syntax, fields, types, ranges, includes and sweeps."""
     from sslspec.lower import lower
 
@@ -65,12 +68,11 @@ def check(files: Files, set_: SetOpt = None) -> None:
 
 
 @app.command("fmt")
-def fmt_cmd(
-    files: Files,
-    check_: Annotated[bool, typer.Option("--check", help="Exit 1 if a file is not formatted.")] = False,
-    diff: Annotated[bool, typer.Option("--diff", help="Show what would change.")] = False,
-    write: Annotated[bool, typer.Option("--write", "-w", help="Rewrite the files in place.")] = False,
-) -> None:
+@click.argument("files", nargs=-1, required=True, type=PATH)
+@click.option("--check", "check_", is_flag=True, help="Exit 1 if a file is not formatted.")
+@click.option("--diff", is_flag=True, help="Show what would change.")
+@click.option("--write", "-w", is_flag=True, help="Rewrite the files in place.")
+def fmt_cmd(files: tuple[Path, ...], check_: bool, diff: bool, write: bool) -> None:
     """Print the canonical text of spec files (comments kept); --check, --diff or --write."""
     from sslspec.fmt import fmt
 
@@ -104,15 +106,14 @@ def fmt_cmd(
 
     code = guarded(body)
     if code:
-        raise typer.Exit(code)
+        raise SystemExit(code)
 
 
 @app.command()
-def plan(
-    file: Annotated[Path, typer.Argument(help="Spec file.")],
-    set_: SetOpt = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the whole plan as canonical JSON.")] = False,
-) -> None:
+@click.argument("file", type=PATH)
+@SET_OPTION
+@click.option("--json", "json_", is_flag=True, help="Print the whole plan as canonical JSON.")
+def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     """Show the expanded run table: run ids and the values that differ between runs."""
     from sslspec.lower import lower
 
@@ -155,14 +156,11 @@ def _read(f: Path) -> str:
 
 
 @app.command()
-def run(
-    file: Annotated[Path, typer.Argument(help="Spec file.")],
-    set_: SetOpt = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides the spec).")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Results root.")] = Path("results"),
-) -> None:
+@click.argument("file", type=PATH)
+@SET_OPTION
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides the spec).")
+@click.option("--out", type=PATH, default=Path("results"), show_default=True, help="Results root.")
+def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path) -> None:
     """Run every run of a spec and write one zarr store per run under OUT."""
     from sslspec.lower import lower
 
@@ -170,12 +168,12 @@ def run(
     from runtime.run import execute  # torch is imported here and only here
 
     code = guarded(lambda: execute(p, out=out, device=device))
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def main() -> None:
     """Console entry point."""
-    app()
+    app(prog_name="sslspec")
 
 
 if __name__ == "__main__":
