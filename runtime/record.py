@@ -3,6 +3,7 @@ that fills one epoch of them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from runtime.measure import CovarianceOperator, LatentCorrelation, class_index, 
 from runtime.sampler import Edges, draw_measure_batch, draw_views
 from runtime.store import RunStore, dumps, jsonable
 from runtime.theorem import theorem_check
+from sslspec import schema
 from sslspec.check import Config
 from sslspec.plan import Plan, Run
 
@@ -25,9 +27,70 @@ def measure_epochs(cfg: Config) -> list[int]:
     return sorted({*range(0, cfg.train.epochs + 1, cfg.measure.every), cfg.train.epochs})
 
 
-def _width(cfg: Config) -> int:
-    net = cfg.network
-    return int(net.width) if hasattr(net, "width") else int(net.widths[-1])  # type: ignore[union-attr]
+@dataclass(frozen=True)
+class NetNodes:
+    """The network's own nodes, which weights and operators are indexed by: the latent nodes for
+    `tree_relu` (dim `node`), the layers for `mlp` (dim `layer`, 0 = the output layer)."""
+
+    dim: str
+    widths: tuple[int, ...]  # units of each network node
+    fan_in: tuple[int, ...]  # inputs of each network node
+    levels: tuple[int, ...]  # network nodes per level of the network (tree levels, or 1 per layer)
+
+    @classmethod
+    def of(cls, cfg: Config, layout: Layout) -> NetNodes:
+        net = cfg.network
+        if isinstance(net, schema.MLP):
+            widths = tuple(reversed(net.widths))  # level 0 = output layer
+            fan_in = (*widths[1:], layout.n_leaves)
+            return cls("layer", widths, fan_in, (1,) * len(widths))
+        kids = torch.cat([m.sum(1) for m in layout.child_mask])  # (n_latent,)
+        w = net.width
+        last = layout.n_latent - layout.sizes[-1]  # parents of leaves take one input per child
+        fan_in = tuple(int(k) * (w if i < last else 1) for i, k in enumerate(kids))
+        return cls("node", (w,) * layout.n_latent, fan_in, layout.sizes)
+
+    @property
+    def count(self) -> int:
+        return len(self.widths)
+
+    def level_fan_in(self) -> list[torch.Tensor]:
+        """Per network level, (N_l,) the real fan-in of each node (for CovarianceOperator)."""
+        out, i = [], 0
+        for n in self.levels:
+            out.append(torch.tensor(self.fan_in[i : i + n]))
+            i += n
+        return out
+
+
+class LayerCorrelation:
+    """Latent correlation for an `mlp`: every latent node against every unit of every layer,
+    as one LatentCorrelation per layer fed that layer's pre-activations for each latent node.
+    result(): `corr` (L, n_latent, S, W_max), `best` (L, n_latent), `level_mean` (L, depth);
+    units beyond a layer's width are NaN."""
+
+    def __init__(self, layout: Layout, widths: tuple[int, ...]) -> None:
+        self.layout, self.widths = layout, widths
+        self.layers = [LatentCorrelation(layout, w) for w in widths]
+
+    def update(self, latents: Any, pre: list[torch.Tensor]) -> None:
+        for acc, p in zip(self.layers, pre, strict=True):  # p: (B, 1, W_l)
+            acc.update(latents, [p.expand(-1, n, -1) for n in self.layout.sizes])
+
+    def result(self) -> dict[str, torch.Tensor]:
+        rs = [acc.result() for acc in self.layers]
+        w_max = max(self.widths)
+        corr = torch.stack(
+            [
+                torch.nn.functional.pad(r["corr"], (0, w_max - r["corr"].shape[-1]), value=torch.nan)
+                for r in rs
+            ]
+        )
+        return {
+            "corr": corr,
+            "best": torch.stack([r["best"] for r in rs]),
+            "level_mean": torch.stack([r["level_mean"] for r in rs]),
+        }
 
 
 def _require_finite(result: dict[str, torch.Tensor], keys: tuple[str, ...], what: str) -> None:
@@ -47,7 +110,7 @@ def measure_pass(
     gen: torch.Generator,
     device: torch.device,
     dtype: torch.dtype,
-    corr: LatentCorrelation | None,
+    corr: LatentCorrelation | LayerCorrelation | None,
     op: CovarianceOperator | None,
 ) -> int:
     """Feed `measure.samples` fresh samples, in chunks, to the accumulators; return the count."""
@@ -74,6 +137,7 @@ class Recorder:
     ) -> None:
         cfg = run.config
         self.cfg, self.run, self.layout = cfg, run, layout
+        self.nodes = NetNodes.of(cfg, layout)
         self.epochs = measure_epochs(cfg)
         self.first_best: float | None = None
         self.last_best: float | None = None
@@ -102,7 +166,7 @@ class Recorder:
     # ---- declaration --------------------------------------------------------------------
     def _declare(self, edges: Edges) -> None:
         cfg, lay, st = self.cfg, self.layout, self.store
-        w, s, e = _width(cfg), lay.states, len(self.epochs)
+        s, e = lay.states, len(self.epochs)
         n = lay.n_latent
         st.coord(
             "epoch", self.epochs, "epochs", "training epochs completed when measured (0 = initialization)"
@@ -154,72 +218,82 @@ class Recorder:
                 lead_chunk=max(per_epoch, 1),
                 reduction=getattr(cfg.loss, "reduction", ""),
             )
+        nodes = self.nodes
+        dim, m, w_max = nodes.dim, nodes.count, max(nodes.widths)
+        st.coord("unit", np.arange(w_max), "1", "hidden unit of a node (or layer)")
+        if dim == "layer":
+            st.coord("layer", np.arange(m), "1", "layer of the network (0 = output layer)")
+            st.coord("layer_width", np.asarray(nodes.widths), "1", "units of each layer", dim="layer")
         if cfg.measure.latent_correlation is not None:
             st.coord("state", np.arange(s), "1", "latent state (one-vs-rest indicator)")
-            st.coord("unit", np.arange(w), "1", "hidden unit of a node")
+            lead = ("layer",) if dim == "layer" else ()
+            size = (m,) if dim == "layer" else ()
             st.variable(
                 "corr",
-                ("epoch", "node", "state", "unit"),
-                (e, n, s, w),
+                ("epoch", *lead, "node", "state", "unit"),
+                (e, *size, n, s, w_max),
                 "1",
                 "Pearson correlation of [latent == state] with the unit's pre-activation",
                 comment="one-vs-rest per state; for 2 states, state 1 is the latent value itself",
             )
-            st.variable("best_corr", ("epoch", "node"), (e, n), "1", "max over states and units of |corr|")
-            st.variable("level_corr", ("epoch", "level"), (e, lay.depth), "1", "mean best_corr of each level")
-        self._declare_operator(e, n)
+            st.variable(
+                "best_corr",
+                ("epoch", *lead, "node"),
+                (e, *size, n),
+                "1",
+                "max over states and units of |corr|",
+            )
+            st.variable(
+                "level_corr",
+                ("epoch", *lead, "level"),
+                (e, *size, lay.depth),
+                "1",
+                "mean best_corr of each level",
+            )
+        self._declare_operator(e, m)
         self._declare_theorem(e)
         if cfg.measure.weights is not None:
-            f_max = max(int(m.sum(1).max()) for m in lay.child_mask) * w
-            st.coord("unit", np.arange(w), "1", "hidden unit of a node") if "unit" not in st.arrays else None
+            f_max = max(nodes.fan_in)
             st.coord("input", np.arange(f_max), "1", "input of a node (children in order, then their units)")
             st.variable(
                 "weight",
-                ("epoch", "node", "unit", "input"),
-                (e, n, w, f_max),
+                ("epoch", dim, "unit", "input"),
+                (e, m, w_max, f_max),
                 "1",
                 "weight matrix of each node, NaN beyond its fan-in",
             )
-            st.variable(
-                "weight_norm", ("epoch", "node"), (e, n), "1", "Frobenius norm of each node's weights"
-            )
+            st.variable("weight_norm", ("epoch", dim), (e, m), "1", "Frobenius norm of each node's weights")
 
     def _declare_operator(self, e: int, n: int) -> None:
         op = self.cfg.measure.covariance_operator
         if op is None:
             return
-        w, st, lay = _width(self.cfg), self.store, self.layout
-        p_max = (
-            max(
-                int(m.sum(1).max()) * (w if lvl < lay.depth - 1 else 1)
-                for lvl, m in enumerate(lay.child_mask)
-            )
-            * w
-        )
+        st, dim = self.store, self.nodes.dim
+        p_max = max(f * w for f, w in zip(self.nodes.fan_in, self.nodes.widths, strict=True))
         top = min(op.top, p_max)
         st.coord("eig", np.arange(top), "1", "eigenvalue rank (0 = largest)")
         st.coord("op_index", np.arange(p_max), "1", "operator row: input i major, unit o minor (= vec(W))")
         st.variable(
             "op_eigval",
-            ("epoch", "node", "eig"),
+            ("epoch", dim, "eig"),
             (e, n, top),
             "1",
             "top eigenvalues of the covariance operator V_x[K_bar(x)]",
         )
         st.variable(
             "op_eigvec",
-            ("epoch", "node", "op_index", "eig"),
+            ("epoch", dim, "op_index", "eig"),
             (e, n, p_max, top),
             "1",
             "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
         )
-        st.variable("op_trace", ("epoch", "node"), (e, n), "1", "trace of the covariance operator")
-        st.variable("op_fro", ("epoch", "node"), (e, n), "1", "Frobenius norm of the covariance operator")
+        st.variable("op_trace", ("epoch", dim), (e, n), "1", "trace of the covariance operator")
+        st.variable("op_fro", ("epoch", dim), (e, n), "1", "Frobenius norm of the covariance operator")
         if op.full:
             st.coord("op_index2", np.arange(p_max), "1", "operator column (same order as op_index)")
             st.variable(
                 "op_full",
-                ("epoch", "node", "op_index", "op_index2"),
+                ("epoch", dim, "op_index", "op_index2"),
                 (e, n, p_max, p_max),
                 "1",
                 "the whole covariance operator, NaN-padded",
@@ -227,7 +301,7 @@ class Recorder:
         if op.official:
             st.variable(
                 "conn_official_fro",
-                ("epoch", "node"),
+                ("epoch", dim),
                 (e, n),
                 "1",
                 "Frobenius norm of the official code's 'conn' matrix (another index order; not the "
@@ -239,7 +313,9 @@ class Recorder:
         if tc is None:
             return
         st, shape = self.store, (e, len(tc.nodes), len(tc.batches))
-        st.coord("tc_node", np.asarray(tc.nodes), "1", "latent node checked by the theorem check")
+        st.coord(
+            "tc_node", np.asarray(tc.nodes), "1", f"network {self.nodes.dim} checked by the theorem check"
+        )
         st.coord(
             "tc_batches",
             np.asarray(tc.batches),
@@ -287,7 +363,14 @@ class Recorder:
         """One measurement pass on fresh samples; writes row `row` (epoch `epoch`) of each variable."""
         cfg, m = self.cfg, self.cfg.measure
         net.eval()
-        corr = LatentCorrelation(layout, _width(cfg)) if m.latent_correlation is not None else None
+        corr: LatentCorrelation | LayerCorrelation | None = None
+        if m.latent_correlation is not None:
+            nodes = self.nodes
+            corr = (
+                LayerCorrelation(layout, nodes.widths)
+                if nodes.dim == "layer"
+                else LatentCorrelation(layout, nodes.widths[0])
+            )
         op = self._operator(layout, epoch)
         measure_pass(cfg, net, layout, edges, gen, device, dtype, corr, op)
         self._write_measures(row, corr, op if m.covariance_operator is not None else None, net)
@@ -303,9 +386,8 @@ class Recorder:
             return None
         beta = getattr(cfg.loss, "beta", 0.0)
         within = tuple(tc.nodes) if due and tc is not None and beta != 0 else ()
-        return CovarianceOperator.for_tree(
-            layout,
-            _width(cfg),
+        return CovarianceOperator(
+            self.nodes.level_fan_in(),
             n_classes(layout, cfg.augment.share, layout.states),
             top=c.top if c else 1,
             full=bool(c and c.full),
@@ -343,16 +425,20 @@ class Recorder:
         self.store.arrays["tc_rel_error"].attrs.update(jsonable(res.attrs))
 
     def _write_measures(
-        self, row: int, corr: LatentCorrelation | None, op: CovarianceOperator | None, net: Any
+        self,
+        row: int,
+        corr: LatentCorrelation | LayerCorrelation | None,
+        op: CovarianceOperator | None,
+        net: Any,
     ) -> None:
         st = self.store
         if corr is not None:
             r = {k: v.cpu() for k, v in corr.result().items()}
-            _require_finite({"best": r["best"][:, None]}, ("best",), "latent correlation")
+            _require_finite({"best": r["best"].reshape(-1, 1)}, ("best",), "latent correlation")
             st.write("corr", row, r["corr"].numpy())
             st.write("best_corr", row, r["best"].numpy())
             st.write("level_corr", row, r["level_mean"].numpy())
-            root = float(r["best"][0])
+            root = float(r["best"].reshape(-1)[0])  # the root (for an mlp: against the output layer)
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root
         if op is not None:
