@@ -23,7 +23,7 @@ from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
 from runtime.network import build_network
 from runtime.optim import build_optimizer
-from runtime.record import measure_pass
+from runtime.probe import measure_pass
 from runtime.sampler import draw_edges
 from runtime.train import Trainer
 from sslspec.lower import lower
