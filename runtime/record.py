@@ -30,12 +30,8 @@ class Recorder:
     def __init__(
         self, path: Path, plan: Plan, run: Run, layout: Layout, edges: Edges, provenance: dict[str, Any]
     ) -> None:
+        self._setup(run, layout)
         cfg = run.config
-        self.cfg, self.run, self.layout = cfg, run, layout
-        self.nodes = NetNodes.of(cfg, layout)
-        self.epochs = measure_epochs(cfg)
-        self.first_best: float | None = None
-        self.last_best: float | None = None
         self.store = RunStore(
             path,
             {
@@ -57,6 +53,28 @@ class Recorder:
         self._declare(edges)
         # Non-index coordinates, so xarray shows them as coordinates and not data variables.
         self.store.update_attrs(coordinates="height node_level node_parent")
+
+    def _setup(self, run: Run, layout: Layout) -> None:
+        cfg = run.config
+        self.cfg, self.run, self.layout = cfg, run, layout
+        self.nodes = NetNodes.of(cfg, layout)
+        self.epochs = measure_epochs(cfg)
+        self.first_best: float | None = None
+        self.last_best: float | None = None
+
+    @classmethod
+    def reopen(cls, path: Path, run: Run, layout: Layout) -> Recorder:
+        """A Recorder over an existing store of `run` (a resumed run): nothing is declared again;
+        the root correlations measured so far are read back for the summary line."""
+        rec = cls.__new__(cls)
+        rec._setup(run, layout)
+        rec.store = RunStore.reopen(path)
+        if "best_corr" in rec.store.arrays:
+            roots = np.asarray(rec.store.arrays["best_corr"][...]).reshape(len(rec.epochs), -1)[:, 0]
+            done = roots[~np.isnan(roots)]
+            if done.size:
+                rec.first_best, rec.last_best = float(done[0]), float(done[-1])
+        return rec
 
     # ---- declaration --------------------------------------------------------------------
     def _declare(self, edges: Edges) -> None:

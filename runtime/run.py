@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from runtime import checkpoint
+from runtime.checkpoint import Action, decide
 from runtime.device import device_name, resolve_device, set_determinism
 from runtime.layout import Layout
 from runtime.losses import check_supported
@@ -18,26 +22,62 @@ from runtime.network import build_network
 from runtime.optim import build_optimizer
 from runtime.progress import Progress
 from runtime.record import Recorder, measure_epochs
-from runtime.sampler import draw_edges
-from runtime.store import claim_version
+from runtime.sampler import Edges, draw_edges
+from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
 from sslspec.plan import Plan, Run
 
 DTYPE = torch.float32
 
 
-def execute(plan: Plan, out: Path, device: str | None = None) -> int:
-    """Run every run of `plan`; return 0 when all completed, 1 when any failed."""
+def execute(
+    plan: Plan, out: Path, device: str | None = None, force: bool = False, dry_run: bool = False
+) -> int:
+    """Run every run of `plan` that has no complete version under `out` (all of them with `force`),
+    resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
+    With `dry_run`, print what each run would do and write nothing."""
     for run in plan.runs:  # reject what this runtime cannot run before starting anything
         check_supported(run.config)
     devices = {r.index: resolve_device(device or r.config.device) for r in plan.runs}
+    if dry_run:
+        for run in plan.runs:
+            lock = RunLock(run_dir(out, run.experiment, run.id))
+            busy = lock.held_elsewhere()
+            print(f"running elsewhere: {run.id}" if busy else decide(out, run, force).describe(run))
+        return 0
     set_determinism()
     failed = 0
     with Progress(len(plan.runs)) as progress:
-        for run in plan.runs:
-            ok = execute_run(plan, run, out, devices[run.index], progress)
-            failed += not ok
+        for run, lock in _claimed(plan.runs, out):
+            try:
+                action = decide(out, run, force)
+                if action.kind == "up to date":
+                    progress.end_run(f"up to date: {run.id} ({action.path})")
+                    continue
+                ok = execute_run(plan, run, out, devices[run.index], progress, action)
+                failed += not ok
+            finally:
+                lock.release()
     return 1 if failed else 0
+
+
+def _claimed(runs: tuple[Run, ...], out: Path) -> Iterator[tuple[Run, RunLock]]:
+    """Each run with its lock held. A run another process holds is put off and tried again after
+    the others; when every run left is held elsewhere, wait for the first of them."""
+    pending = list(runs)
+    while pending:
+        later = []
+        for run in pending:
+            lock = RunLock(run_dir(out, run.experiment, run.id))
+            if lock.acquire(wait=False):
+                yield run, lock
+            else:
+                later.append(run)
+        if later and len(later) == len(pending):
+            lock = RunLock(run_dir(out, later[0].experiment, later[0].id))
+            lock.acquire(wait=True)
+            yield later.pop(0), lock
+        pending = later
 
 
 def _generator(seed: int, device: torch.device) -> torch.Generator:
@@ -46,32 +86,50 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return g
 
 
-def execute_run(plan: Plan, run: Run, out: Path, device: torch.device, progress: Progress) -> bool:
-    """Train and measure one run, writing its store as it goes; False if it failed."""
+def _build(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, torch.Generator]:
+    """The run's tree, edges, freshly initialized Trainer and measurement generator, from its seeds."""
     cfg, seeds = run.config, run.seeds
-    path = claim_version(out, run.experiment, run.id)
-    started = time.perf_counter()
     layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
     edges = draw_edges(cfg.data, layout, _generator(seeds.tree, torch.device("cpu")))
     net = build_network(cfg, layout, _generator(seeds.init, torch.device("cpu")), DTYPE, torch.device("cpu"))
     net = net.to(device)
-    dev_layout, dev_edges = layout.to(device), edges.to(device)
     trainer = Trainer(
         cfg,
-        dev_layout,
-        dev_edges,
+        layout.to(device),
+        edges.to(device),
         net,
         build_optimizer(cfg.optimizer, net.parameters()),
         _generator(seeds.data, device),
         device,
         DTYPE,
     )
-    rec = Recorder(path, plan, run, layout, edges, _provenance(plan, run, device))
-    measure_gen = _generator(seeds.measure, device)
+    return layout, edges, trainer, _generator(seeds.measure, device)
+
+
+def execute_run(
+    plan: Plan, run: Run, out: Path, device: torch.device, progress: Progress, action: Action | None = None
+) -> bool:
+    """Train and measure one run, writing its store as it goes (a new version, or the version
+    `action` resumes); False if it failed."""
+    cfg = run.config
+    started = time.perf_counter()
+    layout, edges, trainer, measure_gen = _build(run, device)
+    net, dev_layout, dev_edges = trainer.net, trainer.layout, trainer.edges
+    gens = {"data": trainer.gen, "measure": measure_gen}
+    if action is not None and action.kind == "resume" and action.path is not None and action.state:
+        path, first = action.path, action.epoch
+        checkpoint.restore(action.state, net, trainer.opt, gens)
+        started -= float(action.state["wall"])  # wall time counts every process's share
+        rec = Recorder.reopen(path, run, layout)
+        _note_resume(rec, first)
+    else:
+        path, first = claim_version(out, run.experiment, run.id), 0
+        rec = Recorder(path, plan, run, layout, edges, _provenance(plan, run, device))
+    _index(out, path)
     epochs = measure_epochs(cfg)
     progress.start_run(run, cfg.train.epochs)
     try:
-        for epoch in range(cfg.train.epochs + 1):
+        for epoch in range(first, cfg.train.epochs + 1):
             if epoch in epochs:
                 _measure(rec, epochs.index(epoch), epoch, net, dev_layout, dev_edges, measure_gen, device)
             if epoch == cfg.train.epochs:
@@ -86,17 +144,49 @@ def execute_run(plan: Plan, run: Run, out: Path, device: torch.device, progress:
                     f"training loss became {float(losses[bad])} at epoch {epoch + 1}, step {bad + 1}"
                 )
             rec.epoch_done(epoch + 1)
+            wall = time.perf_counter() - started
+            checkpoint.save(path, run.hash, epoch + 1, net, trainer.opt, gens, wall)
             progress.epoch(epoch + 1, cfg.train.samples / (time.perf_counter() - t0), mean_loss)
     except Exception as exc:  # a failed run is recorded and reported; the sweep goes on
         rec.finish("failed", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+        checkpoint.remove(path)
+        _index(out, path)
         progress.end_run(f"run {run.index + 1} {run.id} FAILED: {exc} ({path})")
         if not isinstance(exc, FloatingPointError):
             traceback.print_exc(file=sys.stderr)
         return False
     wall = time.perf_counter() - started
     rec.finish("complete", wall)
+    checkpoint.remove(path)
+    _index(out, path)
     progress.end_run(rec.summary(wall))
     return True
+
+
+def _index(out: Path, path: Path) -> None:
+    """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
+    since the index can always be rebuilt from the stores (`sslspec ls --rebuild`)."""
+    from sslspec import index
+
+    try:
+        index.record(out, index.entry(out, path))
+    except Exception as exc:  # the store is the truth; the index is a cache
+        print(
+            f"sslspec: could not update {out}/index.jsonl ({exc}); `sslspec ls --rebuild` fixes it",
+            file=sys.stderr,
+        )
+
+
+def _note_resume(rec: Recorder, epoch: int) -> None:
+    """Record in the store's attrs that this process continued it after `epoch` epochs."""
+    at = rec.store.group.attrs
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    before = at.get("resumed")
+    entry = {"time": now, "epoch": epoch, "host": host()}
+    rec.store.update_attrs(
+        resumed=[*(before if isinstance(before, list) else []), entry],
+        history=f"{at.get('history', '')}\n{now} {' '.join(_argv())} (resumed after epoch {epoch})",
+    )
 
 
 def _measure(
@@ -146,8 +236,27 @@ def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
             "zarr": zarr.__version__,
         },
         "device": device_name(device),
+        "host": host(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_git(spec_path.resolve().parent),
     }
+
+
+def _git(directory: Path) -> dict[str, Any]:
+    """`git_commit` and `git_dirty` of the work tree holding `directory`; {} outside one (or
+    without git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain").strip())
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def _argv() -> list[str]:

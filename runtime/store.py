@@ -9,6 +9,7 @@ writes and `status` is set to `complete` only after the last one, so a killed ru
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -38,6 +39,79 @@ def claim_version(root: Path, experiment: str, run_id: str) -> Path:
 def _version_number(name: str) -> int:
     stem = name.removesuffix(".zarr")
     return int(stem[1:]) if stem.startswith(VERSION_PREFIX) and stem[1:].isdigit() else 0
+
+
+def run_dir(root: Path, experiment: str, run_id: str) -> Path:
+    return Path(root) / experiment / run_id
+
+
+def versions(directory: Path) -> list[Path]:
+    """The version stores of one run directory, oldest first (none when it does not exist)."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.name.endswith(".zarr") and _version_number(p.name)]
+    return sorted(found, key=lambda p: _version_number(p.name))
+
+
+def read_attrs(path: Path) -> dict[str, Any]:
+    """The root attributes of a version store; {} when it has none yet or they cannot be read
+    (a version claimed by a process killed before its first write)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+class RunLock:
+    """An exclusive claim on one run while a process decides about it and writes a version of it.
+
+    An flock on `OUT/<experiment>/<run id>/.lock` (which holds the owner's pid and host while
+    held): the kernel drops it when the owner dies, so a killed run never leaves a stale claim,
+    and two processes can never both hold it. The file itself stays (removing it would race with
+    a process waiting on it)."""
+
+    NAME = ".lock"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool) -> bool:
+        """Take the lock; without `wait`, return False at once when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {host()}\n".encode(), 0)
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether a live process holds the lock now (reads only; creates nothing)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock taken just now
+        return False
 
 
 def jsonable(value: Any) -> Any:
@@ -101,6 +175,15 @@ class RunStore:
             dimension_names=list(dims),
             attributes=attrs,
         )
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunStore:
+        """An existing store opened for writing, as it is (for a resumed run)."""
+        self = cls.__new__(cls)
+        self.path = path
+        self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        self.arrays = dict(self.group.arrays())
+        return self
 
     def write(self, name: str, index: Any, value: Any) -> None:
         """Write `value` at `index` of variable `name` (e.g. one epoch's row)."""

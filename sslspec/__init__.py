@@ -4,4 +4,33 @@ The front end (this package) never imports torch: parse -> check -> lower to a P
 PyTorch back end is the separate top-level package `runtime`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from sslspec.results import Version
+
 __version__ = "0.1.0"
+
+
+def load(path: str | Path, version: Version = None) -> Any:
+    """A results root or experiment directory -> xarray.DataTree of runs (see sslspec.results.load)."""
+    from sslspec.results import load as _load
+
+    return _load(path, version)
+
+
+def load_sweep(
+    path_or_spec: str | Path,
+    root: str | Path = "results",
+    sets: Sequence[str] = (),
+    experiment: str | None = None,
+    version: int | Literal["latest"] | None = None,
+) -> Any:
+    """A spec or results directory -> one xarray.Dataset with swept fields as dims (sslspec.results)."""
+    from sslspec.results import load_sweep as _load_sweep
+
+    return _load_sweep(path_or_spec, root, sets, experiment, version)

@@ -160,15 +160,119 @@ def _read(f: Path) -> str:
 @SET_OPTION
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides the spec).")
 @click.option("--out", type=PATH, default=Path("results"), show_default=True, help="Results root.")
-def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path) -> None:
-    """Run every run of a spec and write one zarr store per run under OUT."""
+@click.option("--force", is_flag=True, help="Run again into a new version even when up to date.")
+@click.option("--dry-run", is_flag=True, help="Print what each run would do; write nothing.")
+def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path, force: bool, dry_run: bool) -> None:
+    """Run every run of a spec that has no complete version under OUT (resuming killed ones) and
+    write one zarr store per run."""
     from sslspec.lower import lower
 
     p = guarded(lambda: lower(file, set_ or ()))
     from runtime.run import execute  # torch is imported here and only here
 
-    code = guarded(lambda: execute(p, out=out, device=device))
+    code = guarded(lambda: execute(p, out=out, device=device, force=force, dry_run=dry_run))
     raise SystemExit(code)
+
+
+@app.command("ls")
+@click.argument("root", type=PATH, default=Path("results"))
+@click.option("--rebuild", is_flag=True, help="Rewrite the index from the stores first.")
+def ls_cmd(root: Path, rebuild: bool) -> None:
+    """List runs from ROOT/index.jsonl: status of the newest version, swept values, final metrics."""
+    from sslspec import index
+
+    def body() -> None:
+        if not root.is_dir():
+            raise SpecError([Diagnostic(f"{root}: no such results directory")])
+        entries = index.rebuild(root) if rebuild else index.refresh(root)
+        rows = [_ls_row(e, n) for e, n in index.runs(entries)]
+        head = ("experiment", "run id", "status", "versions", "root_corr", "loss", "swept")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
+        head_line = "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=False)) + "  " + head[-1]
+        sys.stdout.write("\n".join([head_line, *lines]) + "\n")
+
+    guarded(body)
+
+
+def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
+    m = e.get("metrics") or {}
+
+    def num(k: str) -> str:
+        return f"{m[k]:.4f}" if isinstance(m.get(k), int | float) else "-"
+
+    swept = " ".join(f"{k}={_show(v)}" for k, v in dict(e.get("swept") or {}).items())
+    return (
+        str(e["experiment"]),
+        str(e["run_id"]),
+        str(e.get("status", "?")),
+        str(n_versions),
+        num("root_corr"),
+        num("loss"),
+        swept,
+    )
+
+
+@app.command()
+@click.argument("run_prefix", metavar="RUN")
+@click.option("--root", type=PATH, default=Path("results"), show_default=True, help="Results root.")
+@click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
+def show(run_prefix: str, root: Path, version: int | None) -> None:
+    """Show the provenance of a run (id prefix): its newest version's root attributes."""
+    from sslspec.results import pick, read_attrs, versions
+
+    def body() -> None:
+        run_dir = _find_run(root, run_prefix)
+        store, _ = pick(run_dir, "latest" if version is None else version)
+        assert store is not None  # a run directory always has a version
+        attrs = read_attrs(store)
+        listing = ", ".join(f"{p.name} ({read_attrs(p).get('status', '?')})" for _, p in versions(run_dir))
+        sys.stdout.write(_provenance_text(store, attrs, listing))
+
+    guarded(body)
+
+
+def _find_run(root: Path, prefix: str) -> Path:
+    from sslspec.errors import did_you_mean
+    from sslspec.results import run_dirs
+
+    if not root.is_dir():
+        raise SpecError([Diagnostic(f"{root}: no such results directory")])
+    every = [d for _, d in run_dirs(root)]
+    found = [d for d in every if d.name.startswith(prefix)]
+    if not found:
+        hint = did_you_mean(prefix, [d.name for d in every])
+        raise SpecError([Diagnostic(f"no run '{prefix}' under {root}{hint}")])
+    if len(found) > 1:
+        names = ", ".join(f"{d.parent.name}/{d.name}" for d in found[:10])
+        raise SpecError([Diagnostic(f"run prefix '{prefix}' is ambiguous: {names}")])
+    return found[0]
+
+
+def _provenance_text(store: Path, attrs: dict[str, Any], listing: str) -> str:
+    """Root attributes as `key: value` lines; the plan summarized, spec texts shown whole."""
+    import json
+
+    out = [f"store: {store}", f"store versions: {listing}"]
+    long = {"plan", "spec_text", "spec_includes"}
+    for k, v in attrs.items():
+        if k not in long:
+            out.append(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+    if "plan" in attrs:
+        try:
+            plan = json.loads(attrs["plan"])
+            out.append("plan:")
+            for block, value in sorted(dict(plan.get("config", {})).items()):
+                out.append(f"  {block}: {json.dumps(value, separators=(', ', ': '))}")
+        except (ValueError, TypeError, AttributeError):
+            out.append(f"plan: {str(attrs['plan'])[:200]}")
+    if attrs.get("spec_text"):
+        out.append(f"spec_text ({attrs.get('spec_path', '?')}):")
+        out.extend(f"  | {line}" for line in str(attrs["spec_text"]).splitlines())
+    for name, text in dict(attrs.get("spec_includes") or {}).items():
+        out.append(f"included {name}:")
+        out.extend(f"  | {line}" for line in str(text).splitlines())
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:

@@ -1,0 +1,327 @@
+"""Load: results stores -> xarray. `load` gives a DataTree of runs, `load_sweep` one Dataset per sweep.
+
+A results root holds `ROOT/<experiment>/<run id>/vNNNN.zarr`, one version per execution. By default
+a run is read at its newest *complete* version (`status == "complete"`); an older complete version
+wins over a newer running or failed one. Every store read is checked against SCHEMA_VERSION first.
+
+Sweep dimensions are named after the swept path without its leading block name, joined by `_`
+(`network.width` -> `width`, `data.polarity.low` -> `polarity_low`, `seed` -> `seed`); a name
+that would be `kind`, repeat another axis's name, or clash with a variable, coordinate or
+dimension of the stores is the whole path joined by `_` instead (`loss.kind` -> `loss_kind`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sslspec.errors import Diagnostic, StoreError, did_you_mean
+
+SCHEMA_VERSION = 1  # the newest store schema this reader understands (runtime.store writes it)
+STATUSES = ("complete", "failed", "running", "missing")
+_VERSION = re.compile(r"^v(\d{4,})\.zarr$")
+
+Version = int | Literal["latest", "all"] | None
+
+
+def _error(message: str) -> StoreError:
+    return StoreError([Diagnostic(message)])
+
+
+# ---- versions and attributes ----------------------------------------------------------------
+
+
+def versions(run_dir: Path) -> list[tuple[int, Path]]:
+    """The (number, path) of every vNNNN.zarr under a run directory, oldest first."""
+    found = []
+    for p in Path(run_dir).iterdir() if Path(run_dir).is_dir() else ():
+        m = _VERSION.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def read_attrs(store: Path) -> dict[str, Any]:
+    """A store's root attributes (zarr.json read directly: no group is opened), schema-checked."""
+    meta = Path(store) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except FileNotFoundError:
+        raise _error(f"{store}: not a zarr v3 store (no zarr.json)") from None
+    except (OSError, ValueError) as exc:
+        raise _error(f"{store}: cannot read zarr.json: {exc}") from None
+    check_schema(attrs, store)
+    return dict(attrs)
+
+
+def check_schema(attrs: dict[str, Any], store: Path | str) -> None:
+    """Raise StoreError unless `schema_version` is an int this reader knows (<= SCHEMA_VERSION)."""
+    v = attrs.get("schema_version")
+    if v is None:
+        raise _error(f"{store}: store has no 'schema_version' attribute; it was not written by sslspec")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _error(f"{store}: store 'schema_version' must be an integer (got {v!r})")
+    if v > SCHEMA_VERSION:
+        raise _error(
+            f"{store}: store schema version {v} is newer than this sslspec reads ({SCHEMA_VERSION}); "
+            "upgrade sslspec"
+        )
+
+
+def pick(run_dir: Path, version: int | Literal["latest"] | None = None) -> tuple[Path | None, str]:
+    """The store to read for a run and the run's status.
+
+    `None`: the newest complete version, else (None, status of the newest version); "latest":
+    the newest version whatever its status; N: vNNNN (StoreError when absent). A run directory
+    without versions is (None, "missing").
+    """
+    vs = versions(run_dir)
+    if isinstance(version, int):
+        for n, p in vs:
+            if n == version:
+                return p, str(read_attrs(p).get("status", "running"))
+        have = ", ".join(p.name for _, p in vs) or "none"
+        raise _error(f"{run_dir}: no version {version} (have {have})")
+    newest_status = "missing"
+    for i, (_, p) in enumerate(reversed(vs)):
+        status = str(read_attrs(p).get("status", "running"))
+        if i == 0:
+            newest_status = status
+            if version == "latest":
+                return p, status
+        if status == "complete":
+            return p, status
+    return None, newest_status
+
+
+def open_store(store: Path) -> Any:
+    """One store as an xarray.Dataset (lazy; schema-checked first)."""
+    import xarray as xr
+
+    read_attrs(store)
+    return xr.open_zarr(str(store), consolidated=False)
+
+
+# ---- layout ---------------------------------------------------------------------------------
+
+
+def _is_run_dir(d: Path) -> bool:
+    return d.is_dir() and any(_VERSION.match(p.name) for p in d.iterdir())
+
+
+def run_dirs(path: Path) -> Iterator[tuple[str, Path]]:
+    """(experiment, run dir) of every run under a results root, an experiment dir or a run dir."""
+    path = Path(path)
+    if not path.is_dir():
+        raise _error(f"{path}: no such results directory")
+    if _is_run_dir(path):
+        yield path.parent.name, path
+        return
+    subs = sorted(p for p in path.iterdir() if p.is_dir())
+    if any(_is_run_dir(p) for p in subs):
+        for d in subs:
+            if _is_run_dir(d):
+                yield path.name, d
+        return
+    for exp in subs:
+        for d in sorted(p for p in exp.iterdir() if p.is_dir()):
+            if _is_run_dir(d):
+                yield exp.name, d
+
+
+# ---- load: a tree of runs -------------------------------------------------------------------
+
+
+def load(path: str | Path, version: Version = None) -> Any:
+    """A results root, experiment dir or run dir -> xarray.DataTree with nodes `/<experiment>/<run id>`.
+
+    `version`: None (newest complete), "latest" (newest, any status), N (vNNNN of every run) or
+    "all" (nodes `/<experiment>/<run id>/vNNNN`). Runs without the version asked for are not
+    nodes; they are listed in the root attribute `skipped` as {"exp/run": status}.
+    """
+    import xarray as xr
+
+    nodes: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for exp, d in run_dirs(Path(path)):
+        if version == "all":
+            for n, p in versions(d):
+                nodes[f"/{exp}/{d.name}/v{n:04d}"] = open_store(p)
+            continue
+        store, status = pick(d, version)
+        if store is None:
+            skipped[f"{exp}/{d.name}"] = status
+        else:
+            nodes[f"/{exp}/{d.name}"] = open_store(store)
+    tree = xr.DataTree.from_dict(nodes) if nodes else xr.DataTree()
+    tree.attrs["root"] = str(path)
+    tree.attrs["skipped"] = skipped
+    return tree
+
+
+# ---- load_sweep: one Dataset with the swept fields as dimensions ----------------------------
+
+
+def dim_names(paths: Sequence[str], taken: Sequence[str] = ()) -> dict[str, str]:
+    """Swept path -> dimension name (the rule in the module docstring)."""
+    short = {p: "_".join(p.split(".")[1:]) or p for p in paths}
+    counts: dict[str, int] = {}
+    for name in short.values():
+        counts[name] = counts.get(name, 0) + 1
+    out = {}
+    for p, name in short.items():
+        bad = name == "kind" or counts[name] > 1 or name in taken
+        out[p] = p.replace(".", "_") if bad else name
+    return out
+
+
+def _coord_value(v: Any) -> Any:
+    """A swept value as a coordinate value: scalars as they are, lists and calls as JSON text."""
+    return v if isinstance(v, bool | int | float | str) else json.dumps(v, sort_keys=True)
+
+
+def load_sweep(
+    path_or_spec: str | Path,
+    root: str | Path = "results",
+    sets: Sequence[str] = (),
+    experiment: str | None = None,
+    version: int | Literal["latest"] | None = None,
+) -> Any:
+    """A spec (.ssl, lowered with `sets`) or a results directory -> one xarray.Dataset of a sweep.
+
+    Every swept path is a dimension (see `dim_names`) with the swept values as coordinates.
+    Variables of runs that are missing or have no complete version are NaN; the variable
+    `status` (complete, failed, running, missing), `run_id` and `version` (0: none) have the
+    sweep dims. With a results directory the points are the `swept` attrs of the stores.
+    """
+    src = Path(path_or_spec)
+    if src.suffix == ".ssl" or src.is_file():
+        exp, axes, points = _from_spec(src, Path(root), sets, experiment)
+        return _assemble(exp, axes, points, version, str(src), sort=False)
+    exp, axes, points = _from_results(src, experiment)
+    return _assemble(exp, axes, points, version, str(src), sort=True)
+
+
+# A point of a sweep: (experiment, run id, run dir, swept values in axis order).
+Point = tuple[str, str, Path, tuple[Any, ...]]
+
+
+def _one_experiment(names: Sequence[str], experiment: str | None, where: str) -> str:
+    if experiment is not None:
+        if experiment not in names:
+            raise _error(f"{where}: no experiment '{experiment}'{did_you_mean(experiment, names)}")
+        return experiment
+    if len(set(names)) != 1:
+        listed = ", ".join(sorted(set(names))) or "none"
+        raise _error(f"{where}: holds experiments {listed}; pick one with experiment=")
+    return names[0]
+
+
+def _from_spec(
+    spec: Path, root: Path, sets: Sequence[str], experiment: str | None
+) -> tuple[str, list[str], list[Point]]:
+    from sslspec.lower import lower
+
+    plan = lower(spec, sets)
+    exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))
+    axes = list(dict(plan.axes).get(exp, ()))
+    points = [
+        (exp, r.id, root / exp / r.id, tuple(_coord_value(dict(r.swept)[a]) for a in axes))
+        for r in plan.runs
+        if r.experiment == exp
+    ]
+    return exp, axes, points
+
+
+def _from_results(path: Path, experiment: str | None) -> tuple[str, list[str], list[Point]]:
+    found = list(run_dirs(path))
+    exp = _one_experiment([e for e, _ in found], experiment, str(path))
+    swept: list[tuple[str, Path, dict[str, Any]]] = []
+    for e, d in found:
+        vs = versions(d)
+        if e == exp and vs:
+            swept.append((d.name, d, dict(read_attrs(vs[-1][1]).get("swept", {}))))
+    axes = list(dict.fromkeys(k for _, _, s in swept for k in s))
+    points: list[Point] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    for run_id, d, s in swept:
+        if set(s) != set(axes):
+            raise _error(
+                f"{d}: swept over {sorted(s)} but other runs of '{exp}' over {sorted(axes)}; "
+                "load these with load_sweep(spec, root=...)"
+            )
+        key = tuple(_coord_value(s[a]) for a in axes)
+        if key in seen:
+            raise _error(
+                f"{path}: runs {seen[key]} and {run_id} of '{exp}' have the same swept values {s} "
+                "(other settings differ); load them with load_sweep(spec, root=..., sets=...)"
+            )
+        seen[key] = run_id
+        points.append((exp, run_id, d, key))
+    return exp, axes, points
+
+
+def _ordered(values: Sequence[Any], sort: bool) -> list[Any]:
+    uniq = list(dict.fromkeys(values))
+    if sort:
+        try:
+            return sorted(uniq)
+        except TypeError:
+            pass
+    return uniq
+
+
+def _assemble(exp: str, axes: list[str], points: list[Point], version: Any, source: str, sort: bool) -> Any:
+    """Open each point's store, stack them on a MultiIndex of the swept values and unstack."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+    import xarray as xr
+
+    opened: list[tuple[tuple[Any, ...], Any]] = []
+    status: dict[tuple[Any, ...], tuple[str, str, int]] = {}
+    for _, run_id, d, key in points:
+        store, st = pick(d, version) if d.is_dir() else (None, "missing")
+        number = int(_VERSION.match(store.name).group(1)) if store is not None else 0  # type: ignore[union-attr]
+        status[key] = (st, run_id, number)
+        if store is not None:
+            opened.append((key, open_store(store)))
+    taken = sorted({str(n) for _, ds in opened[:1] for n in (*ds.variables, *ds.dims)})
+    names = dim_names(axes, taken)
+    dims = [names[a] for a in axes]
+    order = {dim: _ordered([k[i] for *_, k in points], sort) for i, dim in enumerate(dims)}
+    if opened:
+        data = xr.concat(
+            [ds for _, ds in opened],
+            dim="run",
+            join="outer",
+            coords="minimal",
+            compat="override",
+            combine_attrs="drop",
+            fill_value=np.nan,
+        )
+        index = pd.MultiIndex.from_tuples([k for k, _ in opened], names=dims) if dims else None
+        if index is not None:
+            data = data.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "run")).unstack("run")
+            data = data.reindex(order).transpose(*dims, ...)
+        else:
+            data = data.isel(run=0, drop=True)
+    else:
+        data = xr.Dataset(coords=order)
+    shape = tuple(len(order[d]) for d in dims)
+    st_arr = np.full(shape, "missing", dtype=object)
+    id_arr = np.full(shape, "", dtype=object)
+    v_arr = np.zeros(shape, dtype=np.int64)
+    for key, (st, run_id, number) in status.items():
+        idx = tuple(order[d].index(k) for d, k in zip(dims, key, strict=True))
+        st_arr[idx], id_arr[idx], v_arr[idx] = st, run_id, number
+    data["status"] = (dims, st_arr.astype(str), {"long_name": "status of the run read (or missing)"})
+    data["run_id"] = (dims, id_arr.astype(str), {"long_name": "run id"})
+    data["version"] = (dims, v_arr, {"long_name": "version read (vNNNN; 0: none)"})
+    for a, dim in zip(axes, dims, strict=True):
+        data[dim].attrs.update({"long_name": a, "swept_path": a})
+    paths = dict(zip(dims, axes, strict=True))
+    data.attrs.update({"experiment": exp, "source": source, "swept_paths": paths})
+    return data

@@ -1,0 +1,62 @@
+"""Synthetic run stores with the runtime's layout, attributes and variables (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+EPOCHS, DEPTH, NODES = 2, 3, 7
+
+
+def write_store(
+    root: Path,
+    experiment: str,
+    run_id: str,
+    version: int = 1,
+    status: str = "complete",
+    swept: dict[str, Any] | None = None,
+    value: float = 0.5,
+    **attrs: Any,
+) -> Path:
+    """Write ROOT/<experiment>/<run_id>/vNNNN.zarr: best_corr, level_corr and loss all equal to `value`."""
+    path = Path(root) / experiment / run_id / f"v{version:04d}.zarr"
+    g = zarr.open_group(str(path), mode="w", zarr_format=3)
+    g.attrs.update(
+        {
+            "schema_version": 1,
+            "status": status,
+            "experiment": experiment,
+            "run_id": run_id,
+            "run_hash": run_id * 2,
+            "swept": swept or {},
+            "epochs_done": EPOCHS if status == "complete" else 0,
+            "plan": json.dumps({"config": {"seed": 1, "train": {"epochs": EPOCHS}}}),
+            "spec_text": "experiment e {\n  seed = 1\n}\n",
+            "spec_path": "e.ssl",
+            "device": "cpu",
+            **attrs,
+        }
+    )
+    for name, values in (
+        ("epoch", np.arange(EPOCHS + 1)),
+        ("level", np.arange(DEPTH)),
+        ("node", np.arange(NODES)),
+    ):
+        g.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=[name])[...] = values
+    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"])[...] = np.arange(
+        1, EPOCHS + 1
+    )
+    for name, dims, shape in (
+        ("best_corr", ("epoch", "node"), (EPOCHS + 1, NODES)),
+        ("level_corr", ("epoch", "level"), (EPOCHS + 1, DEPTH)),
+        ("loss", ("step",), (EPOCHS,)),
+    ):
+        arr = g.create_array(
+            name, shape=shape, dtype="float32", fill_value=np.nan, dimension_names=list(dims)
+        )
+        arr[...] = np.full(shape, value, dtype=np.float32)
+    return path

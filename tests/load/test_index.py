@@ -1,0 +1,120 @@
+"""The run index: appends from concurrent processes, refresh from stores, and `ls` / `show`."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import zarr
+from click.testing import CliRunner
+
+from sslspec import index
+from sslspec.cli import app
+from tests.load.conftest import write_store
+
+
+def synthetic_entries(root: Path, n: int) -> None:
+    """Append n index entries (no stores) for runs r0000.. of experiment 'e'."""
+    for i in range(n):
+        index.record(
+            root,
+            {
+                "experiment": "e",
+                "run_id": f"r{i:04d}",
+                "version": 1,
+                "status": "complete" if i % 10 else "failed",
+                "swept": {"network.width": i % 7, "seed": i},
+                "epochs_done": 2,
+                "metrics": {"root_corr": 0.5, "loss": -1.0},
+                "path": f"e/r{i:04d}/v0001.zarr",
+            },
+        )
+
+
+def _append(root: str, tag: int, n: int) -> None:
+    for i in range(n):
+        index.record(root, {"experiment": "e", "run_id": f"p{tag}-{i}", "version": 1, "status": "running"})
+
+
+def test_two_processes_appending_at_once_lose_no_line(tmp_path: Path) -> None:
+    """Two processes appending 1,500 entries each leave 3,000 whole, parseable lines."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append, args=(str(tmp_path), t, 1500)) for t in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = (tmp_path / index.INDEX).read_bytes().splitlines()
+    assert len(lines) == 3000
+    assert len(index.read(tmp_path)) == 3000
+
+
+def test_read_keeps_the_last_entry_per_version(tmp_path: Path) -> None:
+    """A later line for the same (experiment, run id, version) wins; a torn line is skipped."""
+    index.record(tmp_path, {"experiment": "e", "run_id": "r", "version": 1, "status": "running"})
+    index.record(tmp_path, {"experiment": "e", "run_id": "r", "version": 1, "status": "complete"})
+    with open(tmp_path / index.INDEX, "ab") as f:
+        f.write(b'{"experiment": "e", "run_')
+    assert index.read(tmp_path)[("e", "r", 1)]["status"] == "complete"
+
+
+def test_refresh_indexes_new_stores_and_status_changes(tmp_path: Path) -> None:
+    """refresh adds unindexed stores and re-reads ones indexed as running once they complete."""
+    path = write_store(tmp_path, "e", "r1", status="running", value=0.25)
+    assert index.refresh(tmp_path)[("e", "r1", 1)]["status"] == "running"
+    zarr.open_group(str(path), mode="r+").attrs["status"] = "complete"
+    e = index.refresh(tmp_path)[("e", "r1", 1)]
+    assert e["status"] == "complete"
+    assert e["metrics"] == {"root_corr": 0.25, "loss": 0.25}
+    assert e["path"] == "e/r1/v0001.zarr"
+    assert index.read(tmp_path)[("e", "r1", 1)]["status"] == "complete"  # it was appended
+
+
+def test_ls_lists_a_thousand_indexed_runs(tmp_path: Path) -> None:
+    """`sslspec ls` on 1,000 index entries prints a header and one line per run with status and metrics."""
+    synthetic_entries(tmp_path, 1000)
+    result = CliRunner().invoke(app, ["ls", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1001
+    assert lines[1].split()[:6] == ["e", "r0000", "failed", "1", "0.5000", "-1.0000"]
+    assert lines[1].endswith("network.width=0 seed=0")
+
+
+def test_ls_counts_versions_and_shows_the_newest_status(tmp_path: Path) -> None:
+    """A run with v1 complete and v2 running is one line: status running, 2 versions; the index is built."""
+    write_store(tmp_path, "e", "r1", version=1, swept={"seed": 3})
+    write_store(tmp_path, "e", "r1", version=2, status="running", swept={"seed": 3})
+    result = CliRunner().invoke(app, ["ls", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].split() == ["e", "r1", "running", "2", "0.5000", "0.5000", "seed=3"]
+    assert (tmp_path / index.INDEX).exists()
+
+
+def test_show_prints_provenance_of_a_run_prefix(tmp_path: Path) -> None:
+    """`sslspec show PREFIX` prints the newest version's attrs, the plan by block and the spec text."""
+    write_store(tmp_path, "e", "abc123", version=1)
+    write_store(tmp_path, "e", "abc123", version=2, status="failed", error="FloatingPointError: boom")
+    result = CliRunner().invoke(app, ["show", "abc", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "v0002.zarr" in out.splitlines()[0]
+    assert "store versions: v0001.zarr (complete), v0002.zarr (failed)" in out
+    assert "error: FloatingPointError: boom" in out
+    assert '  train: {"epochs": 2}' in out
+    assert "  |   seed = 1" in out
+
+
+def test_show_refuses_unknown_ambiguous_and_newer_schema_with_exit_2(tmp_path: Path) -> None:
+    """Unknown or ambiguous prefixes and a newer-schema store exit 2 with a message, no traceback."""
+    write_store(tmp_path, "e", "abc1")
+    path = write_store(tmp_path, "e", "abc2")
+    runner = CliRunner()
+    assert runner.invoke(app, ["show", "zzz", "--root", str(tmp_path)]).exit_code == 2
+    amb = runner.invoke(app, ["show", "abc", "--root", str(tmp_path)])
+    assert amb.exit_code == 2 and "ambiguous" in amb.output
+    zarr.open_group(str(path), mode="r+").attrs["schema_version"] = 7
+    new = runner.invoke(app, ["show", "abc2", "--root", str(tmp_path)])
+    assert new.exit_code == 2 and "newer than this sslspec reads (1)" in new.output
+    assert "Traceback" not in new.output
