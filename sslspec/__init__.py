@@ -25,7 +25,7 @@ def load(path: str | Path, version: Version = None) -> Any:
 
 def load_sweep(
     path_or_spec: str | Path,
-    root: str | Path = "results",
+    root: str | Path | None = None,
     sets: Sequence[str] = (),
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,

@@ -23,6 +23,7 @@ class Config:
 
     seed: int
     device: str
+    results: str  # results root (relative to the working directory), unless `--out` is given
     data: schema.HLTM
     augment: schema.Augment
     network: schema.Network

@@ -159,7 +159,9 @@ def _read(f: Path) -> str:
 @click.argument("file", type=PATH)
 @SET_OPTION
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides the spec).")
-@click.option("--out", type=PATH, default=Path("results"), show_default=True, help="Results root.")
+@click.option(
+    "--out", type=PATH, default=None, help="Results root (default: the spec's `results`, else ./results)."
+)
 @click.option("--force", is_flag=True, help="Run again into a new version even when up to date.")
 @click.option("--dry-run", is_flag=True, help="Print what each run would do; write nothing.")
 def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path, force: bool, dry_run: bool) -> None:
@@ -170,7 +172,8 @@ def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path, force:
     p = guarded(lambda: lower(file, set_ or ()))
     from runtime.run import execute  # torch is imported here and only here
 
-    code = guarded(lambda: execute(p, out=out, device=device, force=force, dry_run=dry_run))
+    root = guarded(lambda: out if out is not None else _results_root(p))
+    code = guarded(lambda: execute(p, out=root, device=device, force=force, dry_run=dry_run))
     raise SystemExit(code)
 
 
@@ -273,6 +276,16 @@ def _provenance_text(store: Path, attrs: dict[str, Any], listing: str) -> str:
         out.append(f"included {name}:")
         out.extend(f"  | {line}" for line in str(text).splitlines())
     return "\n".join(out) + "\n"
+
+
+def _results_root(plan: Any) -> Path:
+    """The results root the spec names (`results = "..."`); all its runs must agree."""
+    roots = sorted({r.config.results for r in plan.runs})
+    if len(roots) > 1:
+        raise SpecError(
+            [Diagnostic(f"the runs name different results roots ({', '.join(roots)}); pass --out")]
+        )
+    return Path(roots[0]) if roots else Path("results")
 
 
 def main() -> None:

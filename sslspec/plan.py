@@ -15,7 +15,7 @@ from sslspec.check import Config
 PLAN_FORMAT = 1
 STREAMS = ("tree", "init", "data", "measure")
 # Execution settings that do not change what a run computes; left out of the content hash.
-UNHASHED = ("device",)
+UNHASHED = ("device", "results")
 
 
 @frozen
@@ -118,7 +118,7 @@ def config_from_data(data: dict[str, Any]) -> Config:
         d = dict(data[name])
         cls = kinds[d.pop("kind", None)]
         blocks[name] = _structure(cls, d)
-    return Config(seed=data["seed"], device=data["device"], **blocks)
+    return Config(seed=data["seed"], device=data["device"], results=data.get("results", "results"), **blocks)
 
 
 def _structure(cls: type, d: dict[str, Any]) -> Any:

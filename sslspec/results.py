@@ -185,7 +185,7 @@ def _coord_value(v: Any) -> Any:
 
 def load_sweep(
     path_or_spec: str | Path,
-    root: str | Path = "results",
+    root: str | Path | None = None,
     sets: Sequence[str] = (),
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,
@@ -199,7 +199,7 @@ def load_sweep(
     """
     src = Path(path_or_spec)
     if src.suffix == ".ssl" or src.is_file():
-        exp, axes, points = _from_spec(src, Path(root), sets, experiment)
+        exp, axes, points = _from_spec(src, None if root is None else Path(root), sets, experiment)
         return _assemble(exp, axes, points, version, str(src), sort=False)
     exp, axes, points = _from_results(src, experiment)
     return _assemble(exp, axes, points, version, str(src), sort=True)
@@ -221,12 +221,14 @@ def _one_experiment(names: Sequence[str], experiment: str | None, where: str) ->
 
 
 def _from_spec(
-    spec: Path, root: Path, sets: Sequence[str], experiment: str | None
+    spec: Path, root: Path | None, sets: Sequence[str], experiment: str | None
 ) -> tuple[str, list[str], list[Point]]:
     from sslspec.lower import lower
 
     plan = lower(spec, sets)
     exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))
+    if root is None:  # the root the spec names (`results = "..."`, default ./results)
+        root = Path(next(r.config.results for r in plan.runs if r.experiment == exp))
     axes = list(dict(plan.axes).get(exp, ()))
     points = [
         (exp, r.id, root / exp / r.id, tuple(_coord_value(dict(r.swept)[a]) for a in axes))

@@ -22,6 +22,7 @@ from sslspec.types import (
     FloatT,
     IntT,
     ListT,
+    PathT,
     Tree,
     TreeT,
     describe,
@@ -266,8 +267,8 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
     },
 }
 
-TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT()}
-TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto"}
+TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results": PathT()}
+TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto", "results": "results"}
 
 
 def kind_of(obj: Any) -> str | None:

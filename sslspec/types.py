@@ -163,6 +163,18 @@ class DeviceT:
         return name
 
 
+@frozen
+class PathT:
+    """A non-empty string naming a directory or an fsspec-style URL."""
+
+    def coerce(self, node: ir.Value) -> str:
+        if not isinstance(node, ir.Str):
+            raise Bad(f'must be a string such as "results" (got {describe(node)})')
+        if not node.value.strip():
+            raise Bad("must not be empty")
+        return node.value
+
+
 Tree = int | tuple["Tree", ...]
 
 

@@ -249,7 +249,8 @@ def _changes(path: str, value: Any, type_: Any) -> list[tuple[str, ...]]:
 def test_changing_any_single_value_changes_the_hash() -> None:
     """For every scalar of the reference config, some valid new value gives a different run hash."""
     cfg = lower(SIMCLR).runs[0].config
-    skip = {"device", "data.tree"}  # device is an execution setting; tree is derived from depth/branching
+    # device and results are execution settings; tree is derived from depth/branching
+    skip = {"device", "results", "data.tree"}
     checked = []
     for path, value in _leaves(config_to_data(cfg)):
         if path in skip or path.endswith(".kind") or not isinstance(value, bool | int | float | str):
@@ -422,3 +423,11 @@ def test_include_override_with_a_bad_field_points_at_the_override(tmp_path: Path
         _plan('include "base.ssl" {\n  network.widht = 3\n}\n', tmp_path, name="top.ssl")
     (d,) = info.value.diagnostics
     assert d.span is not None and (Path(d.span.file).name, d.span.line, d.span.col) == ("top.ssl", 2, 3)
+
+
+def test_results_root_is_in_the_plan_but_not_in_the_hash() -> None:
+    """`results = "..."` reaches the plan's config and leaves the run hash unchanged."""
+    (run,) = lower(SIMCLR, ['results="elsewhere/out"']).runs
+    assert run.config.results == "elsewhere/out"
+    assert run.hash == BASE_HASH
+    assert config_to_data(run.config)["results"] == "elsewhere/out"

@@ -209,3 +209,20 @@ def test_git_provenance(sslspec_cli, tmp_path: Path) -> None:
     assert a["git_commit"] == head.strip() and a["git_dirty"] is False
     assert "git_commit" not in b and "git_dirty" not in b
     assert a["host"] == os.uname().nodename and a["started"] <= a["finished"]
+
+
+def test_results_root_named_in_the_spec_is_used_without_out(sslspec_cli, tmp_path: Path) -> None:
+    """With no --out, `sslspec run` writes under the spec's `results` and load_sweep finds it there."""
+    import sslspec
+
+    root = tmp_path / "from_spec"
+    spec = tmp_path / "spec.ssl"
+    spec.write_text(
+        f'include "{Path(__file__).resolve().parents[2] / "specs" / "hltm_simclr.ssl"}" {{\n'
+        f'  results = "{root}"\n  data.depth = 2\n  network.width = 3\n  train.samples = 64\n'
+        "  train.batch = 32\n  train.epochs = 1\n  measure.samples = 256\n}\n"
+    )
+    result = sslspec_cli("run", spec)
+    assert result.exit_code == 0, result.stderr
+    assert len(list(root.glob("hltm_simclr/*/v0001.zarr"))) == 1
+    assert sslspec.load_sweep(spec).status.item() == "complete"
