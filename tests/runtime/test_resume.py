@@ -8,34 +8,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from test_run import ROOT, SSLSPEC, TINY  # the same tiny reference run
 
 from runtime.checkpoint import checkpoint_path
 from sslspec.lower import lower
 
-ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT / "specs" / "hltm_simclr.ssl"
-SSLSPEC = Path(sys.executable).parent / "sslspec"
-
-# About a second in process: 5 epochs of 20 SGD steps, measured at 0, 2, 4 and 5.
-TINY = f"""\
-include "{REFERENCE}" {{
-  data.depth         = 3
-  network.width      = 4
-  train.batch        = 16
-  train.samples      = 320
-  train.epochs       = 5
-  measure.every      = 2
-  measure.samples    = 1024
-  measure.loss.every = 5
-}}
-"""
 # Long enough epochs (400 steps) for a test to kill the process while it trains.
 SLOW = TINY.replace("train.samples      = 320", "train.samples      = 6400").replace(
     "train.epochs       = 5", "train.epochs       = 6"
