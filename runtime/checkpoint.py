@@ -6,10 +6,12 @@ streams are used only at the start and are re-derived from their seeds), the epo
 time so far and the run hash. A later `sslspec run` that finds the newest version of a run still
 `running` (its process was killed: it holds no run lock) with a readable checkpoint continues that
 version from the next epoch, which gives the same arrays bit for bit as an uninterrupted run.
+Under a URL root the checkpoint is written with fsspec (a temp name, then a move).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +20,19 @@ from typing import Any
 import torch
 
 from runtime.store import read_attrs, run_dir, versions
+from sslspec.location import Place
 from sslspec.plan import Run
 
 SUFFIX = ".ckpt.pt"
 
 
-def checkpoint_path(version: Path) -> Path:
+def checkpoint_path(version: Place) -> Place:
     """`.../v0003.zarr` -> `.../v0003.ckpt.pt`."""
     return version.with_name(version.name.removesuffix(".zarr") + SUFFIX)
 
 
 def save(
-    version: Path,
+    version: Place,
     run_hash: str,
     epoch: int,
     net: torch.nn.Module,
@@ -48,14 +51,22 @@ def save(
         "opt": opt.state_dict(),
         "generators": {name: g.get_state() for name, g in gens.items()},
     }
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    if isinstance(tmp, Path):
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    else:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)  # type: ignore[arg-type]
 
 
-def load(version: Path, run_hash: str) -> dict[str, Any] | None:
+def load(version: Place, run_hash: str) -> dict[str, Any] | None:
     """The checkpoint of a version, or None when it is missing, unreadable or of another run."""
+    path = checkpoint_path(version)
     try:
-        state = torch.load(checkpoint_path(version), map_location="cpu", weights_only=True)
+        source = path if isinstance(path, Path) else io.BytesIO(path.read_bytes())
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception:  # a torn or foreign file: the run starts a clean version instead
         return None
     return state if isinstance(state, dict) and state.get("run_hash") == run_hash else None
@@ -71,7 +82,7 @@ def restore(
         g.set_state(state["generators"][name])
 
 
-def remove(version: Path) -> None:
+def remove(version: Place) -> None:
     checkpoint_path(version).unlink(missing_ok=True)
 
 
@@ -81,7 +92,7 @@ class Action:
     or nothing because `path` is an `up to date` complete version."""
 
     kind: str
-    path: Path | None = None
+    path: Place | None = None
     epoch: int = 0
     state: dict[str, Any] | None = None
 
@@ -95,7 +106,7 @@ class Action:
         return f"would run: {run.id}"
 
 
-def decide(out: Path, run: Run, force: bool) -> Action:
+def decide(out: Place, run: Run, force: bool) -> Action:
     """Skip a run with a complete version (unless `force`); resume its newest version when that is
     `running` with a checkpoint; otherwise run a new version. Call it holding the run's lock (or
     for a dry run), so that a `running` version is a killed one."""

@@ -25,17 +25,21 @@ from runtime.record import Recorder, measure_epochs
 from runtime.sampler import Edges, draw_edges
 from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
+from sslspec import location
+from sslspec.location import Location, Place
 from sslspec.plan import Plan, Run
 
 DTYPE = torch.float32
 
 
 def execute(
-    plan: Plan, out: Path, device: str | None = None, force: bool = False, dry_run: bool = False
+    plan: Plan, out: str | Place, device: str | None = None, force: bool = False, dry_run: bool = False
 ) -> int:
     """Run every run of `plan` that has no complete version under `out` (all of them with `force`),
     resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
-    With `dry_run`, print what each run would do and write nothing."""
+    With `dry_run`, print what each run would do and write nothing. `out` may be an fsspec URL
+    (see runtime.store: no run lock there, and no index)."""
+    out = location.of(out)
     for run in plan.runs:  # reject what this runtime cannot run before starting anything
         check_supported(run.config)
     devices = {r.index: resolve_device(device or r.config.device) for r in plan.runs}
@@ -61,7 +65,7 @@ def execute(
     return 1 if failed else 0
 
 
-def _claimed(runs: tuple[Run, ...], out: Path) -> Iterator[tuple[Run, RunLock]]:
+def _claimed(runs: tuple[Run, ...], out: Place) -> Iterator[tuple[Run, RunLock]]:
     """Each run with its lock held. A run another process holds is put off and tried again after
     the others; when every run left is held elsewhere, wait for the first of them."""
     pending = list(runs)
@@ -107,7 +111,7 @@ def _build(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, torc
 
 
 def execute_run(
-    plan: Plan, run: Run, out: Path, device: torch.device, progress: Progress, action: Action | None = None
+    plan: Plan, run: Run, out: Place, device: torch.device, progress: Progress, action: Action | None = None
 ) -> bool:
     """Train and measure one run, writing its store as it goes (a new version, or the version
     `action` resumes); False if it failed."""
@@ -163,11 +167,14 @@ def execute_run(
     return True
 
 
-def _index(out: Path, path: Path) -> None:
+def _index(out: Place, path: Place) -> None:
     """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
-    since the index can always be rebuilt from the stores (`sslspec ls --rebuild`)."""
+    since the index can always be rebuilt from the stores (`sslspec ls --rebuild`). A URL root
+    has no index (`sslspec ls` scans its stores)."""
     from sslspec import index
 
+    if isinstance(out, Location):
+        return
     try:
         index.record(out, index.entry(out, path))
     except Exception as exc:  # the store is the truth; the index is a cache

@@ -1,8 +1,11 @@
 """The store writer: one zarr group per run execution, arrays pre-sized and written epoch by epoch.
 
 Layout: `OUT/<experiment>/<run id>/v0001.zarr` (a new version directory per execution, claimed
-with an atomic mkdir, never overwritten). Arrays are created up front with NaN fill and
-chunked one epoch per chunk; the root attribute `epochs_done` is raised after each epoch's
+with an atomic mkdir, never overwritten). OUT may be an fsspec URL (a `Location`): there a version
+is claimed by creating its group with mode "w-", which refuses an existing one but is a check
+then a write, not atomic, and there is no run lock; so only local roots guarantee that concurrent
+processes never write the same version or duplicate a complete run. Arrays are created up front
+with NaN fill and chunked one epoch per chunk; the root attribute `epochs_done` is raised after each epoch's
 writes and `status` is set to `complete` only after the last one, so a killed run reads as
 `running` with the unwritten epochs NaN.
 """
@@ -18,21 +21,27 @@ from typing import Any
 import numpy as np
 import zarr
 
+from sslspec.location import Location, Place
+
 SCHEMA_VERSION = 1
 VERSION_PREFIX = "v"
 
 
-def claim_version(root: Path, experiment: str, run_id: str) -> Path:
-    """Create and return the next free version directory of a run (atomic: mkdir fails if taken)."""
-    run_dir = Path(root) / experiment / run_id
+def claim_version(root: Place, experiment: str, run_id: str) -> Place:
+    """Create and return the next free version directory of a run (atomic: mkdir fails if taken;
+    on a URL root, creating the group with mode "w-" fails if taken)."""
+    run_dir = root / experiment / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     n = 1 + max((_version_number(p.name) for p in run_dir.iterdir()), default=0)
     while True:
         path = run_dir / f"{VERSION_PREFIX}{n:04d}.zarr"
         try:
-            path.mkdir()
+            if isinstance(path, Location):
+                zarr.open_group(str(path), mode="w-", zarr_format=3)
+            else:
+                path.mkdir()
             return path
-        except FileExistsError:
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
             n += 1
 
 
@@ -41,11 +50,11 @@ def _version_number(name: str) -> int:
     return int(stem[1:]) if stem.startswith(VERSION_PREFIX) and stem[1:].isdigit() else 0
 
 
-def run_dir(root: Path, experiment: str, run_id: str) -> Path:
-    return Path(root) / experiment / run_id
+def run_dir(root: Place, experiment: str, run_id: str) -> Place:
+    return root / experiment / run_id
 
 
-def versions(directory: Path) -> list[Path]:
+def versions(directory: Place) -> list[Place]:
     """The version stores of one run directory, oldest first (none when it does not exist)."""
     if not directory.is_dir():
         return []
@@ -53,7 +62,7 @@ def versions(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: _version_number(p.name))
 
 
-def read_attrs(path: Path) -> dict[str, Any]:
+def read_attrs(path: Place) -> dict[str, Any]:
     """The root attributes of a version store; {} when it has none yet or they cannot be read
     (a version claimed by a process killed before its first write)."""
     try:
@@ -70,16 +79,21 @@ class RunLock:
     An flock on `OUT/<experiment>/<run id>/.lock` (which holds the owner's pid and host while
     held): the kernel drops it when the owner dies, so a killed run never leaves a stale claim,
     and two processes can never both hold it. The file itself stays (removing it would race with
-    a process waiting on it)."""
+    a process waiting on it).
+
+    A run under a URL root has no lock: acquiring always succeeds and nothing is written."""
 
     NAME = ".lock"
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / self.NAME
+    def __init__(self, directory: Place) -> None:
+        self.local = not isinstance(directory, Location)
+        self.path = Path(str(directory)) / self.NAME
         self.fd: int | None = None
 
     def acquire(self, wait: bool) -> bool:
         """Take the lock; without `wait`, return False at once when another process holds it."""
+        if not self.local:
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -101,6 +115,8 @@ class RunLock:
 
     def held_elsewhere(self) -> bool:
         """Whether a live process holds the lock now (reads only; creates nothing)."""
+        if not self.local:
+            return False
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -124,7 +140,7 @@ def jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, Path):
+    if isinstance(value, Path | Location):
         return str(value)
     return value
 
@@ -132,7 +148,7 @@ def jsonable(value: Any) -> Any:
 class RunStore:
     """Writes one run's arrays; every variable has named dims, `units` and `long_name`."""
 
-    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
+    def __init__(self, path: Place, attrs: dict[str, Any]) -> None:
         self.path = path
         self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
         self.group.attrs.update(jsonable({"schema_version": SCHEMA_VERSION, **attrs}))
@@ -177,7 +193,7 @@ class RunStore:
         )
 
     @classmethod
-    def reopen(cls, path: Path) -> RunStore:
+    def reopen(cls, path: Place) -> RunStore:
         """An existing store opened for writing, as it is (for a resumed run)."""
         self = cls.__new__(cls)
         self.path = path

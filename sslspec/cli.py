@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from sslspec.errors import Diagnostic, SpecError
+from sslspec.location import Place, of
 
 
 @click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
@@ -160,11 +161,15 @@ def _read(f: Path) -> str:
 @SET_OPTION
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides the spec).")
 @click.option(
-    "--out", type=PATH, default=None, help="Results root (default: the spec's `results`, else ./results)."
+    "--out",
+    default=None,
+    help="Results root, a directory or an fsspec URL (default: the spec's `results`, else ./results).",
 )
 @click.option("--force", is_flag=True, help="Run again into a new version even when up to date.")
 @click.option("--dry-run", is_flag=True, help="Print what each run would do; write nothing.")
-def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path, force: bool, dry_run: bool) -> None:
+def run(
+    file: Path, set_: tuple[str, ...], device: str | None, out: str | None, force: bool, dry_run: bool
+) -> None:
     """Run every run of a spec that has no complete version under OUT (resuming killed ones) and
     write one zarr store per run."""
     from sslspec.lower import lower
@@ -172,17 +177,20 @@ def run(file: Path, set_: tuple[str, ...], device: str | None, out: Path, force:
     p = guarded(lambda: lower(file, set_ or ()))
     from runtime.run import execute  # torch is imported here and only here
 
-    root = guarded(lambda: out if out is not None else _results_root(p))
+    root = guarded(lambda: of(out) if out is not None else _results_root(p))
     code = guarded(lambda: execute(p, out=root, device=device, force=force, dry_run=dry_run))
     raise SystemExit(code)
 
 
 @app.command("ls")
-@click.argument("root", type=PATH, default=Path("results"))
+@click.argument("root_arg", metavar="ROOT", default="results")
 @click.option("--rebuild", is_flag=True, help="Rewrite the index from the stores first.")
-def ls_cmd(root: Path, rebuild: bool) -> None:
-    """List runs from ROOT/index.jsonl: status of the newest version, swept values, final metrics."""
+def ls_cmd(root_arg: str, rebuild: bool) -> None:
+    """List runs from ROOT/index.jsonl (a URL root has none: its stores are scanned): status of the
+    newest version, swept values, final metrics."""
     from sslspec import index
+
+    root = of(root_arg)
 
     def body() -> None:
         if not root.is_dir():
@@ -218,14 +226,14 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
 
 @app.command()
 @click.argument("run_prefix", metavar="RUN")
-@click.option("--root", type=PATH, default=Path("results"), show_default=True, help="Results root.")
+@click.option("--root", "root_arg", default="results", show_default=True, help="Results root.")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
-def show(run_prefix: str, root: Path, version: int | None) -> None:
+def show(run_prefix: str, root_arg: str, version: int | None) -> None:
     """Show the provenance of a run (id prefix): its newest version's root attributes."""
     from sslspec.results import pick, read_attrs, versions
 
     def body() -> None:
-        run_dir = _find_run(root, run_prefix)
+        run_dir = _find_run(of(root_arg), run_prefix)
         store, _ = pick(run_dir, "latest" if version is None else version)
         assert store is not None  # a run directory always has a version
         attrs = read_attrs(store)
@@ -235,7 +243,7 @@ def show(run_prefix: str, root: Path, version: int | None) -> None:
     guarded(body)
 
 
-def _find_run(root: Path, prefix: str) -> Path:
+def _find_run(root: Place, prefix: str) -> Place:
     from sslspec.errors import did_you_mean
     from sslspec.results import run_dirs
 
@@ -252,7 +260,7 @@ def _find_run(root: Path, prefix: str) -> Path:
     return found[0]
 
 
-def _provenance_text(store: Path, attrs: dict[str, Any], listing: str) -> str:
+def _provenance_text(store: Place, attrs: dict[str, Any], listing: str) -> str:
     """Root attributes as `key: value` lines; the plan summarized, spec texts shown whole."""
     import json
 
@@ -278,14 +286,14 @@ def _provenance_text(store: Path, attrs: dict[str, Any], listing: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _results_root(plan: Any) -> Path:
+def _results_root(plan: Any) -> Place:
     """The results root the spec names (`results = "..."`); all its runs must agree."""
     roots = sorted({r.config.results for r in plan.runs})
     if len(roots) > 1:
         raise SpecError(
             [Diagnostic(f"the runs name different results roots ({', '.join(roots)}); pass --out")]
         )
-    return Path(roots[0]) if roots else Path("results")
+    return of(roots[0]) if roots else Path("results")
 
 
 def main() -> None:

@@ -4,6 +4,9 @@ Writers append with `record` (O_APPEND, one os.write of one line under 4 KiB, so
 concurrent processes never interleave); readers take the last line per (experiment, run id,
 version). `refresh` adds lines for stores the index does not know or still lists as running;
 `rebuild` rewrites the whole index from the stores.
+
+A URL root (sslspec.location) has no index: `refresh` and `rebuild` there scan the stores and
+write nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sslspec.location import Location, Place, of
 from sslspec.results import read_attrs, run_dirs, versions
 
 INDEX = "index.jsonl"
@@ -70,14 +74,11 @@ def read(root: str | Path) -> dict[Key, dict[str, Any]]:
     return out
 
 
-def entry(root: str | Path, store: str | Path) -> dict[str, Any]:
+def entry(root: str | Place, store: str | Place) -> dict[str, Any]:
     """An index entry describing one store (root attrs plus final metrics), path relative to root."""
-    store = Path(store)
+    store, root = of(store), of(root)
     a = read_attrs(store)
-    try:
-        rel = str(store.resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        rel = str(store)
+    rel = _relative(root, store)
     return {
         "experiment": a.get("experiment", store.parent.parent.name),
         "run_id": a.get("run_id", store.parent.name),
@@ -90,7 +91,17 @@ def entry(root: str | Path, store: str | Path) -> dict[str, Any]:
     }
 
 
-def metrics(store: Path) -> dict[str, float]:
+def _relative(root: Place, store: Place) -> str:
+    if isinstance(root, Location) or isinstance(store, Location):
+        head = f"{root}/"
+        return str(store)[len(head) :] if str(store).startswith(head) else str(store)
+    try:
+        return str(store.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(store)
+
+
+def metrics(store: Place) -> dict[str, float]:
     """Final key metrics: root best_corr at the last measured epoch and the last training loss."""
     import numpy as np
     import zarr
@@ -108,8 +119,11 @@ def metrics(store: Path) -> dict[str, float]:
     return out
 
 
-def refresh(root: str | Path) -> dict[Key, dict[str, Any]]:
+def refresh(root: str | Place) -> dict[Key, dict[str, Any]]:
     """`read`, after appending entries for stores that are unindexed or indexed as running."""
+    root = of(root)
+    if isinstance(root, Location):
+        return scan(root)
     known = read(root)
     for exp, d in run_dirs(Path(root)) if Path(root).is_dir() else ():
         for n, p in versions(d):
@@ -123,10 +137,18 @@ def refresh(root: str | Path) -> dict[Key, dict[str, Any]]:
     return known
 
 
-def rebuild(root: str | Path) -> dict[Key, dict[str, Any]]:
-    """Rewrite ROOT/index.jsonl from the stores alone (atomic replace); return the entries."""
-    root = Path(root)
-    entries = {(e, d.name, n): entry(root, p) for e, d in run_dirs(root) for n, p in versions(d)}
+def scan(root: str | Place) -> dict[Key, dict[str, Any]]:
+    """The entries of every store under a root, read from the stores (writes nothing)."""
+    return {(e, d.name, n): entry(root, p) for e, d in run_dirs(root) for n, p in versions(d)}
+
+
+def rebuild(root: str | Place) -> dict[Key, dict[str, Any]]:
+    """Rewrite ROOT/index.jsonl from the stores alone (atomic replace); return the entries (on a
+    URL root, which has no index, only the entries)."""
+    root = of(root)
+    entries = scan(root)
+    if isinstance(root, Location):
+        return entries
     tmp = root / f".{INDEX}.{os.getpid()}.tmp"
     tmp.write_bytes(b"".join(_line({**e, "time": time.time()}) for e in entries.values()))
     os.replace(tmp, root / INDEX)

@@ -8,6 +8,9 @@ Sweep dimensions are named after the swept path without its leading block name, 
 (`network.width` -> `width`, `data.polarity.low` -> `polarity_low`, `seed` -> `seed`); a name
 that would be `kind`, repeat another axis's name, or clash with a variable, coordinate or
 dimension of the stores is the whole path joined by `_` instead (`loss.kind` -> `loss_kind`).
+
+Every path may also be an fsspec URL (`s3://bucket/results`, `memory://results`): see
+sslspec.location.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sslspec.errors import Diagnostic, StoreError, did_you_mean
+from sslspec.location import Place, of
 
 SCHEMA_VERSION = 1  # the newest store schema this reader understands (runtime.store writes it)
 STATUSES = ("complete", "failed", "running", "missing")
@@ -34,19 +38,20 @@ def _error(message: str) -> StoreError:
 # ---- versions and attributes ----------------------------------------------------------------
 
 
-def versions(run_dir: Path) -> list[tuple[int, Path]]:
+def versions(run_dir: str | Place) -> list[tuple[int, Place]]:
     """The (number, path) of every vNNNN.zarr under a run directory, oldest first."""
     found = []
-    for p in Path(run_dir).iterdir() if Path(run_dir).is_dir() else ():
+    run_dir = of(run_dir)
+    for p in run_dir.iterdir() if run_dir.is_dir() else ():
         m = _VERSION.match(p.name)
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
 
 
-def read_attrs(store: Path) -> dict[str, Any]:
+def read_attrs(store: str | Place) -> dict[str, Any]:
     """A store's root attributes (zarr.json read directly: no group is opened), schema-checked."""
-    meta = Path(store) / "zarr.json"
+    meta = of(store) / "zarr.json"
     try:
         attrs = json.loads(meta.read_text()).get("attributes", {})
     except FileNotFoundError:
@@ -57,7 +62,7 @@ def read_attrs(store: Path) -> dict[str, Any]:
     return dict(attrs)
 
 
-def check_schema(attrs: dict[str, Any], store: Path | str) -> None:
+def check_schema(attrs: dict[str, Any], store: str | Place) -> None:
     """Raise StoreError unless `schema_version` is an int this reader knows (<= SCHEMA_VERSION)."""
     v = attrs.get("schema_version")
     if v is None:
@@ -71,7 +76,7 @@ def check_schema(attrs: dict[str, Any], store: Path | str) -> None:
         )
 
 
-def pick(run_dir: Path, version: int | Literal["latest"] | None = None) -> tuple[Path | None, str]:
+def pick(run_dir: str | Place, version: int | Literal["latest"] | None = None) -> tuple[Place | None, str]:
     """The store to read for a run and the run's status.
 
     `None`: the newest complete version, else (None, status of the newest version); "latest":
@@ -97,7 +102,7 @@ def pick(run_dir: Path, version: int | Literal["latest"] | None = None) -> tuple
     return None, newest_status
 
 
-def open_store(store: Path) -> Any:
+def open_store(store: str | Place) -> Any:
     """One store as an xarray.Dataset (lazy; schema-checked first)."""
     import xarray as xr
 
@@ -108,13 +113,13 @@ def open_store(store: Path) -> Any:
 # ---- layout ---------------------------------------------------------------------------------
 
 
-def _is_run_dir(d: Path) -> bool:
+def _is_run_dir(d: Place) -> bool:
     return d.is_dir() and any(_VERSION.match(p.name) for p in d.iterdir())
 
 
-def run_dirs(path: Path) -> Iterator[tuple[str, Path]]:
+def run_dirs(path: str | Place) -> Iterator[tuple[str, Place]]:
     """(experiment, run dir) of every run under a results root, an experiment dir or a run dir."""
-    path = Path(path)
+    path = of(path)
     if not path.is_dir():
         raise _error(f"{path}: no such results directory")
     if _is_run_dir(path):
@@ -135,7 +140,7 @@ def run_dirs(path: Path) -> Iterator[tuple[str, Path]]:
 # ---- load: a tree of runs -------------------------------------------------------------------
 
 
-def load(path: str | Path, version: Version = None) -> Any:
+def load(path: str | Place, version: Version = None) -> Any:
     """A results root, experiment dir or run dir -> xarray.DataTree with nodes `/<experiment>/<run id>`.
 
     `version`: None (newest complete), "latest" (newest, any status), N (vNNNN of every run) or
@@ -146,7 +151,7 @@ def load(path: str | Path, version: Version = None) -> Any:
 
     nodes: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for exp, d in run_dirs(Path(path)):
+    for exp, d in run_dirs(of(path)):
         if version == "all":
             for n, p in versions(d):
                 nodes[f"/{exp}/{d.name}/v{n:04d}"] = open_store(p)
@@ -184,8 +189,8 @@ def _coord_value(v: Any) -> Any:
 
 
 def load_sweep(
-    path_or_spec: str | Path,
-    root: str | Path | None = None,
+    path_or_spec: str | Place,
+    root: str | Place | None = None,
     sets: Sequence[str] = (),
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,
@@ -197,16 +202,16 @@ def load_sweep(
     `status` (complete, failed, running, missing), `run_id` and `version` (0: none) have the
     sweep dims. With a results directory the points are the `swept` attrs of the stores.
     """
-    src = Path(path_or_spec)
-    if src.suffix == ".ssl" or src.is_file():
-        exp, axes, points = _from_spec(src, None if root is None else Path(root), sets, experiment)
+    src = of(path_or_spec)
+    if isinstance(src, Path) and (src.suffix == ".ssl" or src.is_file()):
+        exp, axes, points = _from_spec(src, None if root is None else of(root), sets, experiment)
         return _assemble(exp, axes, points, version, str(src), sort=False)
     exp, axes, points = _from_results(src, experiment)
     return _assemble(exp, axes, points, version, str(src), sort=True)
 
 
 # A point of a sweep: (experiment, run id, run dir, swept values in axis order).
-Point = tuple[str, str, Path, tuple[Any, ...]]
+Point = tuple[str, str, Place, tuple[Any, ...]]
 
 
 def _one_experiment(names: Sequence[str], experiment: str | None, where: str) -> str:
@@ -221,14 +226,14 @@ def _one_experiment(names: Sequence[str], experiment: str | None, where: str) ->
 
 
 def _from_spec(
-    spec: Path, root: Path | None, sets: Sequence[str], experiment: str | None
+    spec: Path, root: Place | None, sets: Sequence[str], experiment: str | None
 ) -> tuple[str, list[str], list[Point]]:
     from sslspec.lower import lower
 
     plan = lower(spec, sets)
     exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))
     if root is None:  # the root the spec names (`results = "..."`, default ./results)
-        root = Path(next(r.config.results for r in plan.runs if r.experiment == exp))
+        root = of(next(r.config.results for r in plan.runs if r.experiment == exp))
     axes = list(dict(plan.axes).get(exp, ()))
     points = [
         (exp, r.id, root / exp / r.id, tuple(_coord_value(dict(r.swept)[a]) for a in axes))
@@ -238,10 +243,10 @@ def _from_spec(
     return exp, axes, points
 
 
-def _from_results(path: Path, experiment: str | None) -> tuple[str, list[str], list[Point]]:
+def _from_results(path: Place, experiment: str | None) -> tuple[str, list[str], list[Point]]:
     found = list(run_dirs(path))
     exp = _one_experiment([e for e, _ in found], experiment, str(path))
-    swept: list[tuple[str, Path, dict[str, Any]]] = []
+    swept: list[tuple[str, Place, dict[str, Any]]] = []
     for e, d in found:
         vs = versions(d)
         if e == exp and vs:
