@@ -296,6 +296,21 @@ def _results_root(plan: Any) -> Place:
     return of(roots[0]) if roots else Path("results")
 
 
+@app.command()
+@click.argument("sources", nargs=-1, required=True, type=PATH, metavar="RESULTS_OR_SPEC...")
+@click.option(
+    "--out", type=PATH, default=Path("report"), show_default=True, help="Folder for report.md and PNGs."
+)
+@click.option("--root", type=PATH, default=None, help="Results root of the specs (default: each spec's).")
+@SET_OPTION
+def report(sources: tuple[Path, ...], out: Path, root: Path | None, set_: tuple[str, ...]) -> None:
+    """Write OUT/report.md and PNG figures for sweeps: tables over seeds, provenance, missing runs."""
+    from sslspec.report import build
+
+    path = guarded(lambda: build(sources, out, root, set_ or ()))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     """Console entry point."""
     app(prog_name="sslspec")
