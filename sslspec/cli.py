@@ -178,7 +178,14 @@ def run(
     from runtime.run import execute  # torch is imported here and only here
 
     root = guarded(lambda: of(out) if out is not None else _results_root(p))
-    code = guarded(lambda: execute(p, out=root, device=device, force=force, dry_run=dry_run))
+    try:
+        code = guarded(lambda: execute(p, out=root, device=device, force=force, dry_run=dry_run))
+    except KeyboardInterrupt:
+        _err(
+            "interrupted: the run in progress stays `running` with its last checkpoint; "
+            "run the same command again to resume it"
+        )
+        raise SystemExit(130) from None
     raise SystemExit(code)
 
 
