@@ -19,12 +19,9 @@ import time
 import torch
 
 from runtime.device import device_name, resolve_device, set_determinism
-from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
-from runtime.network import build_network
-from runtime.optim import build_optimizer
 from runtime.probe import measure_pass
-from runtime.sampler import draw_edges
+from runtime.run import build_run
 from runtime.train import Trainer
 from sslspec.lower import lower
 
@@ -35,23 +32,10 @@ def _sync(device: torch.device) -> None:
 
 
 def setup(spec: str, device: torch.device, sets: list[str]) -> tuple:
-    cfg = lower(spec, sets).runs[0].config
-    layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
-    g = torch.Generator().manual_seed(0)
-    edges = draw_edges(cfg.data, layout, g)
-    net = build_network(cfg, layout, g, torch.float32, torch.device("cpu")).to(device)
-    gen = torch.Generator(device=device).manual_seed(1)
-    trainer = Trainer(
-        cfg,
-        layout.to(device),
-        edges.to(device),
-        net,
-        build_optimizer(cfg.optimizer, net.parameters()),
-        gen,
-        device,
-        torch.float32,
-    )
-    return cfg, trainer
+    """The spec's first run as `sslspec run` builds it (same seeds, layout, network, optimizer)."""
+    run = lower(spec, sets).runs[0]
+    _, _, trainer, _ = build_run(run, device)
+    return run.config, trainer
 
 
 def time_training(trainer: Trainer, steps: int, device: torch.device) -> float:

@@ -90,7 +90,7 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return g
 
 
-def _build(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, torch.Generator]:
+def build_run(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, torch.Generator]:
     """The run's tree, edges, freshly initialized Trainer and measurement generator, from its seeds."""
     cfg, seeds = run.config, run.seeds
     layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
@@ -117,7 +117,7 @@ def execute_run(
     `action` resumes); False if it failed."""
     cfg = run.config
     started = time.perf_counter()
-    layout, edges, trainer, measure_gen = _build(run, device)
+    layout, edges, trainer, measure_gen = build_run(run, device)
     net, dev_layout, dev_edges = trainer.net, trainer.layout, trainer.edges
     gens = {"data": trainer.gen, "measure": measure_gen}
     if action is not None and action.kind == "resume" and action.path is not None and action.state:
