@@ -91,15 +91,20 @@ class Plan:
 # ---- canonical data -----------------------------------------------------------------------
 
 
+_SCALARS = (int, float, str, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
     if attrs.has(type(value)):
         out = {a.name: _plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
         kind = schema.kind_of(value) or CALL_KINDS.get(type(value))
         if kind is not None:
             out = {"kind": kind, **out}
         return out
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
     return value
 
 

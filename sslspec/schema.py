@@ -271,13 +271,12 @@ TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results"
 TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto", "results": "results"}
 
 
+_KIND_OF: dict[type, str | None] = {cls: kind for kinds, _ in BLOCKS.values() for kind, cls in kinds.items()}
+
+
 def kind_of(obj: Any) -> str | None:
     """The kind name a config object was built from (`infonce` for InfoNCELoss)."""
-    for kinds, _ in BLOCKS.values():
-        for kind, cls in kinds.items():
-            if type(obj) is cls:
-                return kind
-    return None
+    return _KIND_OF.get(type(obj))
 
 
 def value_fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
