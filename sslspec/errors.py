@@ -59,6 +59,11 @@ class StoreError(SpecError):
     """A results store is missing, corrupt, foreign or of an unknown schema version."""
 
 
+def either(items: Sequence[str]) -> str:
+    """'a', 'a or b', 'a, b or c': a list of alternatives as messages write it."""
+    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else items[0]
+
+
 def did_you_mean(name: str, options: Iterable[str]) -> str:
     """Return a "; did you mean 'x'?" suffix when a close option exists, else ''."""
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)

@@ -12,7 +12,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from sslspec import ir
-from sslspec.errors import Diagnostic, SyntaxFault, did_you_mean
+from sslspec.errors import Diagnostic, SyntaxFault, did_you_mean, either
 
 KEYWORDS = ("include", "experiment", "sweep")
 
@@ -244,11 +244,7 @@ def _expected(names: set[str]) -> str:
     if "FLOAT" in names:  # "a number" covers "an integer"
         names = names - {"INT"}
     shown = sorted({TERMINAL_NAMES.get(n, n) for n in names if not n.startswith("__")})
-    if not shown:
-        return ""
-    if len(shown) == 1:
-        return f"; expected {shown[0]}"
-    return f"; expected {', '.join(shown[:-1])} or {shown[-1]}"
+    return f"; expected {either(shown)}" if shown else ""
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:

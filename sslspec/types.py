@@ -14,6 +14,7 @@ from typing import Any
 from attrs import frozen
 
 from sslspec import ir
+from sslspec.errors import either
 
 
 class Bad(Exception):
@@ -120,11 +121,7 @@ class ChoiceT:
         return name
 
     def listing(self) -> str:
-        return (
-            ", ".join(self.options[:-1]) + f" or {self.options[-1]}"
-            if len(self.options) > 1
-            else self.options[0]
-        )
+        return either(self.options)
 
 
 @frozen
@@ -269,4 +266,4 @@ class CallT:
         forms = [f"{n}(...)" for n in self.calls] if not self.bare else list(self.calls)
         if self.scalar is not None:
             forms.insert(0, "a number")
-        return ", ".join(forms[:-1]) + f" or {forms[-1]}" if len(forms) > 1 else forms[0]
+        return either(forms)
