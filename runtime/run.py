@@ -8,6 +8,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +232,8 @@ def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
         "references": "Tian, Yu, Chen, Ganguli, Understanding Self-supervised Learning with Dual Deep "
         "Networks, arXiv:2010.00578",
         "spec_path": str(spec_path),
-        "spec_text": spec_path.read_text() if spec_path.exists() else "",
-        "spec_includes": _included_texts(plan.spec),
+        "spec_text": _spec_texts(plan.spec)[0],
+        "spec_includes": _spec_texts(plan.spec)[1],
         "versions": {
             "sslspec": sslspec.__version__,
             "python": sys.version.split()[0],
@@ -272,12 +273,14 @@ def _argv() -> list[str]:
     return [name if name else "sslspec", *sys.argv[1:]]
 
 
-def _included_texts(spec: str) -> dict[str, str]:
-    """The text of every file the spec includes (path -> text), for provenance."""
+@cache
+def _spec_texts(spec: str) -> tuple[str, dict[str, str]]:
+    """The spec's text and the text of every file it includes (path -> text), for provenance;
+    read once per process, not once per run of a sweep."""
     from sslspec.resolve import read_program
 
     try:
         texts = read_program(spec).texts
     except Exception:  # the plan was made from it a moment ago; provenance must not fail a run
-        return {}
-    return {path: text for path, text in texts.items() if path != spec}
+        return (Path(spec).read_text() if Path(spec).exists() else ""), {}
+    return texts.get(spec, ""), {path: text for path, text in texts.items() if path != spec}
