@@ -193,13 +193,14 @@ class Recorder:
             "1",
             "top eigenvalues of the covariance operator V_x[K_bar(x)]",
         )
-        st.variable(
-            "op_eigvec",
-            ("epoch", dim, "op_index", "eig"),
-            (e, n, p_max, top),
-            "1",
-            "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
-        )
+        if op.vectors:
+            st.variable(
+                "op_eigvec",
+                ("epoch", dim, "op_index", "eig"),
+                (e, n, p_max, top),
+                "1",
+                "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
+            )
         st.variable("op_trace", ("epoch", dim), (e, n), "1", "trace of the covariance operator")
         st.variable("op_fro", ("epoch", dim), (e, n), "1", "Frobenius norm of the covariance operator")
         if op.full:
@@ -359,7 +360,8 @@ class Recorder:
             require_finite(r, ("trace", "fro"), "covariance operator")
             top = st.arrays["op_eigval"].shape[-1]
             st.write("op_eigval", row, r["eigvals"][:, :top].cpu().numpy())
-            st.write("op_eigvec", row, r["eigvecs"][:, :, :top].cpu().numpy())
+            if "op_eigvec" in st.arrays:
+                st.write("op_eigvec", row, r["eigvecs"][:, :, :top].cpu().numpy())
             st.write("op_trace", row, r["trace"].cpu().numpy())
             st.write("op_fro", row, r["fro"].cpu().numpy())
             if "full" in r:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -40,48 +40,74 @@ def execute(
     resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
     With `dry_run`, print what each run would do and write nothing. `out` may be an fsspec URL
     (see runtime.store: no run lock there, and no index)."""
-    out = location.of(out)
-    for run in plan.runs:  # reject what this runtime cannot run before starting anything
+    return execute_all([(plan, out)], device, force, dry_run)
+
+
+# One run to do: its plan (for provenance), the run, and the results root it goes to.
+Job = tuple[Plan, Run, Place]
+
+
+def execute_all(
+    plans: Sequence[tuple[Plan, str | Place]],
+    device: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """`execute` over the runs of several plans, each with its results root, in one queue: a run
+    another process holds is put off until the rest of all the plans is done, so processes started
+    on the same specs share the work between them. A run two plans share (same id and root) is done
+    once; the second finds it up to date."""
+    jobs = [(plan, run, location.of(out)) for plan, out in plans for run in plan.runs]
+    for _, run, _ in jobs:  # reject what this runtime cannot run before starting anything
         check_supported(run.config)
-    devices = {r.index: resolve_device(device or r.config.device) for r in plan.runs}
+    devices = [resolve_device(device or run.config.device) for _, run, _ in jobs]
     if dry_run:
-        for run in plan.runs:
+        for _, run, out in jobs:
             lock = RunLock(run_dir(out, run.experiment, run.id))
             busy = lock.held_elsewhere()
             print(f"running elsewhere: {run.id}" if busy else decide(out, run, force).describe(run))
         return 0
     set_determinism()
     failed = 0
-    with Progress(len(plan.runs)) as progress:
-        for run, lock in _claimed(plan.runs, out):
+    done: set[tuple[str, str, str]] = set()  # with --force a shared run gets one new version
+    with Progress(len(jobs)) as progress:
+        for i, lock in _claimed(jobs):
+            plan, run, out = jobs[i]
+            key = (str(out), run.experiment, run.id)
             try:
-                action = decide(out, run, force)
+                action = decide(out, run, force and key not in done)
                 if action.kind == "up to date":
                     progress.end_run(f"up to date: {run.id} ({action.path})")
                     continue
-                ok = execute_run(plan, run, out, devices[run.index], progress, action)
+                ok = execute_run(plan, run, out, devices[i], progress, action)
                 failed += not ok
+                done.add(key)
             finally:
                 lock.release()
     return 1 if failed else 0
 
 
-def _claimed(runs: tuple[Run, ...], out: Place) -> Iterator[tuple[Run, RunLock]]:
-    """Each run with its lock held. A run another process holds is put off and tried again after
-    the others; when every run left is held elsewhere, wait for the first of them."""
-    pending = list(runs)
+def _claimed(jobs: Sequence[Job]) -> Iterator[tuple[int, RunLock]]:
+    """Each job's index with its run's lock held. A run another process holds is put off and tried
+    again after the others; when every run left is held elsewhere, wait for the first of them."""
+
+    def lock(i: int) -> RunLock:
+        _, run, out = jobs[i]
+        return RunLock(run_dir(out, run.experiment, run.id))
+
+    pending = list(range(len(jobs)))
     while pending:
         later = []
-        for run in pending:
-            lock = RunLock(run_dir(out, run.experiment, run.id))
-            if lock.acquire(wait=False):
-                yield run, lock
+        for i in pending:
+            held = lock(i)
+            if held.acquire(wait=False):
+                yield i, held
             else:
-                later.append(run)
+                later.append(i)
         if later and len(later) == len(pending):
-            lock = RunLock(run_dir(out, later[0].experiment, later[0].id))
-            lock.acquire(wait=True)
-            yield later.pop(0), lock
+            held = lock(later[0])
+            held.acquire(wait=True)
+            yield later.pop(0), held
         pending = later
 
 

@@ -157,7 +157,7 @@ def _read(f: Path) -> str:
 
 
 @app.command()
-@click.argument("file", type=PATH)
+@click.argument("files", nargs=-1, required=True, type=PATH, metavar="FILE...")
 @SET_OPTION
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides the spec).")
 @click.option(
@@ -168,18 +168,30 @@ def _read(f: Path) -> str:
 @click.option("--force", is_flag=True, help="Run again into a new version even when up to date.")
 @click.option("--dry-run", is_flag=True, help="Print what each run would do; write nothing.")
 def run(
-    file: Path, set_: tuple[str, ...], device: str | None, out: str | None, force: bool, dry_run: bool
+    files: tuple[Path, ...],
+    set_: tuple[str, ...],
+    device: str | None,
+    out: str | None,
+    force: bool,
+    dry_run: bool,
 ) -> None:
-    """Run every run of a spec that has no complete version under OUT (resuming killed ones) and
-    write one zarr store per run."""
+    """Run every run of the specs that has no complete version under OUT (resuming killed ones)
+    and write one zarr store per run.
+
+    Several specs make one queue of runs: start the same command in several processes (one per
+    core, or one per GPU) and they share the runs between them, a run another process holds being
+    put off until the end. `--set` applies to every spec."""
     from sslspec.lower import lower
 
-    p = guarded(lambda: lower(file, set_ or ()))
-    from runtime.run import execute  # torch is imported here and only here
+    def plans() -> list[tuple[Any, Place]]:  # every spec is checked before anything runs
+        lowered = [lower(f, set_ or ()) for f in files]
+        return [(p, of(out) if out is not None else _results_root(p)) for p in lowered]
 
-    root = guarded(lambda: of(out) if out is not None else _results_root(p))
+    jobs = guarded(plans)
+    from runtime.run import execute_all  # torch is imported here and only here
+
     try:
-        code = guarded(lambda: execute(p, out=root, device=device, force=force, dry_run=dry_run))
+        code = guarded(lambda: execute_all(jobs, device=device, force=force, dry_run=dry_run))
     except KeyboardInterrupt:
         _err(
             "interrupted: the run in progress stays `running` with its last checkpoint; "

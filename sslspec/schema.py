@@ -202,6 +202,7 @@ class CovarianceOperator:
     """The covariance operator per latent node."""
 
     top: int = fld(8, POSITIVE_INT, "eigenvalues and eigenvectors kept")
+    vectors: bool = fld(True, BoolT(), "store the eigenvectors (epochs x nodes x P x top values)")
     full: bool = fld(False, BoolT(), "also store the whole matrix")
     official: bool = fld(False, BoolT(), "also the official code's 'conn' norm (another index order)")
 

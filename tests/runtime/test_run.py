@@ -206,6 +206,41 @@ def test_every_shipped_spec_runs(spec: Path, sslspec_cli, tmp_path: Path) -> Non
     assert all(completes(p) for p in written)
 
 
+def test_several_specs_make_one_queue_and_a_shared_run_is_done_once(
+    sslspec_cli, write_spec, tmp_path: Path
+) -> None:
+    """`sslspec run a.ssl b.ssl`: every run of both completes; the run both plan has one version."""
+    a = write_spec(TINY + "sweep hltm_simclr { seed = [1, 2] }\n", "a.ssl")
+    b = write_spec(TINY + "sweep hltm_simclr { seed = [2, 3] }\n", "b.ssl")
+    ids = {r.id for spec in (a, b) for r in lower(spec).runs}
+    assert len(ids) == 3
+    result = sslspec_cli("run", a, b, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    written = stores(tmp_path / "out")
+    assert sorted(p.parent.name for p in written) == sorted(ids)  # one version each
+    assert all(completes(p) for p in written)
+    assert result.stderr.count("up to date") == 1
+
+
+def test_a_bad_second_spec_stops_the_run_before_the_first_starts(
+    sslspec_cli, write_spec, tmp_path: Path
+) -> None:
+    """Every spec is checked before any run: an error in the second writes nothing for the first."""
+    good = write_spec(TINY, "good.ssl")
+    bad = write_spec(TINY.replace("width      = 4", "width      = -4"), "bad.ssl")
+    out = tmp_path / "out"
+    lines = _refused(sslspec_cli("run", good, bad, "--out", out), out)
+    assert lines[0].startswith(f"{bad}:") and lines[-1] == "1 error"
+
+
+def test_operator_without_vectors_stores_no_eigenvectors(sslspec_cli, write_spec, tmp_path: Path) -> None:
+    """`covariance_operator { vectors = false }` keeps the eigenvalues and drops op_eigvec."""
+    spec = write_spec(TINY.replace("}\n", "  measure.covariance_operator.vectors = false\n}\n", 1))
+    assert sslspec_cli("run", spec, "--out", tmp_path / "out").exit_code == 0
+    ds = open_store(only_store(tmp_path / "out"))
+    assert "op_eigvec" not in ds and ds["op_eigval"].notnull().any()
+
+
 # ---- 3. determinism -------------------------------------------------------------------------
 
 
