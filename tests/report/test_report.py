@@ -6,10 +6,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 from click.testing import Result
 
 from sslspec.lower import lower
+from sslspec.report.figures import fig_eigvals, fig_theorem
+from sslspec.report.sweep import Sweep
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
 SPECS = sorted(PAPER.glob("*.ssl"))
@@ -83,6 +87,33 @@ def test_deleted_run_is_listed_as_missing(report: dict[str, object]) -> None:
 
 
 def test_report_states_provenance(report: dict[str, object]) -> None:
-    """The report says on which device and host the runs ran and how long they took."""
+    """The report says on which device, host and versions the runs ran and how long they took."""
     md = str(report["md"])
-    assert "- Device: cpu" in md and "host: " in md and "- Wall time: " in md and '"torch": ' in md
+    assert "| device | host | python | torch | git commit | runs | median wall time per run (s) |" in md
+    assert "| cpu (1 thread) | " in md and "wall time " in md
+    # 175 planned over the six specs; specs 2-5 share their reference setting (5 seeds, 15 repeats).
+    assert "160 distinct runs over 6 source(s): 159 complete, 1 missing." in md
+
+
+@pytest.mark.parametrize("fill", [np.nan, 0.0, -1.0])
+def test_theorem_and_spectrum_figures_survive_data_log_axes_cannot_show(fill: float, tmp_path: Path) -> None:
+    """All-NaN (every run failed), zero or negative values: the figure is drawn on linear axes
+    instead of raising (a log axis needs positive data)."""
+    seed = xr.DataArray([1, 2], dims="seed", attrs={"swept_path": "seed"})
+    ds = xr.Dataset(
+        {
+            "tc_rel_error": (("seed", "epoch", "tc_node", "tc_batches"), np.full((2, 2, 1, 3), fill)),
+            "tc_cosine": (("seed", "epoch", "tc_node", "tc_batches"), np.full((2, 2, 1, 3), fill)),
+            "op_eigval": (("seed", "epoch", "node", "eig"), np.full((2, 2, 3, 2), fill)),
+            "node_level": ("node", [0, 1, 1]),
+            "status": ("seed", ["failed", "failed"]),
+        },
+        coords={"seed": seed, "epoch": [0, 5], "tc_node": [0], "tc_batches": [1, 4, 16], "eig": [0, 1]},
+        attrs={"swept_paths": {"seed": "seed"}, "experiment": "x"},
+    )
+    runs = [{"seed": s, "status": "failed", "run_id": f"r{s}", "attrs": {}} for s in (1, 2)]
+    sw = Sweep(tmp_path, ds, None, "", runs)
+    for draw in (fig_theorem, fig_eigvals):
+        png = tmp_path / f"{draw.__name__}.png"
+        assert draw(sw, png)
+        assert png.read_bytes().startswith(PNG)

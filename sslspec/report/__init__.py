@@ -1,0 +1,75 @@
+"""Report: specs (or results directories) of sweeps -> `report.md` with tables and PNG figures.
+
+Each source is read with `load_sweep`; the runs it should hold are the spec's Plan (for a results
+directory: the runs found there), so a run that is missing, failed or still running is listed by
+name, never dropped. Statistics are over the `seed` axis (see `sweep`); tables and figures are
+made only for the variables the stores hold. Layout: `sweep` (loading, statistics), `tables`
+(Markdown), `figures` (PNG), and here the assembly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from sslspec.report.figures import FIGURES
+from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
+from sslspec.report.tables import THEOREM, level_table, provenance, theorem_table, value_table
+
+__all__ = ["build", "load_source", "section"]
+
+
+def section(sw: Sweep, out: Path, stem: str) -> str:
+    """One source's markdown: claim, provenance, tables, figures (only for variables present)."""
+    ds = sw.ds
+    parts = [f"## {sw.source}", ""]
+    if sw.claim:
+        parts += [f"*Claim:* {sw.claim}", ""]
+    swept = ", ".join(f"`{sw.path(d)}` ({ds.sizes[d]})" for d in sw.dims) or "nothing"
+    parts += [f"Experiment `{ds.attrs['experiment']}`, swept: {swept}.", "", provenance(sw), ""]
+    if "level_corr" in ds:
+        root = final(ds.level_corr.sel(level=0))
+        parts += [value_table(sw, root, "root correlation after training"), "", level_table(sw), ""]
+    parts += [theorem_table(sw, var) + "\n" for var in THEOREM if var in ds]
+    for var, draw, name, caption in FIGURES:
+        if var not in ds:
+            continue
+        png = out / f"{stem}_{name}.png"
+        if draw(sw, png):
+            parts += [f"![{caption}]({png.name})", "", f"*{caption}. {seeds_note(sw)}.*", ""]
+        elif name != "root":
+            n = len(combos(sw))
+            parts += [f"({name} figure omitted: {n} settings, more than {MAX_PANELS} panels)", ""]
+    return "\n".join(parts)
+
+
+def build(sources: Sequence[Path], out: Path, root: Path | None = None, sets: Sequence[str] = ()) -> Path:
+    """Specs or results directories -> OUT/report.md and OUT/*.png; returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    sweeps = [load_source(Path(src), root, sets) for src in sources]
+    sections = []
+    stems: dict[str, int] = {}
+    for src, sw in zip(sources, sweeps, strict=True):
+        stem = slug(Path(src))
+        stems[stem] = stems.get(stem, 0) + 1
+        sections.append(section(sw, out, stem if stems[stem] == 1 else f"{stem}_{stems[stem]}"))
+    listed = ", ".join(f"`{s}`" for s in sources)
+    head = ["# sslspec report", "", f"Sources: {listed}", "", _summary(sweeps), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(head + sections) + "\n")
+    return path
+
+
+def _summary(sweeps: Sequence[Sweep]) -> str:
+    """All sources together: distinct runs (a run two specs share counts once) and their status."""
+    runs = {r["run_id"]: r for sw in sweeps for r in sw.runs}
+    status: dict[str, int] = {}
+    for r in runs.values():
+        status[r["status"]] = status.get(r["status"], 0) + 1
+    done = ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
+    return f"{len(runs)} distinct runs over {len(sweeps)} source(s): {done}."
+
+
+def slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", path.stem).strip("_") or "sweep"

@@ -1,0 +1,130 @@
+"""The report's Markdown: provenance, and tables of mean ± std over seeds with swept fields as
+rows and columns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sslspec.report.sweep import Sweep, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def value_table(sw: Sweep, da: Any, what: str) -> str:
+    """Per-run scalars (sweep dims only) -> a markdown table of mean ± std over seeds.
+
+    Two settings dims forming a full grid: rows = the first, columns = the second; otherwise
+    one row per setting with one column per swept field."""
+    cs = combos(sw)
+
+    def cell(c: dict[str, Any]) -> str:
+        return fmt_stats(*stats(over_seeds(da, c).values))
+
+    dims = sw.settings
+    if len(dims) == 2:
+        rows_v = list(dict.fromkeys(c[dims[0]] for c in cs))
+        cols_v = list(dict.fromkeys(c[dims[1]] for c in cs))
+        if len(rows_v) * len(cols_v) == len(cs):
+            head = [f"{sw.path(dims[0])} \\ {sw.path(dims[1])}", *(show(v) for v in cols_v)]
+            rows = [[show(r), *(cell({dims[0]: r, dims[1]: c}) for c in cols_v)] for r in rows_v]
+            return f"{what} ({seeds_note(sw)}):\n\n" + md_table(head, rows)
+    head = [*(sw.path(d) for d in dims), what] if dims else [what]
+    rows = [[*(show(c[d]) for d in dims), cell(c)] for c in cs]
+    return f"{what} ({seeds_note(sw)}):\n\n" + md_table(head, rows)
+
+
+def level_table(sw: Sweep) -> str:
+    """Per-level correlation at initialization -> after training, mean over seeds."""
+    lc = sw.ds.level_corr
+    init, last = lc.sel(epoch=lc.epoch.min()), final(lc)
+    levels = [int(x) for x in lc.level.values]
+    head = [*(sw.path(d) for d in sw.settings), *(f"level {lv}" for lv in levels)]
+    rows = []
+    for c in combos(sw):
+        cells = []
+        for lv in levels:
+            (a, _, _), (b, sb, nb) = (stats(over_seeds(x.sel(level=lv), c).values) for x in (init, last))
+            cells.append("—" if nb == 0 else f"{a:.3f} → {b:.3f} ± {sb:.3f}")
+        rows.append([*(show(c[d]) for d in sw.settings), *cells])
+    text = (
+        "Mean best correlation per level (0 = root), at initialization → after training "
+        f"± std over seeds ({seeds_note(sw)}):"
+    )
+    return text + "\n\n" + md_table(head, rows)
+
+
+THEOREM = {
+    "tc_rel_error": "relative error ||g - p|| / ||g|| (0 when the prediction is exact)",
+    "tc_cosine": "cosine(g, p) (1 when the prediction has the gradient's direction)",
+}
+
+
+def theorem_table(sw: Sweep, var: str) -> str:
+    """A theorem-check variable at the last checked epoch, per setting and node, vs M."""
+    val = final(sw.ds[var])
+    ms = [int(m) for m in val.tc_batches.values]
+    head = [*(sw.path(d) for d in sw.settings), "node", *(f"M={m}" for m in ms)]
+    rows = []
+    for c in combos(sw):
+        for node in val.tc_node.values:
+            e = over_seeds(val, c).sel(tc_node=node)
+            cells = [fmt_stats(*stats(e.sel(tc_batches=m).values)) for m in ms]
+            rows.append([*(show(c[d]) for d in sw.settings), str(int(node)), *cells])
+    text = (
+        f"Theorem check, {THEOREM[var]}, of the mean gradient g over M batches against the "
+        f"covariance-operator prediction p, at the last checked epoch ({seeds_note(sw)}):"
+    )
+    return text + "\n\n" + md_table(head, rows)
+
+
+def _machine(a: dict[str, Any]) -> tuple[str, ...]:
+    v = a.get("versions") or {}
+    commit = str(a.get("git_commit") or "?")[:7] + (" (dirty)" if a.get("git_dirty") else "")
+    return (
+        str(a.get("device", "?")),
+        str(a.get("host", "?")),
+        str(v.get("python", "?")),
+        str(v.get("torch", "?")),
+        commit,
+    )
+
+
+def provenance(sw: Sweep) -> str:
+    """What ran, where and how long, from the stores' root attributes (one row per device, host,
+    versions and commit); the runs not complete, by name."""
+    counts = {s: sum(r["status"] == s for r in sw.runs) for s in ("complete", "failed", "running", "missing")}
+    attrs = [r["attrs"] for r in sw.runs if r["attrs"]]
+    wall = [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
+    started = sorted(str(a["started"]) for a in attrs if a.get("started"))
+    finished = sorted(str(a["finished"]) for a in attrs if a.get("finished"))
+    out = [
+        f"- Runs: {len(sw.runs)} planned; " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        f"- Started {started[0] if started else '?'}, last finished {finished[-1] if finished else '?'}; "
+        f"wall time {sum(wall):.1f} s summed over runs",
+    ]
+    machines = Counter(_machine(a) for a in attrs)
+    if machines:
+        rows = []
+        for m, n in machines.most_common():
+            w = [float(a["wall_time_s"]) for a in attrs if _machine(a) == m and "wall_time_s" in a]
+            rows.append([*m, str(n), f"{np.median(w):.1f}" if w else "?"])
+        head = ["device", "host", "python", "torch", "git commit", "runs", "median wall time per run (s)"]
+        out += ["", "Where the runs with a store ran:", "", md_table(head, rows)]
+    bad = [r for r in sw.runs if r["status"] != "complete"]
+    if bad:
+        head = ["run id", *(sw.path(d) for d in sw.dims), "status", "error"]
+        rows = [
+            [r["run_id"], *(show(r[d]) for d in sw.dims), r["status"], str(r["attrs"].get("error", ""))]
+            for r in bad
+        ]
+        note = f"**Runs not complete ({len(bad)}), excluded from every statistic:**"
+        out += ["", note, "", md_table(head, rows)]
+    return "\n".join(out)
