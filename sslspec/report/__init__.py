@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
-from sslspec.report.tables import THEOREM, level_table, provenance, theorem_table, value_table
+from sslspec.report.tables import THEOREM, level_table, machines, provenance, theorem_table, value_table
 
 __all__ = ["build", "load_source", "section"]
 
@@ -68,7 +68,13 @@ def _summary(sweeps: Sequence[Sweep]) -> str:
     for r in runs.values():
         status[r["status"]] = status.get(r["status"], 0) + 1
     done = ", ".join(f"{n} {s}" for s, n in sorted(status.items()))
-    return f"{len(runs)} distinct runs over {len(sweeps)} source(s): {done}."
+    line = f"{len(runs)} distinct runs over {len(sweeps)} source(s): {done}."
+    attrs = [r["attrs"] for r in runs.values() if r["attrs"]]
+    if not attrs:
+        return line
+    wall = sum(float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float))
+    head = f"All runs with a store, {wall:.0f} s of run wall time in all:"
+    return "\n".join([line, "", head, "", machines(attrs)])
 
 
 def slug(path: Path) -> str:

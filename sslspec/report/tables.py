@@ -97,6 +97,17 @@ def _machine(a: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def machines(attrs: Sequence[dict[str, Any]]) -> str:
+    """Stores' root attributes -> one row per device, host, versions and commit: run count and
+    median wall time per run."""
+    rows = []
+    for m, n in Counter(_machine(a) for a in attrs).most_common():
+        w = [float(a["wall_time_s"]) for a in attrs if _machine(a) == m and "wall_time_s" in a]
+        rows.append([*m, str(n), f"{np.median(w):.1f}" if w else "?"])
+    head = ["device", "host", "python", "torch", "git commit", "runs", "median wall time per run (s)"]
+    return md_table(head, rows)
+
+
 def provenance(sw: Sweep) -> str:
     """What ran, where and how long, from the stores' root attributes (one row per device, host,
     versions and commit); the runs not complete, by name."""
@@ -110,14 +121,8 @@ def provenance(sw: Sweep) -> str:
         f"- Started {started[0] if started else '?'}, last finished {finished[-1] if finished else '?'}; "
         f"wall time {sum(wall):.1f} s summed over runs",
     ]
-    machines = Counter(_machine(a) for a in attrs)
-    if machines:
-        rows = []
-        for m, n in machines.most_common():
-            w = [float(a["wall_time_s"]) for a in attrs if _machine(a) == m and "wall_time_s" in a]
-            rows.append([*m, str(n), f"{np.median(w):.1f}" if w else "?"])
-        head = ["device", "host", "python", "torch", "git commit", "runs", "median wall time per run (s)"]
-        out += ["", "Where the runs with a store ran:", "", md_table(head, rows)]
+    if attrs:
+        out += ["", "Where the runs with a store ran:", "", machines(attrs)]
     bad = [r for r in sw.runs if r["status"] != "complete"]
     if bad:
         head = ["run id", *(sw.path(d) for d in sw.dims), "status", "error"]

@@ -93,6 +93,8 @@ def test_report_states_provenance(report: dict[str, object]) -> None:
     assert "| cpu (1 thread) | " in md and "wall time " in md
     # 175 planned over the six specs; specs 2-5 share their reference setting (5 seeds, 15 repeats).
     assert "160 distinct runs over 6 source(s): 159 complete, 1 missing." in md
+    summary = md.split("## ")[0]  # before the first source: every machine over all distinct runs
+    assert "All runs with a store, " in summary and "| 159 | " in summary
 
 
 @pytest.mark.parametrize("fill", [np.nan, 0.0, -1.0])
