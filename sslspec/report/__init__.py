@@ -46,8 +46,8 @@ def section(sw: Sweep, out: Path, stem: str) -> str:
 
 def build(sources: Sequence[Path], out: Path, root: Path | None = None, sets: Sequence[str] = ()) -> Path:
     """Specs or results directories -> OUT/report.md and OUT/*.png; returns the report's path."""
+    sweeps = [load_source(Path(src), root, sets) for src in sources]  # all load, or nothing is written
     out.mkdir(parents=True, exist_ok=True)
-    sweeps = [load_source(Path(src), root, sets) for src in sources]
     sections = []
     stems: dict[str, int] = {}
     for src, sw in zip(sources, sweeps, strict=True):

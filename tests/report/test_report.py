@@ -44,7 +44,7 @@ def report(sslspec_cli: Callable[..., Result], tmp_path_factory: pytest.TempPath
     shutil.rmtree(root / "hltm_simclr" / gone.id)
     result = sslspec_cli("report", *SPECS, "--root", root, "--out", out, *SETS)
     assert result.exit_code == 0, result.output
-    return {"out": out, "gone": gone, "md": (out / "report.md").read_text()}
+    return {"out": out, "gone": gone, "md": (out / "report.md").read_text(), "root": root}
 
 
 def test_report_writes_markdown_and_valid_pngs(report: dict[str, object]) -> None:
@@ -95,6 +95,33 @@ def test_report_states_provenance(report: dict[str, object]) -> None:
     assert "160 distinct runs over 6 source(s): 159 complete, 1 missing." in md
     summary = md.split("## ")[0]  # before the first source: every machine over all distinct runs
     assert "All runs with a store, " in summary and "| 159 | " in summary
+
+
+def test_results_directory_is_a_source(sslspec_cli: Callable[..., Result], tmp_path: Path) -> None:
+    """`sslspec report RESULTS`: the runs found under an experiment directory, no spec needed."""
+    emergence = PAPER / "1_emergence.ssl"
+    result = sslspec_cli("run", emergence, *SETS, "--out", tmp_path / "results")
+    assert result.exit_code == 0, result.output
+    result = sslspec_cli("report", tmp_path / "results" / "hltm_simclr", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "swept: `seed` (5)" in md and "5 distinct runs over 1 source(s): 5 complete." in md
+    assert (tmp_path / "report" / "hltm_simclr_levels.png").read_bytes().startswith(PNG)
+
+
+def test_bad_sources_exit_2(report: dict[str, object], sslspec_cli: Callable[..., Result]) -> None:
+    """A missing spec, or a results directory holding several different sweeps: exit 2, a
+    message saying what to do, no traceback, and nothing written."""
+    root = report["root"]
+    assert isinstance(root, Path)
+    out = root.parent / "never"
+    missing = sslspec_cli("report", PAPER / "no_such.ssl", "--out", out)
+    assert missing.exit_code == 2 and "no_such.ssl" in missing.output
+    mixed = sslspec_cli("report", root / "hltm_simclr", "--out", out)
+    assert mixed.exit_code == 2 and "load_sweep(spec, root=...)" in mixed.output
+    for r in (missing, mixed):
+        assert "Traceback" not in r.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("fill", [np.nan, 0.0, -1.0])
