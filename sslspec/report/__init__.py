@@ -15,7 +15,15 @@ from pathlib import Path
 
 from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
-from sslspec.report.tables import THEOREM, level_table, machines, provenance, theorem_table, value_table
+from sslspec.report.tables import (
+    THEOREM,
+    level_table,
+    machines,
+    provenance,
+    theorem_table,
+    total_wall,
+    value_table,
+)
 
 __all__ = ["build", "load_source", "section"]
 
@@ -72,8 +80,7 @@ def _summary(sweeps: Sequence[Sweep]) -> str:
     attrs = [r["attrs"] for r in runs.values() if r["attrs"]]
     if not attrs:
         return line
-    wall = sum(float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float))
-    head = f"All runs with a store, {wall:.0f} s of run wall time in all:"
+    head = f"All runs with a store, {total_wall(attrs):.0f} s of run wall time in all:"
     return "\n".join([line, "", head, "", machines(attrs)])
 
 

@@ -90,6 +90,16 @@ def _seed_runs(da: Any, combo: dict[str, Any], along: str) -> Any:
     return v.transpose(..., along).values if SEED in v.dims else v.values[None]
 
 
+def _column_stats(runs: Any, n: int) -> tuple[list[float], list[float]]:
+    """(seeds, n) values -> the mean and std over seeds of each of the n columns (finite only)."""
+    ms, ss = [], []
+    for i in range(n):
+        m, s, _ = stats(runs[..., i])
+        ms.append(m)
+        ss.append(s)
+    return ms, ss
+
+
 def _positive(ax: Any) -> bool:
     """Whether any line drawn in `ax` has a finite point with both coordinates > 0."""
     for line in ax.get_lines():
@@ -154,10 +164,8 @@ def fig_root_vs(sw: Sweep, path: Path) -> bool:
     for v in sw.ds[dims[1]].values if len(dims) == 2 else [None]:
         sel = {dims[1]: v} if v is not None else {}
         name = f"{sw.path(dims[1])} = {show(v)}" if v is not None else "after training"
-        (m, s, _), (m0, _, _) = (
-            zip(*(stats(r[..., i]) for i in range(len(x))), strict=True)
-            for r in (_seed_runs(after, sel, dims[0]), _seed_runs(init, sel, dims[0]))
-        )
+        m, s = _column_stats(_seed_runs(after, sel, dims[0]), len(x))
+        m0, _ = _column_stats(_seed_runs(init, sel, dims[0]), len(x))
         bars = ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=name)
         ax.plot(x, m0, linestyle="--", marker=".", color=bars.lines[0].get_color(), alpha=0.7)
     ax.plot([], [], "k--", marker=".", label="at initialization (mean)")
@@ -213,8 +221,7 @@ def fig_theorem(sw: Sweep, path: Path) -> bool:
     for (top, low), c in zip(axes, cs, strict=True):
         for n in err.tc_node.values:
             for ax, da in ((top, err), (low, cos)):
-                runs = _seed_runs(da.sel(tc_node=n), c, "tc_batches")
-                m, s, _ = zip(*(stats(runs[..., i]) for i in range(len(ms))), strict=True)
+                m, s = _column_stats(_seed_runs(da.sel(tc_node=n), c, "tc_batches"), len(ms))
                 ax.errorbar(ms, m, yerr=s, marker="o", capsize=3, label=f"node {int(n)}")
         top.set(title=label(sw, c, 48), ylabel="relative error ||g − p|| / ||g|| (1)")
         if _positive(top):  # log axes need some positive data
@@ -250,7 +257,8 @@ FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
         fig_eigvals,
         "eigvals",
         "Covariance-operator spectrum vs epoch: top, the largest eigenvalue of each level; bottom, the top "
-        "eigenvalues of node 1. Line: median over seeds, band: min..max",
+        "eigenvalues of node 1 (of the root when it is the only node). Line: median over seeds, "
+        "band: min..max",
     ),
     (
         "tc_rel_error",

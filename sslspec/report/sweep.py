@@ -65,12 +65,12 @@ def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()
     else:
         exp, base, claim = ds.attrs["experiment"], None, ""
         keys = [dict(zip(ds.status.dims, idx, strict=True)) for idx in _present(ds)]
+    where = (base / exp) if base is not None else _run_parent(source, exp)
     runs = []
     for key in keys:
         point = ds.sel(key) if key else ds
         run = {**key, "status": str(point.status.values), "run_id": str(point.run_id.values)}
         version = int(point.version.values)
-        where = (base / exp) if base is not None else _run_parent(source, exp)
         store = where / run["run_id"] / f"v{version:04d}.zarr"
         run["attrs"] = read_attrs(store) if version and store.exists() else {}
         runs.append(run)

@@ -3,7 +3,6 @@ rows and columns."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,13 +96,25 @@ def _machine(a: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _walls(attrs: Sequence[dict[str, Any]]) -> list[float]:
+    """The recorded wall times (s) of the stores with one."""
+    return [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
+
+
+def total_wall(attrs: Sequence[dict[str, Any]]) -> float:
+    return sum(_walls(attrs))
+
+
 def machines(attrs: Sequence[dict[str, Any]]) -> str:
     """Stores' root attributes -> one row per device, host, versions and commit: run count and
-    median wall time per run."""
+    median wall time per run (most runs first)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for a in attrs:
+        groups.setdefault(_machine(a), []).append(a)
     rows = []
-    for m, n in Counter(_machine(a) for a in attrs).most_common():
-        w = [float(a["wall_time_s"]) for a in attrs if _machine(a) == m and "wall_time_s" in a]
-        rows.append([*m, str(n), f"{np.median(w):.1f}" if w else "?"])
+    for m, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        w = _walls(group)
+        rows.append([*m, str(len(group)), f"{np.median(w):.1f}" if w else "?"])
     head = ["device", "host", "python", "torch", "git commit", "runs", "median wall time per run (s)"]
     return md_table(head, rows)
 
@@ -113,13 +124,12 @@ def provenance(sw: Sweep) -> str:
     versions and commit); the runs not complete, by name."""
     counts = {s: sum(r["status"] == s for r in sw.runs) for s in ("complete", "failed", "running", "missing")}
     attrs = [r["attrs"] for r in sw.runs if r["attrs"]]
-    wall = [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
     started = sorted(str(a["started"]) for a in attrs if a.get("started"))
     finished = sorted(str(a["finished"]) for a in attrs if a.get("finished"))
     out = [
         f"- Runs: {len(sw.runs)} planned; " + ", ".join(f"{n} {s}" for s, n in counts.items()),
         f"- Started {started[0] if started else '?'}, last finished {finished[-1] if finished else '?'}; "
-        f"wall time {sum(wall):.1f} s summed over runs",
+        f"wall time {total_wall(attrs):.1f} s summed over runs",
     ]
     if attrs:
         out += ["", "Where the runs with a store ran:", "", machines(attrs)]
