@@ -25,7 +25,7 @@ from runtime.measure import CovarianceOperator, class_index
 from runtime.network import build_network
 from runtime.run import execute
 from runtime.sampler import draw_edges, draw_measure_batch, draw_views
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "hltm_simclr.ssl"
 

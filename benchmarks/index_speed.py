@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from sslspec import index
+from sslspec.store import index
 
 
 def tiny_store(root: Path, run_id: str, swept: dict[str, int]) -> str:

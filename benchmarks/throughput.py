@@ -23,7 +23,7 @@ from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
 from runtime.probe import measure_pass
 from runtime.run import build_run
 from runtime.train import Trainer
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 
 def _sync(device: torch.device) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from runtime.store import read_attrs, run_dir, versions
-from sslspec.location import Place
-from sslspec.plan import Run
+from sslspec.spec.plan import Run
+from sslspec.store.location import Place
 
 SUFFIX = ".ckpt.pt"
 

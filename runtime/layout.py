@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sslspec.types import Tree
+from sslspec.spec.fields import Tree
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from sslspec import schema
-from sslspec.check import Config
 from sslspec.errors import CheckError, Diagnostic
+from sslspec.lang.check import Config
+from sslspec.spec import schema
 
 BYOL_MESSAGE = "loss 'byol' is not run yet by this runtime; use simple, triplet or infonce"
 

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from runtime.layout import Layout
-from sslspec import schema
-from sslspec.check import Config
+from sslspec.lang.check import Config
+from sslspec.spec import schema
 
 EPS_NORM = 1e-4  # official: out = raw / (||raw|| + 1e-4)
 

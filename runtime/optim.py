@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from sslspec import schema
+from sslspec.spec import schema
 
 
 def sgd(cfg: schema.SGD, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -11,8 +11,8 @@ import torch
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation, class_index
 from runtime.sampler import Edges, draw_measure_batch
-from sslspec import schema
-from sslspec.check import Config
+from sslspec.lang.check import Config
+from sslspec.spec import schema
 
 CHUNK = 4096  # measurement samples per batched pass
 

@@ -15,8 +15,8 @@ from runtime.probe import LayerCorrelation, NetNodes, measure_pass, require_fini
 from runtime.sampler import Edges, draw_views
 from runtime.store import RunStore, dumps, jsonable
 from runtime.theorem import theorem_check
-from sslspec.check import Config
-from sslspec.plan import Plan, Run
+from sslspec.lang.check import Config
+from sslspec.spec.plan import Plan, Run
 
 
 def measure_epochs(cfg: Config) -> list[int]:

@@ -26,9 +26,9 @@ from runtime.record import Recorder, measure_epochs
 from runtime.sampler import Edges, draw_edges
 from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
-from sslspec import location
-from sslspec.location import Location, Place
-from sslspec.plan import Plan, Run
+from sslspec.spec.plan import Plan, Run
+from sslspec.store import location
+from sslspec.store.location import Location, Place
 
 DTYPE = torch.float32
 
@@ -198,7 +198,7 @@ def _index(out: Place, path: Place) -> None:
     """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
     since the index can always be rebuilt from the stores (`sslspec ls --rebuild`). A URL root
     has no index (`sslspec ls` scans its stores)."""
-    from sslspec import index
+    from sslspec.store import index
 
     if isinstance(out, Location):
         return
@@ -303,7 +303,7 @@ def _argv() -> list[str]:
 def _spec_texts(spec: str) -> tuple[str, dict[str, str]]:
     """The spec's text and the text of every file it includes (path -> text), for provenance;
     read once per process, not once per run of a sweep."""
-    from sslspec.resolve import read_program
+    from sslspec.lang.resolve import read_program
 
     try:
         texts = read_program(spec).texts

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from runtime.layout import Layout
-from sslspec import schema
+from sslspec.spec import schema
 
 # ---- polarities ---------------------------------------------------------------------------
 

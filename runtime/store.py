@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from sslspec.location import Location, Place
+from sslspec.store.location import Location, Place
 
 SCHEMA_VERSION = 1
 VERSION_PREFIX = "v"

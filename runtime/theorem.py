@@ -26,7 +26,7 @@ from torch import Tensor
 
 from runtime.losses import loss_value
 from runtime.measure import FLOAT, CovarianceOperator
-from sslspec import schema
+from sslspec.spec import schema
 
 DrawBatch = Callable[[], tuple[Tensor, Tensor, Tensor]]  # () -> x (B, n), x_pos (B, n), x_neg (H, B, n)
 REDUCTION_FACTOR: dict[str, Callable[[int], float]] = {"sample": lambda d: 1.0, "batch": lambda d: 2.0 / d}

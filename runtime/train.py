@@ -11,7 +11,7 @@ import torch
 from runtime.layout import Layout
 from runtime.losses import loss_value
 from runtime.sampler import Edges, draw_views
-from sslspec.check import Config
+from sslspec.lang.check import Config
 
 WARMUP = 3  # eager steps before a CUDA graph is captured
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from sslspec.results import Version
+    from sslspec.store.read import Version
 
 __version__ = "0.1.0"
 
 
 def load(path: str | Path, version: Version = None) -> Any:
-    """A results root or experiment directory -> xarray.DataTree of runs (see sslspec.results.load)."""
-    from sslspec.results import load as _load
+    """A results root or experiment directory -> xarray.DataTree of runs (see sslspec.store.read.load)."""
+    from sslspec.store.read import load as _load
 
     return _load(path, version)
 
@@ -30,7 +30,7 @@ def load_sweep(
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,
 ) -> Any:
-    """A spec or results directory -> one xarray.Dataset with swept fields as dims (sslspec.results)."""
-    from sslspec.results import load_sweep as _load_sweep
+    """A spec or results directory -> one xarray.Dataset with swept fields as dims (sslspec.store.read)."""
+    from sslspec.store.read import load_sweep as _load_sweep
 
     return _load_sweep(path_or_spec, root, sets, experiment, version)

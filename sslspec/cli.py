@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from sslspec.errors import Diagnostic, SpecError
-from sslspec.location import Place, of
+from sslspec.store.location import Place, of
 
 
 @click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
@@ -52,7 +52,7 @@ def guarded(fn: Callable[[], T]) -> T:
 @SET_OPTION
 def check(files: tuple[Path, ...], set_: tuple[str, ...]) -> None:
     """Check spec files: syntax, fields, types, ranges, includes and sweeps."""
-    from sslspec.lower import lower
+    from sslspec.spec.lower import lower
 
     def body() -> None:
         problems: list[Diagnostic] = []
@@ -75,7 +75,7 @@ def check(files: tuple[Path, ...], set_: tuple[str, ...]) -> None:
 @click.option("--write", "-w", is_flag=True, help="Rewrite the files in place.")
 def fmt_cmd(files: tuple[Path, ...], check_: bool, diff: bool, write: bool) -> None:
     """Print the canonical text of spec files (comments kept); --check, --diff or --write."""
-    from sslspec.fmt import fmt
+    from sslspec.lang.fmt import fmt
 
     def body() -> int:
         changed = 0
@@ -116,7 +116,7 @@ def fmt_cmd(files: tuple[Path, ...], check_: bool, diff: bool, write: bool) -> N
 @click.option("--json", "json_", is_flag=True, help="Print the whole plan as canonical JSON.")
 def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     """Show the expanded run table: run ids and the values that differ between runs."""
-    from sslspec.lower import lower
+    from sslspec.spec.lower import lower
 
     p = guarded(lambda: lower(file, set_ or ()))
     if json_:
@@ -148,7 +148,7 @@ def _show(v: Any) -> str:
 
 
 def _read(f: Path) -> str:
-    from sslspec.resolve import read_source
+    from sslspec.lang.resolve import read_source
 
     try:
         return read_source(f, str(f))
@@ -181,7 +181,7 @@ def run(
     Several specs make one queue of runs: start the same command in several processes (one per
     core, or one per GPU) and they share the runs between them, a run another process holds being
     put off until the end. `--set` applies to every spec."""
-    from sslspec.lower import lower
+    from sslspec.spec.lower import lower
 
     def plans() -> list[tuple[Any, Place]]:  # every spec is checked before anything runs
         lowered = [lower(f, set_ or ()) for f in files]
@@ -207,7 +207,7 @@ def run(
 def ls_cmd(root_arg: str, rebuild: bool) -> None:
     """List runs from ROOT/index.jsonl (a URL root has none: its stores are scanned): status of the
     newest version, swept values, final metrics."""
-    from sslspec import index
+    from sslspec.store import index
 
     root = of(root_arg)
 
@@ -249,7 +249,7 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
 @click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
 def show(run_prefix: str, root_arg: str, version: int | None) -> None:
     """Show the provenance of a run (id prefix): its newest version's root attributes."""
-    from sslspec.results import pick, read_attrs, versions
+    from sslspec.store.read import pick, read_attrs, versions
 
     def body() -> None:
         run_dir = _find_run(of(root_arg), run_prefix)
@@ -264,7 +264,7 @@ def show(run_prefix: str, root_arg: str, version: int | None) -> None:
 
 def _find_run(root: Place, prefix: str) -> Place:
     from sslspec.errors import did_you_mean
-    from sslspec.results import run_dirs
+    from sslspec.store.read import run_dirs
 
     if not root.is_dir():
         raise SpecError([Diagnostic(f"{root}: no such results directory")])

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from attrs import frozen
 
-from sslspec.ir import Span
+from sslspec.lang.ir import Span
 
 
 @frozen

@@ -82,9 +82,9 @@ def _env_without_torch(tmp_path: Path) -> dict[str, str]:
 
 
 def test_front_end_imports_with_torch_unimportable() -> None:
-    """`import sslspec, sslspec.lower, sslspec.cli` works with torch unimportable and loads no runtime."""
+    """The front end (`sslspec`, lower, cli, fmt) imports with torch unimportable and loads no runtime."""
     code = BLOCK_TORCH + (
-        "import sslspec, sslspec.lower, sslspec.cli, sslspec.fmt\n"
+        "import sslspec, sslspec.spec.lower, sslspec.cli, sslspec.lang.fmt\n"
         "assert 'runtime' not in sys.modules, 'the runtime was imported'\n"
         "try:\n    import torch\nexcept ImportError:\n    print('blocked')\n"
     )

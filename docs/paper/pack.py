@@ -13,7 +13,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from sslspec.results import pick, run_dirs
+from sslspec.store.read import pick, run_dirs
 
 
 def main(root: Path, pack: Path) -> int:

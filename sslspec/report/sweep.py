@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sslspec.results import load_sweep, read_attrs
+from sslspec.store.read import load_sweep, read_attrs
 
 SEED = "seed"
 MAX_PANELS = 20  # settings drawn as separate panels; beyond this a figure is skipped (and said so)
@@ -54,7 +54,7 @@ def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()
     ds = load_sweep(source, root=root, sets=sets)
     is_spec = source.suffix == ".ssl" or source.is_file()
     if is_spec:
-        from sslspec.lower import lower
+        from sslspec.spec.lower import lower
 
         plan = lower(source, sets)
         exp = ds.attrs["experiment"]

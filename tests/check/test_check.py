@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sslspec.errors import CheckError, SpecError
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 ERRORS = Path(__file__).resolve().parent / "errors"
 CASES = sorted(p.stem for p in ERRORS.glob("*.ssl"))

@@ -15,8 +15,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sslspec.fmt import fmt
-from sslspec.syntax import parse
+from sslspec.lang.fmt import fmt
+from sslspec.lang.syntax import parse
 
 SSLSPEC = Path(sys.executable).parent / "sslspec"
 KEYWORDS = {"include", "experiment", "sweep", "zip", "true", "false"}

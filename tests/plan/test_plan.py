@@ -19,13 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sslspec import ir, schema
 from sslspec.errors import CheckError, SpecError
-from sslspec.fmt import fmt_value
-from sslspec.lower import lower
-from sslspec.plan import STREAMS, Plan, Seeds, config_from_data, config_to_data
-from sslspec.syntax import parse
-from sslspec.types import ChoiceT, uniform_tree
+from sslspec.lang import ir
+from sslspec.lang.fmt import fmt_value
+from sslspec.lang.syntax import parse
+from sslspec.spec import schema
+from sslspec.spec.fields import ChoiceT, uniform_tree
+from sslspec.spec.lower import lower
+from sslspec.spec.plan import STREAMS, Plan, Seeds, config_from_data, config_to_data
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMCLR = ROOT / "specs" / "hltm_simclr.ssl"

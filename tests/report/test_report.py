@@ -11,9 +11,9 @@ import pytest
 import xarray as xr
 from click.testing import Result
 
-from sslspec.lower import lower
 from sslspec.report.figures import fig_eigvals, fig_theorem
 from sslspec.report.sweep import Sweep
+from sslspec.spec.lower import lower
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
 SPECS = sorted(PAPER.glob("*.ssl"))

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from sslspec.cli import app
-from sslspec.lower import lower
-from sslspec.schema import InfoNCELoss, SimpleLoss, TripletLoss
+from sslspec.spec.lower import lower
+from sslspec.spec.schema import InfoNCELoss, SimpleLoss, TripletLoss
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
 SPECS = sorted(PAPER.glob("*.ssl"))

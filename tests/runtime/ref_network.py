@@ -14,7 +14,7 @@ from collections import deque
 import torch
 from torch import nn
 
-from sslspec.types import Tree
+from sslspec.spec.fields import Tree
 
 
 def bfs(shape: Tree) -> tuple[list[int], list[list[int]], list[bool]]:

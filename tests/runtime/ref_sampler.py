@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from runtime.sampler import Edges, Sample, Uniforms, ViewUniforms
-from sslspec import schema
-from sslspec.types import Tree
+from sslspec.spec import schema
+from sslspec.spec.fields import Tree
 
 
 def tree_parents(shape: Tree) -> tuple[list[list[int]], list[int]]:

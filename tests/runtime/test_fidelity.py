@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from runtime.run import execute
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "hltm_simclr.ssl"
 # rows: seeds 1-3; columns: L1 (parents of leaves) .. L5 (root)

@@ -12,9 +12,9 @@ from runtime.layout import Layout
 from runtime.losses import LOSSES, check_supported, loss_value
 from runtime.network import TreeNet
 from runtime.optim import OPTIMIZERS, build_optimizer
-from sslspec import schema
 from sslspec.errors import CheckError
-from sslspec.lower import lower
+from sslspec.spec import schema
+from sslspec.spec.lower import lower
 
 F64 = torch.float64
 

@@ -11,8 +11,8 @@ import torch
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation, class_index, n_classes, tree_fan_in
 from runtime.network import TreeNet
-from sslspec import schema
-from sslspec.types import Tree, uniform_tree
+from sslspec.spec import schema
+from sslspec.spec.fields import Tree, uniform_tree
 
 F64 = torch.float64
 

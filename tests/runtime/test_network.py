@@ -11,9 +11,9 @@ from ref_network import RefMLP, RefTree
 from runtime.layout import Layout
 from runtime.network import MLP, NETWORKS, TreeNet, build_network
 from runtime.optim import build_optimizer
-from sslspec import schema
-from sslspec.lower import lower
-from sslspec.types import Tree, uniform_tree
+from sslspec.spec import schema
+from sslspec.spec.fields import Tree, uniform_tree
+from sslspec.spec.lower import lower
 
 F64 = torch.float64
 BINARY: Tree = uniform_tree(5, 2)

@@ -17,7 +17,7 @@ import xarray as xr
 from test_run import ROOT, SSLSPEC, TINY  # the same tiny reference run
 
 from runtime.checkpoint import checkpoint_path
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 # Long enough epochs (400 steps) for a test to kill the process while it trains.
 SLOW = TINY.replace("train.samples      = 320", "train.samples      = 6400").replace(

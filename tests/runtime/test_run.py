@@ -18,7 +18,7 @@ import zarr
 import sslspec
 from runtime.losses import BYOL_MESSAGE
 from runtime.store import SCHEMA_VERSION
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"

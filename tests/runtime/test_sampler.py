@@ -23,8 +23,8 @@ from runtime.sampler import (
     sample_from_uniforms,
     views_from_uniforms,
 )
-from sslspec import schema
-from sslspec.types import uniform_tree
+from sslspec.spec import schema
+from sslspec.spec.fields import uniform_tree
 
 BINARY3 = uniform_tree(3, 2)  # latent levels of 1, 2, 4 nodes; 8 leaves
 RAGGED = ((2, 3), (1,))  # depth 3, nodes with 2, 3 and 1 leaves
@@ -307,7 +307,7 @@ def test_inputs_are_float_views_of_the_leaves():
 
 def test_official_spec_batch():
     """The reference spec's data block gives |delta| in [0.8, 1] and a 128-example batch of 32-leaf views."""
-    from sslspec.lower import lower
+    from sslspec.spec.lower import lower
 
     cfg = lower("specs/hltm_simclr.ssl", ["train.epochs=1"]).runs[0].config
     layout = Layout.from_shape(cfg.data.tree, cfg.data.states)

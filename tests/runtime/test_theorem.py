@@ -15,8 +15,8 @@ from runtime.network import build_network
 from runtime.optim import build_optimizer
 from runtime.sampler import draw_edges, draw_measure_batch, draw_views
 from runtime.theorem import mean_gradients, predictions, theorem_check
-from sslspec import schema
-from sslspec.lower import lower
+from sslspec.spec import schema
+from sslspec.spec.lower import lower
 
 F64 = torch.float64
 SPEC = """

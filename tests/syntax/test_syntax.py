@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sslspec import ir
 from sslspec.errors import SyntaxFault
-from sslspec.syntax import TERMINAL_NAMES, _parser, parse, parse_value
+from sslspec.lang import ir
+from sslspec.lang.syntax import TERMINAL_NAMES, _parser, parse, parse_value
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"

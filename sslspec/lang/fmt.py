@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sslspec import ir
-from sslspec.syntax import parse
+from sslspec.lang import ir
+from sslspec.lang.syntax import parse
 
 
 def fmt_value(v: ir.Value) -> str:

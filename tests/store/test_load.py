@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from tests.store.conftest import write_store
 
 import sslspec
 from sslspec.errors import SpecError, StoreError
-from sslspec.lower import lower
-from sslspec.results import SCHEMA_VERSION, dim_names, load, load_sweep
-from tests.load.conftest import write_store
+from sslspec.spec.lower import lower
+from sslspec.store.read import SCHEMA_VERSION, dim_names, load, load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "specs" / "hltm_table.ssl"
 
 
 def test_reader_schema_version_matches_the_writer() -> None:
-    """sslspec.results.SCHEMA_VERSION equals runtime.store.SCHEMA_VERSION (read from the source, no torch)."""
+    """The reader's SCHEMA_VERSION equals runtime.store.SCHEMA_VERSION (read from the source, no torch)."""
     text = (ROOT / "runtime" / "store.py").read_text()
     written = re.search(r"^SCHEMA_VERSION = (\d+)$", text, re.M)
     assert written is not None

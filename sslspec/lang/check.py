@@ -1,4 +1,4 @@
-"""Check: a resolved Section tree -> typed config (sslspec.schema), collecting every error.
+"""Check: a resolved Section tree -> typed config (sslspec.spec.schema), collecting every error.
 
 `build_config` never stops at the first problem: each bad field is reported at its position
 and replaced by its default, so one pass finds them all.
@@ -11,10 +11,11 @@ from typing import Any
 
 import attrs
 
-from sslspec import ir, schema
 from sslspec.errors import did_you_mean
-from sslspec.resolve import Program, Section
-from sslspec.types import Bad, CallT, tree_branching, tree_depth, uniform_tree
+from sslspec.lang import ir
+from sslspec.lang.resolve import Program, Section
+from sslspec.spec import schema
+from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
 
 
 @attrs.frozen

@@ -1,4 +1,4 @@
-"""Parse: .ssl text -> Spec IR (sslspec.ir). The grammar is `grammar.lark`, loaded once."""
+"""Parse: .ssl text -> Spec IR (sslspec.lang.ir). The grammar is `grammar.lark`, loaded once."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from sslspec import ir
 from sslspec.errors import Diagnostic, SyntaxFault, did_you_mean, either
+from sslspec.lang import ir
 
 KEYWORDS = ("include", "experiment", "sweep")
 
@@ -79,7 +79,7 @@ _LAYOUT = _Layout()
 
 @cache
 def _parser() -> Lark:
-    grammar = files("sslspec").joinpath("grammar.lark").read_text()
+    grammar = files("sslspec.lang").joinpath("grammar.lark").read_text()
     return Lark(
         grammar,
         parser="lalr",

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import sslspec
 from sslspec.cli import app
-from sslspec.location import Location, of
-from sslspec.lower import lower
+from sslspec.spec.lower import lower
+from sslspec.store.location import Location, of
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 BODY = (

@@ -10,7 +10,7 @@ that would be `kind`, repeat another axis's name, or clash with a variable, coor
 dimension of the stores is the whole path joined by `_` instead (`loss.kind` -> `loss_kind`).
 
 Every path may also be an fsspec URL (`s3://bucket/results`, `memory://results`): see
-sslspec.location.
+sslspec.store.location.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sslspec.errors import Diagnostic, StoreError, did_you_mean
-from sslspec.location import Place, of
+from sslspec.store.location import Place, of
 
 SCHEMA_VERSION = 1  # the newest store schema this reader understands (runtime.store writes it)
 STATUSES = ("complete", "failed", "running", "missing")
@@ -228,7 +228,7 @@ def _one_experiment(names: Sequence[str], experiment: str | None, where: str) ->
 def _from_spec(
     spec: Path, root: Place | None, sets: Sequence[str], experiment: str | None
 ) -> tuple[str, list[str], list[Point]]:
-    from sslspec.lower import lower
+    from sslspec.spec.lower import lower
 
     plan = lower(spec, sets)
     exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))

@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from sslspec import schema
-from sslspec.check import Config
+from sslspec.lang.check import Config
+from sslspec.spec import schema
 
 PLAN_FORMAT = 1
 STREAMS = ("tree", "init", "data", "measure")

@@ -2,7 +2,7 @@
 
 These classes are both the checker's source of truth (field names, types, ranges, docs in
 each field's metadata) and the Plan's typed configuration that the runtime reads. A field's
-metadata holds `type` (a sslspec.types object) and `doc`.
+metadata holds `type` (a sslspec.spec.fields object) and `doc`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from sslspec import ir
-from sslspec.types import (
+from sslspec.lang import ir
+from sslspec.spec.fields import (
     Bad,
     BoolT,
     CallT,

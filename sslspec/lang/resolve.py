@@ -11,9 +11,9 @@ from pathlib import Path
 
 from attrs import define, field, frozen
 
-from sslspec import ir
 from sslspec.errors import CheckError, Diagnostic, SpecError
-from sslspec.syntax import parse
+from sslspec.lang import ir
+from sslspec.lang.syntax import parse
 
 
 @define
@@ -209,7 +209,7 @@ def _set_arg(call: ir.Call, rest: tuple[str, ...], value: ir.Value, span: ir.Spa
 def _drop_foreign_fields(sec: Section, block: str) -> None:
     """After a kind change, forget the old kind's fields that the new kind does not have, so
     `--set loss.kind=simple` works on a spec written with `loss infonce { temperature = .. }`."""
-    from sslspec.schema import BLOCKS, value_fields
+    from sslspec.spec.schema import BLOCKS, value_fields
 
     cls = BLOCKS.get(block, ({}, False))[0].get(sec.kind)
     if cls is None:

@@ -10,12 +10,12 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from sslspec import ir
-from sslspec.check import build_config
 from sslspec.errors import CheckError, Diagnostic, SpecError, did_you_mean
-from sslspec.plan import Plan, Run, Seeds, run_hash
-from sslspec.resolve import Program, Section, assign, read_program, to_section
-from sslspec.syntax import parse_value
+from sslspec.lang import ir
+from sslspec.lang.check import build_config
+from sslspec.lang.resolve import Program, Section, assign, read_program, to_section
+from sslspec.lang.syntax import parse_value
+from sslspec.spec.plan import Plan, Run, Seeds, run_hash
 
 
 @frozen

@@ -5,7 +5,7 @@ concurrent processes never interleave); readers take the last line per (experime
 version). `refresh` adds lines for stores the index does not know or still lists as running;
 `rebuild` rewrites the whole index from the stores.
 
-A URL root (sslspec.location) has no index: `refresh` and `rebuild` there scan the stores and
+A URL root (sslspec.store.location) has no index: `refresh` and `rebuild` there scan the stores and
 write nothing.
 """
 
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sslspec.location import Location, Place, of
-from sslspec.results import read_attrs, run_dirs, versions
+from sslspec.store.location import Location, Place, of
+from sslspec.store.read import read_attrs, run_dirs, versions
 
 INDEX = "index.jsonl"
 MAX_LINE = 4096  # bytes; a single O_APPEND write of at most this much is not interleaved

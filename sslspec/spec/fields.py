@@ -13,8 +13,8 @@ from typing import Any
 
 from attrs import frozen
 
-from sslspec import ir
 from sslspec.errors import either
+from sslspec.lang import ir
 
 
 class Bad(Exception):
@@ -247,7 +247,7 @@ class CallT:
 
     def coerce(self, node: ir.Value) -> Any:
         from sslspec.errors import did_you_mean
-        from sslspec.schema import build_call
+        from sslspec.spec.schema import build_call
 
         if self.scalar is not None and isinstance(node, ir.Int | ir.Float):
             return self.scalar(node)

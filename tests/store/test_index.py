@@ -7,10 +7,10 @@ from pathlib import Path
 
 import zarr
 from click.testing import CliRunner
+from tests.store.conftest import write_store
 
-from sslspec import index
 from sslspec.cli import app
-from tests.load.conftest import write_store
+from sslspec.store import index
 
 
 def synthetic_entries(root: Path, n: int) -> None:
