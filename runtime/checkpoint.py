@@ -1,11 +1,13 @@
 """Checkpoints and the choice, per run, of running, resuming or skipping.
 
-After each finished epoch a run writes `vNNNN.ckpt.pt` next to its store: the network's and the
-optimizer's state, every generator that is still drawn from (data and measure; the tree and init
-streams are used only at the start and are re-derived from their seeds), the epochs done, the wall
-time so far and the run hash. A later `sslspec run` that finds the newest version of a run still
-`running` (its process was killed: it holds no run lock) with a readable checkpoint continues that
-version from the next epoch, which gives the same arrays bit for bit as an uninterrupted run.
+After each finished epoch a run writes `vNNNN.ckpt.pt` next to its store: its context's state
+(runtime.context: the network's and the optimizer's state, every generator that is still drawn
+from, data and measure, since the tree and init streams are used only at the start and are
+re-derived from their seeds, and the objective's and the data source's own state when they have
+any), the epochs done, the wall time so far and the run hash. A later `sslspec run` that finds
+the newest version of a run still `running` (its process was killed: it holds no run lock) with a
+readable checkpoint continues that version from the next epoch, which gives the same arrays bit
+for bit as an uninterrupted run.
 Under a URL root the checkpoint is written with fsspec (a temp name, then a move).
 """
 
@@ -31,26 +33,12 @@ def checkpoint_path(version: Place) -> Place:
     return version.with_name(version.name.removesuffix(".zarr") + SUFFIX)
 
 
-def save(
-    version: Place,
-    run_hash: str,
-    epoch: int,
-    net: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    gens: dict[str, torch.Generator],
-    wall: float,
-) -> None:
-    """Write the state after `epoch` finished epochs (a temp file, then an atomic rename)."""
+def save(version: Place, run_hash: str, epoch: int, run_state: dict[str, Any], wall: float) -> None:
+    """Write a run's state (RunContext.state()) after `epoch` finished epochs (a temp file, then
+    an atomic rename)."""
     path = checkpoint_path(version)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    state = {
-        "run_hash": run_hash,
-        "epoch": epoch,
-        "wall": wall,
-        "net": net.state_dict(),
-        "opt": opt.state_dict(),
-        "generators": {name: g.get_state() for name, g in gens.items()},
-    }
+    state = {"run_hash": run_hash, "epoch": epoch, "wall": wall, **run_state}
     if isinstance(tmp, Path):
         torch.save(state, tmp)
         os.replace(tmp, path)
@@ -70,16 +58,6 @@ def load(version: Place, run_hash: str) -> dict[str, Any] | None:
     except Exception:  # a torn or foreign file: the run starts a clean version instead
         return None
     return state if isinstance(state, dict) and state.get("run_hash") == run_hash else None
-
-
-def restore(
-    state: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer, gens: dict[str, torch.Generator]
-) -> None:
-    """Put a checkpoint's states back into a freshly built network, optimizer and generators."""
-    net.load_state_dict(state["net"])
-    opt.load_state_dict(state["opt"])
-    for name, g in gens.items():
-        g.set_state(state["generators"][name])
 
 
 def remove(version: Place) -> None:

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from runtime.layout import Layout
-from sslspec.lang.check import Config
 from sslspec.spec import schema
+from sslspec.spec.schema import Config
 
 EPS_NORM = 1e-4  # official: out = raw / (||raw|| + 1e-4)
 
@@ -274,21 +274,34 @@ class MLP(LevelNet):
         super().__init__(layout, tuple(reversed(cfg.widths)), cfg, gen, dtype, device)
 
 
-Builder = Callable[..., LevelNet]  # (network cfg, layout, gen, dtype, device) -> network
+# (network cfg, the data's latent tree or None, input size, gen, dtype, device) -> network
+Builder = Callable[
+    [schema.Network, Layout | None, int, torch.Generator, torch.dtype, torch.device | str], LevelNet
+]
 
 
 def _tree(
-    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+    cfg: schema.Network,
+    layout: Layout | None,
+    n_in: int,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str,
 ) -> LevelNet:
-    assert isinstance(cfg, schema.TreeReLU)
+    assert isinstance(cfg, schema.TreeReLU) and layout is not None  # the checker asks for a tree
     return TreeNet(layout, cfg, gen, dtype, device)
 
 
 def _mlp(
-    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+    cfg: schema.Network,
+    layout: Layout | None,
+    n_in: int,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str,
 ) -> LevelNet:
     assert isinstance(cfg, schema.MLP)
-    return MLP(layout.n_leaves, cfg, gen, dtype, device)
+    return MLP(n_in, cfg, gen, dtype, device)
 
 
 NETWORKS: dict[str, Builder] = {"tree_relu": _tree, "mlp": _mlp}
@@ -296,12 +309,17 @@ NETWORKS: dict[str, Builder] = {"tree_relu": _tree, "mlp": _mlp}
 
 def build_network(
     cfg: Config,
-    layout: Layout,
+    layout: Layout | None,
     gen: torch.Generator,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    n_in: int | None = None,
 ) -> LevelNet:
-    """The network of `cfg.network` for the tree `layout`, initialized from `gen`."""
+    """The network of `cfg.network` for inputs of size `n_in` (default: the leaves of `layout`,
+    the data's latent tree, which a tree-shaped network mirrors), initialized from `gen`."""
     kind = schema.kind_of(cfg.network)
     assert kind is not None, cfg.network
-    return NETWORKS[kind](cfg.network, layout, gen, dtype, device)
+    if n_in is None:
+        assert layout is not None, "give n_in for data without a tree"
+        n_in = layout.n_leaves
+    return NETWORKS[kind](cfg.network, layout, n_in, gen, dtype, device)

@@ -1,22 +1,23 @@
-"""What a run records: the store's variables, declared from the config, and the measurement pass
-that fills one epoch of them."""
+"""What a run records: the store's variables, declared from the config, and the writing of each
+epoch's measurements (runtime.measurements runs them)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
+from runtime.context import RunContext
 from runtime.layout import Layout
-from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
-from runtime.probe import LayerCorrelation, NetNodes, measure_pass, require_finite
-from runtime.sampler import Edges, draw_views
+from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
+from runtime.sampler import Edges
 from runtime.store import RunStore, dumps, jsonable
-from runtime.theorem import theorem_check
-from sslspec.lang.check import Config
-from sslspec.spec.plan import Plan, Run
+from runtime.theorem import TheoremResult
+from sslspec.spec.schema import Config
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -27,10 +28,9 @@ def measure_epochs(cfg: Config) -> list[int]:
 class Recorder:
     """Declares one run's variables and writes them as the run proceeds."""
 
-    def __init__(
-        self, path: Path, plan: Plan, run: Run, layout: Layout, edges: Edges, provenance: dict[str, Any]
-    ) -> None:
-        self._setup(run, layout)
+    def __init__(self, path: Path, spec: str, ctx: RunContext, provenance: dict[str, Any]) -> None:
+        run = ctx.run
+        self._setup(ctx)
         cfg = run.config
         self.store = RunStore(
             path,
@@ -45,29 +45,31 @@ class Recorder:
                 "run_index": run.index,
                 "swept": dict(run.swept),
                 "seed": cfg.seed,
-                "seeds": {k: int(v) for k, v in vars_(run.seeds).items()},
+                "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
-                "plan_spec": plan.spec,
+                "plan_spec": spec,
             },
         )
-        self._declare(edges)
-        # Non-index coordinates, so xarray shows them as coordinates and not data variables.
-        self.store.update_attrs(coordinates="height node_level node_parent")
+        self._declare(ctx.source.edges)
+        if self.layout is not None:
+            # Non-index coordinates, so xarray shows them as coordinates and not data variables.
+            self.store.update_attrs(coordinates="height node_level node_parent")
 
-    def _setup(self, run: Run, layout: Layout) -> None:
-        cfg = run.config
-        self.cfg, self.run, self.layout = cfg, run, layout
-        self.nodes = NetNodes.of(cfg, layout)
+    def _setup(self, ctx: RunContext) -> None:
+        cfg, layout = ctx.cfg, ctx.source.layout
+        self.cfg, self.run, self.layout = cfg, ctx.run, layout
+        self.nodes = NetNodes.of(cfg, layout, ctx.source.input_dim)
+        self.loss_attrs = ctx.objective.attrs
         self.epochs = measure_epochs(cfg)
         self.first_best: float | None = None
         self.last_best: float | None = None
 
     @classmethod
-    def reopen(cls, path: Path, run: Run, layout: Layout) -> Recorder:
+    def reopen(cls, path: Path, ctx: RunContext) -> Recorder:
         """A Recorder over an existing store of `run` (a resumed run): nothing is declared again;
         the root correlations measured so far are read back for the summary line."""
         rec = cls.__new__(cls)
-        rec._setup(run, layout)
+        rec._setup(ctx)
         rec.store = RunStore.reopen(path)
         if "best_corr" in rec.store.arrays:
             roots = np.asarray(rec.store.arrays["best_corr"][...]).reshape(len(rec.epochs), -1)[:, 0]
@@ -79,36 +81,12 @@ class Recorder:
     # ---- declaration --------------------------------------------------------------------
     def _declare(self, edges: Edges) -> None:
         cfg, lay, st = self.cfg, self.layout, self.store
-        s, e = lay.states, len(self.epochs)
-        n = lay.n_latent
+        e = len(self.epochs)
         st.coord(
             "epoch", self.epochs, "epochs", "training epochs completed when measured (0 = initialization)"
         )
-        st.coord("level", np.arange(lay.depth), "1", "latent level (0 = root)")
-        st.coord(
-            "height",
-            lay.depth - np.arange(lay.depth),
-            "1",
-            "height above the leaves (official numbering)",
-            dim="level",
-        )
-        st.coord("node", np.arange(n), "1", "latent node, breadth first (0 = root)")
-        st.coord("node_level", lay.node_level().numpy(), "1", "level of each latent node", dim="node")
-        st.coord(
-            "node_parent", lay.node_parent().numpy(), "1", "parent of each latent node (-1: none)", dim="node"
-        )
-        flat = edges.flat().numpy()
-        st.coord("edge", np.arange(flat.size), "1", "edge into each non-root latent node, then each leaf")
-        st.variable(
-            "polarity",
-            ("edge",),
-            (flat.size,),
-            "1",
-            "polarity delta of each edge (sign * |rho|)",
-            dtype="float64",
-            lead_chunk=flat.size,
-        )
-        st.write("polarity", slice(None), flat)
+        if lay is not None and edges is not None:
+            self._declare_tree(lay, edges)
         steps = cfg.train.samples // cfg.train.batch
         if cfg.measure.loss is not None:
             k = cfg.measure.loss.every
@@ -129,7 +107,7 @@ class Recorder:
                 f"training loss, mean over {k} SGD step(s)",
                 dtype="float64",
                 lead_chunk=max(per_epoch, 1),
-                reduction=getattr(cfg.loss, "reduction", ""),
+                **self.loss_attrs,
             )
         nodes = self.nodes
         dim, m, w_max = nodes.dim, nodes.count, max(nodes.widths)
@@ -138,6 +116,8 @@ class Recorder:
             st.coord("layer", np.arange(m), "1", "layer of the network (0 = output layer)")
             st.coord("layer_width", np.asarray(nodes.widths), "1", "units of each layer", dim="layer")
         if cfg.measure.latent_correlation is not None:
+            assert lay is not None  # the checker asks for a data source with latents
+            s, n = lay.states, lay.n_latent
             st.coord("state", np.arange(s), "1", "latent state (one-vs-rest indicator)")
             lead = ("layer",) if dim == "layer" else ()
             size = (m,) if dim == "layer" else ()
@@ -176,6 +156,35 @@ class Recorder:
                 "weight matrix of each node, NaN beyond its fan-in",
             )
             st.variable("weight_norm", ("epoch", dim), (e, m), "1", "Frobenius norm of each node's weights")
+
+    def _declare_tree(self, lay: Layout, edges: Edges) -> None:
+        """The latent tree's coordinates and the polarity of each edge (data with a tree only)."""
+        st, n = self.store, lay.n_latent
+        st.coord("level", np.arange(lay.depth), "1", "latent level (0 = root)")
+        st.coord(
+            "height",
+            lay.depth - np.arange(lay.depth),
+            "1",
+            "height above the leaves (official numbering)",
+            dim="level",
+        )
+        st.coord("node", np.arange(n), "1", "latent node, breadth first (0 = root)")
+        st.coord("node_level", lay.node_level().numpy(), "1", "level of each latent node", dim="node")
+        st.coord(
+            "node_parent", lay.node_parent().numpy(), "1", "parent of each latent node (-1: none)", dim="node"
+        )
+        flat = edges.flat().numpy()
+        st.coord("edge", np.arange(flat.size), "1", "edge into each non-root latent node, then each leaf")
+        st.variable(
+            "polarity",
+            ("edge",),
+            (flat.size,),
+            "1",
+            "polarity delta of each edge (sign * |rho|)",
+            dtype="float64",
+            lead_chunk=flat.size,
+        )
+        st.write("polarity", slice(None), flat)
 
     def _declare_operator(self, e: int, n: int) -> None:
         op = self.cfg.measure.covariance_operator
@@ -247,8 +256,7 @@ class Recorder:
         st.variable("tc_grad_norm", dims, shape, "1", "norm of the mean gradient g")
 
     def theorem_due(self, epoch: int) -> bool:
-        tc = self.cfg.measure.theorem_check
-        return tc is not None and (tc.epochs is None or epoch in tc.epochs)
+        return theorem_due(self.cfg, epoch)
 
     # ---- writing ------------------------------------------------------------------------
     def losses(self, epoch: int, losses: torch.Tensor) -> None:
@@ -262,72 +270,14 @@ class Recorder:
         means = sums / torch.bincount(idx, minlength=per_epoch).to(losses.dtype)
         self.store.write("loss", slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
 
-    @torch.no_grad()
-    def measure(
-        self,
-        row: int,
-        epoch: int,
-        net: Any,
-        layout: Layout,
-        edges: Edges,
-        gen: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        """One measurement pass on fresh samples; writes row `row` (epoch `epoch`) of each variable."""
-        cfg, m = self.cfg, self.cfg.measure
-        net.eval()
-        corr: LatentCorrelation | LayerCorrelation | None = None
-        if m.latent_correlation is not None:
-            nodes = self.nodes
-            corr = (
-                LayerCorrelation(layout, nodes.widths)
-                if nodes.dim == "layer"
-                else LatentCorrelation(layout, nodes.widths[0])
-            )
-        op = self._operator(layout, epoch)
-        measure_pass(cfg, net, layout, edges, gen, device, dtype, corr, op)
-        self._write_measures(row, corr, op if m.covariance_operator is not None else None, net)
-        if self.theorem_due(epoch) and op is not None:
-            self._theorem(row, net, op, layout, edges, gen, device, dtype)
+    def write_epoch(self, row: int, found: Measured, net: Any) -> None:
+        """Write row `row` of every measured variable from one measurement pass."""
+        self._write_measures(row, found.corr, found.op, net)
+        if found.theorem is not None:
+            self._write_theorem(row, found.theorem)
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
-    def _operator(self, layout: Layout, epoch: int) -> CovarianceOperator | None:
-        """The operator accumulator when recorded or needed by a theorem check at this epoch."""
-        cfg, c, tc = self.cfg, self.cfg.measure.covariance_operator, self.cfg.measure.theorem_check
-        due = self.theorem_due(epoch)
-        if c is None and not due:
-            return None
-        beta = getattr(cfg.loss, "beta", 0.0)
-        within = tuple(tc.nodes) if due and tc is not None and beta != 0 else ()
-        return CovarianceOperator(
-            self.nodes.level_fan_in(),
-            n_classes(layout, cfg.augment.share, layout.states),
-            top=c.top if c else 1,
-            full=bool(c and c.full),
-            official=bool(c and c.official),
-            within=within,
-        )
-
-    def _theorem(
-        self,
-        row: int,
-        net: Any,
-        op: CovarianceOperator,
-        layout: Layout,
-        edges: Edges,
-        gen: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        cfg, tc = self.cfg, self.cfg.measure.theorem_check
-        assert tc is not None
-        h = int(getattr(cfg.loss, "negatives", 1))
-        draw = lambda: draw_views(
-            layout, edges, cfg.data, cfg.augment, cfg.train.batch, h, gen, device
-        ).inputs(dtype)
-        with torch.enable_grad():
-            res = theorem_check(net, cfg.loss, draw, op, tc.nodes, tc.batches)
+    def _write_theorem(self, row: int, res: TheoremResult) -> None:
         for name, value in (
             ("tc_rel_error", res.rel_error),
             ("tc_cosine", res.cosine),
@@ -339,15 +289,11 @@ class Recorder:
         self.store.arrays["tc_rel_error"].attrs.update(jsonable(res.attrs))
 
     def _write_measures(
-        self,
-        row: int,
-        corr: LatentCorrelation | LayerCorrelation | None,
-        op: CovarianceOperator | None,
-        net: Any,
+        self, row: int, corr: dict[str, torch.Tensor] | None, op: dict[str, torch.Tensor] | None, net: Any
     ) -> None:
         st = self.store
         if corr is not None:
-            r = {k: v.cpu() for k, v in corr.result().items()}
+            r = {k: v.cpu() for k, v in corr.items()}
             require_finite({"best": r["best"].reshape(-1, 1)}, ("best",), "latent correlation")
             st.write("corr", row, r["corr"].numpy())
             st.write("best_corr", row, r["best"].numpy())
@@ -356,7 +302,7 @@ class Recorder:
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root
         if op is not None:
-            r = op.result()
+            r = op
             require_finite(r, ("trace", "fro"), "covariance operator")
             top = st.arrays["op_eigval"].shape[-1]
             st.write("op_eigval", row, r["eigvals"][:, :top].cpu().numpy())
@@ -381,8 +327,6 @@ class Recorder:
 
     def finish(self, status: str, wall: float, error: str | None = None) -> None:
         """Write the closing attributes; `status` goes last of all."""
-        from datetime import UTC, datetime
-
         self.store.update_attrs(
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             wall_time_s=wall,
@@ -402,9 +346,3 @@ class Recorder:
             f"run {self.run.index + 1} {self.run.id} complete: {cfg.train.epochs} epochs, {n:,} samples in "
             f"{wall:.1f} s ({n / max(wall, 1e-9):,.0f} samples/s){corr} -> {self.store.path}"
         )
-
-
-def vars_(obj: Any) -> dict[str, Any]:
-    import attrs
-
-    return attrs.asdict(obj)

@@ -80,8 +80,22 @@ def _constant(node: ir.Value) -> Constant:
 # builds one block of units per node.
 MAX_LEAVES = 1 << 16
 
-POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant)
-ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True)
+
+def _activation(obj: _Relu | _LeakyRelu) -> Activation:
+    """`relu` and `leaky_relu(slope)` are both an Activation, told apart by name."""
+    if isinstance(obj, _LeakyRelu):
+        return Activation("leaky_relu", obj.slope)
+    return Activation("relu", 0.0)
+
+
+def _ordered(obj: Uniform | Constant) -> Uniform | Constant:
+    if isinstance(obj, Uniform) and obj.low > obj.high:
+        raise Bad(f"'uniform' needs low <= high (got low = {obj.low}, high = {obj.high})")
+    return obj
+
+
+POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant, finish=_ordered)
+ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True, finish=_activation)
 REDUCTION = ChoiceT(("batch", "sample"))
 POSITIVE_INT = IntT(ge=1)
 NODE_LIST = ListT(IntT(ge=0))
@@ -91,7 +105,14 @@ NODE_LIST = ListT(IntT(ge=0))
 
 
 @frozen
-class HLTM:
+class DataBlock:
+    """The base of every `data` kind: a data source's configuration (the HLTM today; an image
+    data set next). `Config.data` has this type, so code that needs one kind's fields narrows
+    with isinstance (the runtime's data sources and the checker's per-kind rules do)."""
+
+
+@frozen
+class HLTM(DataBlock):
     """A hierarchical latent tree model; every sample is freshly drawn."""
 
     depth: int = fld(5, IntT(ge=1), "edges from the root to a leaf")
@@ -241,10 +262,26 @@ class Measure:
 
 # ---- the experiment -----------------------------------------------------------------------
 
-Data = HLTM
 Network = TreeReLU | MLP
 Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss
 Optimizer = SGD | Adam
+
+
+@frozen
+class Config:
+    """One run's configuration, every default explicit (built by sslspec.lang.check)."""
+
+    seed: int
+    device: str
+    results: str  # results root (relative to the working directory), unless `--out` is given
+    data: DataBlock
+    augment: Augment
+    network: Network
+    loss: Loss
+    optimizer: Optimizer
+    train: Train
+    measure: Measure
+
 
 # Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
@@ -276,39 +313,18 @@ _KIND_OF: dict[type, str | None] = {cls: kind for kinds, _ in BLOCKS.values() fo
 
 
 def kind_of(obj: Any) -> str | None:
-    """The kind name a config object was built from (`infonce` for InfoNCELoss)."""
-    return _KIND_OF.get(type(obj))
+    """The kind name a config object was built from (`infonce` for InfoNCELoss). Kinds added to
+    BLOCKS after import (a test's toy data source) are found by a scan."""
+    cls = type(obj)
+    if cls in _KIND_OF:
+        return _KIND_OF[cls]
+    return next((k for kinds, _ in BLOCKS.values() for k, c in kinds.items() if c is cls), None)
 
 
 def value_fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
     """The fields of a block class that take values (not sub-blocks)."""
     subs = SUBBLOCKS.get(cls, {})
     return {a.name: a for a in attrs.fields(cls) if a.name not in subs}
-
-
-def build_call(cls: type, call: ir.Call) -> Any:
-    """Build a call class from a Call node, checking argument names, types and duplicates."""
-    from sslspec.errors import did_you_mean
-
-    fields = {a.name: a for a in attrs.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for arg in call.args:
-        if arg.name not in fields:
-            raise Bad(f"'{call.name}' has no argument '{arg.name}'{did_you_mean(arg.name, fields)}", arg.span)
-        if arg.name in kwargs:
-            raise Bad(f"argument '{arg.name}' given twice", arg.span)
-        try:
-            kwargs[arg.name] = fields[arg.name].metadata["type"].coerce(arg.value)
-        except Bad as bad:
-            raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
-    if cls is _Relu:
-        return Activation("relu", 0.0)
-    if cls is _LeakyRelu:
-        return Activation("leaky_relu", kwargs.get("slope", 0.01))
-    obj = cls(**kwargs)
-    if isinstance(obj, Uniform) and obj.low > obj.high:
-        raise Bad(f"'uniform' needs low <= high (got low = {obj.low}, high = {obj.high})", call.span)
-    return obj
 
 
 __all__ = ["Bad", "describe"]

@@ -16,7 +16,6 @@ import xarray as xr
 import zarr
 
 import sslspec
-from runtime.losses import BYOL_MESSAGE
 from runtime.store import SCHEMA_VERSION
 from sslspec.spec.lower import lower
 
@@ -283,10 +282,16 @@ def test_device_cuda_without_cuda_is_refused(sslspec_cli, write_spec, tmp_path: 
 
 
 def test_byol_in_a_sweep_is_refused_before_any_run(sslspec_cli, write_spec, tmp_path: Path) -> None:
-    """A sweep whose second run uses `byol` exits 2 with the runtime's message and writes no store at all."""
+    """A sweep whose second run uses `byol` exits 2 with the checker's message at the swept kind
+    and writes no store at all (the same spec fails `sslspec check`)."""
     spec = write_spec(TINY + "sweep hltm_simclr {\n  loss.kind = [infonce, byol]\n}\n")
     out = tmp_path / "out"
-    assert _refused(sslspec_cli("run", spec, "--out", out), out) == [f"error: {BYOL_MESSAGE}", "1 error"]
+    lines = _refused(sslspec_cli("run", spec, "--out", out), out)
+    assert lines[0] == (
+        f"{spec}:12:3: error: loss 'byol' is not implemented yet; use simple, triplet or infonce"
+    )
+    assert lines[-1] == "1 error"
+    assert sslspec_cli("check", spec).exit_code == 2
 
 
 def test_bad_set_path_exits_2_through_the_cli(tmp_path: Path) -> None:

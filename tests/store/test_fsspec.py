@@ -149,7 +149,8 @@ def test_checkpoint_round_trips_through_a_url(url: str) -> None:
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     gen = torch.Generator().manual_seed(3)
-    checkpoint.save(version, "h", 1, net, opt, {"data": gen}, 0.5)
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "generators": {"data": gen.get_state()}}
+    checkpoint.save(version, "h", 1, state, 0.5)
     state = checkpoint.load(version, "h")
     assert state is not None and state["epoch"] == 1
     assert torch.equal(state["net"]["weight"], net.state_dict()["weight"])
