@@ -16,7 +16,7 @@ from sslspec.lang import ir
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
-from sslspec.spec.kinds import CAPABILITIES, NEEDS, missing_runtime, provided
+from sslspec.spec.kinds import CAPABILITIES, NEEDS, missing_runtime, needs, provided
 from sslspec.spec.schema import Config
 
 At = Callable[[str, str], "ir.Span | None"]  # (block, field) -> where it was written
@@ -181,27 +181,25 @@ class _Checker:
 
     def supported(self, cfg: Config, sec: Section) -> None:
         """Report each kind without a runtime and each measurement no block can provide for."""
-        chosen: dict[str, str] = {}
-        for block in schema.BLOCKS:
-            kind = schema.kind_of(getattr(cfg, block))
-            if kind is None:
-                continue
-            chosen[block] = kind
+        chosen = {b: k for b in schema.BLOCKS if (k := schema.kind_of(getattr(cfg, b))) is not None}
+        have = provided(chosen)
+
+        def lacking(what: str, wanted: tuple[str, ...], span: ir.Span | None) -> None:
+            for need in wanted:
+                if need not in have:
+                    have_not = "which this experiment does not have"
+                    self.bad(f"{what} needs {CAPABILITIES.get(need, need)}, {have_not}", span)
+
+        for block, kind in chosen.items():
+            sub = sec.blocks.get(block)
+            span = (sub.kind_span or sub.span) if sub else sec.span
             why = missing_runtime(block, kind)
             if why is not None:
-                sub = sec.blocks.get(block)
-                self.bad(why, (sub.kind_span or sub.span) if sub else sec.span)
-        have = provided(chosen)
-        for name, needs in NEEDS.items():
-            if getattr(cfg.measure, name, None) is None:
-                continue
-            for need in needs:
-                if need not in have:
-                    self.bad(
-                        f"measurement '{name}' needs {CAPABILITIES.get(need, need)}, which this "
-                        f"experiment does not have",
-                        _measure_span(sec, name),
-                    )
+                self.bad(why, span)
+            lacking(f"{block} kind '{kind}'", needs(block, kind), span)
+        for name, wanted in NEEDS.items():
+            if getattr(cfg.measure, name, None) is not None:
+                lacking(f"measurement '{name}'", wanted, _measure_span(sec, name))
 
 
 def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:

@@ -1,10 +1,10 @@
 """What the runtime can run, declared per kind so that `sslspec check` refuses what it cannot.
 
 Every block kind (`data hltm`, `network mlp`, `loss byol`, ...) declares the capabilities it
-provides, and every measurement the capabilities it needs; the checker reports, at the
-measurement's position, a measurement whose needs no block of the experiment provides, and, at
-the kind's position, a kind the runtime has no implementation of. So a spec that passes `check`
-never fails at start-up with "not supported".
+provides and those it needs from the other blocks, and every measurement the capabilities it
+needs; the checker reports, at the measurement's or the kind's position, needs that no block of
+the experiment provides, and, at the kind's position, a kind the runtime has no implementation
+of. So a spec that passes `check` never fails at start-up with "not supported".
 
 Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL) adds its
 schema class to `schema.BLOCKS`, its entry here and its runtime builder (runtime.source's
@@ -19,6 +19,7 @@ from attrs import frozen
 # What each capability means, for the error message when nothing provides it.
 CAPABILITIES: dict[str, str] = {
     "latents": "a data source with latent variables (the HLTM)",
+    "tree": "a data source with a latent tree (the HLTM)",
     "jacobians": "a network with per-node Jacobians (tree_relu or mlp)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
 }
@@ -26,9 +27,11 @@ CAPABILITIES: dict[str, str] = {
 
 @frozen
 class Support:
-    """One kind: the capabilities it provides, and why the runtime cannot run it (None: it can)."""
+    """One kind: the capabilities it provides, those it needs from the experiment's other blocks,
+    and why the runtime cannot run it (None: it can)."""
 
     provides: frozenset[str] = frozenset()
+    needs: tuple[str, ...] = ()
     missing: str | None = None
 
 
@@ -38,8 +41,11 @@ def _provides(*names: str) -> Support:
 
 # block -> kind -> Support. A kind of schema.BLOCKS that is not listed here has no runtime.
 SUPPORT: dict[str, dict[str, Support]] = {
-    "data": {"hltm": _provides("latents")},
-    "network": {"tree_relu": _provides("jacobians"), "mlp": _provides("jacobians")},
+    "data": {"hltm": _provides("latents", "tree")},
+    "network": {
+        "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
+        "mlp": _provides("jacobians"),
+    },
     "loss": {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
@@ -63,6 +69,12 @@ def missing_runtime(block: str, kind: str) -> str | None:
     if support is None:
         return f"{block} kind '{kind}' has no runtime"
     return support.missing
+
+
+def needs(block: str, kind: str) -> tuple[str, ...]:
+    """What `block kind` needs from the experiment's other blocks."""
+    support = SUPPORT.get(block, {}).get(kind)
+    return support.needs if support is not None else ()
 
 
 def provided(kinds: dict[str, str]) -> frozenset[str]:
