@@ -41,7 +41,7 @@ def save(version: Place, run_hash: str, epoch: int, run_state: dict[str, Any], w
     state = {"run_hash": run_hash, "epoch": epoch, "wall": wall, **run_state}
     if isinstance(tmp, Path):
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, str(path))
     else:
         buffer = io.BytesIO()
         torch.save(state, buffer)

@@ -39,6 +39,8 @@ from runtime.train import Trainer
 from sslspec.spec.plan import Run
 from sslspec.store.location import Place
 
+LinAlgError: type[Exception] = torch.linalg.LinAlgError  # type: ignore[attr-defined]  # not re-exported
+
 
 @dataclass(frozen=True)
 class Job:
@@ -150,7 +152,7 @@ def _measure(ctx: RunContext, rec: Recorder, row: int, epoch: int) -> None:
     become FloatingPointError naming the epoch, so the run is marked failed with a readable reason."""
     try:
         rec.write_epoch(row, measurements.measure(ctx, rec.nodes, epoch), ctx.net)
-    except (FloatingPointError, torch.linalg.LinAlgError) as exc:
+    except (FloatingPointError, LinAlgError) as exc:
         raise FloatingPointError(f"measurement after {epoch} epoch(s): {exc}") from None
 
 

@@ -31,7 +31,7 @@ def n_classes(layout: Layout, share: int, states: int) -> int:
     """Number of joint values of the latents of levels 0..share (states ** their count)."""
     if not 0 <= share < layout.depth:
         raise ValueError(f"share must be in 0..{layout.depth - 1} (got {share})")
-    count = states ** sum(layout.sizes[: share + 1])
+    count = int(states ** sum(layout.sizes[: share + 1]))
     if count > MAX_CLASSES:
         raise ValueError(f"share = {share} gives {count} classes; at most {MAX_CLASSES} are supported")
     return count
@@ -293,7 +293,8 @@ class CovarianceOperator:
         p, means, mean = self._class_means(lvl)
         c, n, nf, nd, nw = means.shape
         delta = ((means - mean) * (p > 0)[:, None, None, None, None]).reshape(c, n, nf * nd, nw)
-        return torch.linalg.matrix_norm(torch.einsum("c,cnaw,cnbw->nab", p, delta, delta))
+        norm: Tensor = torch.linalg.matrix_norm(torch.einsum("c,cnaw,cnbw->nab", p, delta, delta))
+        return norm
 
     def operator(self, node: int) -> Tensor:
         """(P_l, P_l) the operator of one node (global id), in the order of `W_node.T.reshape(-1)`."""

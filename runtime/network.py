@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,7 +180,7 @@ class LevelNet(nn.Module):
     def _batch_norm(self, lvl: int, g: torch.Tensor) -> torch.Tensor:
         """(N, B, W) -> (N, B, W), each (node, unit) normalized over the batch."""
         n, b, w = g.shape
-        flat = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
+        flat: torch.Tensor = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
         return flat.view(b, n, w).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> Forward:
@@ -251,9 +252,9 @@ class TreeNet(LevelNet):
         super().__init__(layout, (cfg.width,) * layout.depth, cfg, gen, dtype, device)
 
 
-def chain_shape(n_in: int, layers: int) -> int | tuple:
+def chain_shape(n_in: int, layers: int) -> int | tuple[Any, ...]:
     """The nested tree shape of an MLP: a chain of `layers` nodes over `n_in` leaves."""
-    shape: int | tuple = n_in
+    shape: int | tuple[Any, ...] = n_in
     for _ in range(layers - 1):
         shape = (shape,)
     return shape

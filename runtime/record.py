@@ -4,7 +4,6 @@ epoch's measurements (runtime.measurements runs them)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,6 +17,7 @@ from runtime.sampler import Edges
 from runtime.store import RunStore, dumps, jsonable
 from runtime.theorem import TheoremResult
 from sslspec.spec.schema import Config
+from sslspec.store.location import Place
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -28,7 +28,7 @@ def measure_epochs(cfg: Config) -> list[int]:
 class Recorder:
     """Declares one run's variables and writes them as the run proceeds."""
 
-    def __init__(self, path: Path, spec: str, ctx: RunContext, provenance: dict[str, Any]) -> None:
+    def __init__(self, path: Place, spec: str, ctx: RunContext, provenance: dict[str, Any]) -> None:
         run = ctx.run
         self._setup(ctx)
         cfg = run.config
@@ -65,7 +65,7 @@ class Recorder:
         self.last_best: float | None = None
 
     @classmethod
-    def reopen(cls, path: Path, ctx: RunContext) -> Recorder:
+    def reopen(cls, path: Place, ctx: RunContext) -> Recorder:
         """A Recorder over an existing store of `run` (a resumed run): nothing is declared again;
         the root correlations measured so far are read back for the summary line."""
         rec = cls.__new__(cls)
@@ -79,7 +79,7 @@ class Recorder:
         return rec
 
     # ---- declaration --------------------------------------------------------------------
-    def _declare(self, edges: Edges) -> None:
+    def _declare(self, edges: Edges | None) -> None:
         cfg, lay, st = self.cfg, self.layout, self.store
         e = len(self.epochs)
         st.coord(

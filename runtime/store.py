@@ -185,7 +185,7 @@ class RunStore:
         self.arrays[name] = self.group.create_array(
             name,
             shape=shape,
-            chunks=chunks or None,
+            chunks=chunks or None,  # type: ignore[arg-type]  # None: zarr's default for a scalar
             dtype=dtype,
             fill_value=_fill(np.dtype(dtype)),
             dimension_names=list(dims),

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from runtime.losses import loss_value
 from runtime.measure import FLOAT, CovarianceOperator
+from runtime.network import LevelNet
 from sslspec.spec import schema
 
 DrawBatch = Callable[[], tuple[Tensor, Tensor, Tensor]]  # () -> x (B, n), x_pos (B, n), x_neg (H, B, n)
@@ -58,7 +59,7 @@ class TheoremResult:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
 
 
-def prediction_rule(loss_cfg: schema.Loss, net: torch.nn.Module, levels: Sequence[int]) -> dict[str, Any]:
+def prediction_rule(loss_cfg: schema.Loss, net: LevelNet, levels: Sequence[int]) -> dict[str, Any]:
     """The factor c, beta, and whether the identity is exact for this loss and network (with why not)."""
     kind = schema.kind_of(loss_cfg)
     reduction = getattr(loss_cfg, "reduction", None)
@@ -87,7 +88,7 @@ def prediction_rule(loss_cfg: schema.Loss, net: torch.nn.Module, levels: Sequenc
 
 
 def predictions(
-    net: torch.nn.Module, cov: CovarianceOperator, nodes: Sequence[int], factor: float, beta: float
+    net: LevelNet, cov: CovarianceOperator, nodes: Sequence[int], factor: float, beta: float
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Per node (P_l,) float64: the level-row prediction and the own-block prediction."""
     full, own = [], []
@@ -103,7 +104,7 @@ def predictions(
     return full, own
 
 
-def _batch_loss(net: torch.nn.Module, loss_cfg: schema.Loss, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+def _batch_loss(net: LevelNet, loss_cfg: schema.Loss, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     """The training loss of one batch, one forward over all views (as runtime.train does)."""
     b, h = x.shape[0], neg.shape[0]
     out = net(torch.cat([x, pos, neg.reshape(h * b, -1)])).out  # (B (2 + H), D)
@@ -111,7 +112,7 @@ def _batch_loss(net: torch.nn.Module, loss_cfg: schema.Loss, x: Tensor, pos: Ten
 
 
 def mean_gradients(
-    net: torch.nn.Module,
+    net: LevelNet,
     loss_cfg: schema.Loss,
     draw_batch: DrawBatch,
     locate: Sequence[tuple[int, int]],
@@ -153,7 +154,7 @@ def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def theorem_check(
-    net: torch.nn.Module,
+    net: LevelNet,
     loss_cfg: schema.Loss,
     draw_batch: DrawBatch,
     cov: CovarianceOperator,
