@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sslspec.report.figures import FIGURES
-from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
+from sslspec.report.sweep import MAX_PANELS, SweepResults, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
     THEOREM,
     level_table,
@@ -28,7 +28,7 @@ from sslspec.report.tables import (
 __all__ = ["build", "load_source", "section"]
 
 
-def section(sw: Sweep, out: Path, stem: str) -> str:
+def section(sw: SweepResults, out: Path, stem: str) -> str:
     """One source's markdown: claim, provenance, tables, figures (only for variables present)."""
     ds = sw.ds
     parts = [f"## {sw.source}", ""]
@@ -69,7 +69,7 @@ def build(sources: Sequence[Path], out: Path, root: Path | None = None, sets: Se
     return path
 
 
-def _summary(sweeps: Sequence[Sweep]) -> str:
+def _summary(sweeps: Sequence[SweepResults]) -> str:
     """All sources together: distinct runs (a run two specs share counts once) and their status."""
     runs = {r["run_id"]: r for sw in sweeps for r in sw.runs}
     status: dict[str, int] = {}

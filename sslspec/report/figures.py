@@ -13,7 +13,7 @@ import numpy as np
 from sslspec.report.sweep import (
     MAX_PANELS,
     SEED,
-    Sweep,
+    SweepResults,
     combos,
     final,
     label,
@@ -122,7 +122,7 @@ def _epoch_axis(ax: Any, epochs: Any) -> None:
         ax.minorticks_off()
 
 
-def fig_levels(sw: Sweep, path: Path) -> bool:
+def fig_levels(sw: SweepResults, path: Path) -> bool:
     """Correlation of each level vs epoch, one panel per setting."""
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
@@ -140,7 +140,7 @@ def fig_levels(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def _numeric(sw: Sweep, dim: str) -> bool:
+def _numeric(sw: SweepResults, dim: str) -> bool:
     return np.issubdtype(sw.ds[dim].dtype, np.number) and sw.ds[dim].dtype != bool
 
 
@@ -150,7 +150,7 @@ def _unit(dim: str) -> str:
     )
 
 
-def fig_root_vs(sw: Sweep, path: Path) -> bool:
+def fig_root_vs(sw: SweepResults, path: Path) -> bool:
     """Root correlation vs the first numeric swept field, after training (solid) and at
     initialization (dashed), one colour per value of a second swept field."""
     dims = sw.settings
@@ -180,7 +180,7 @@ def fig_root_vs(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def fig_eigvals(sw: Sweep, path: Path) -> bool:
+def fig_eigvals(sw: SweepResults, path: Path) -> bool:
     """Per setting: the top eigenvalue of each level's operator (largest over the level's nodes)
     vs epoch, and the top-k spectrum of node 1 (the root's is degenerate: its operator is
     Cov(E[f | z_0]) (x) I_W, each eigenvalue W times over). Log y; median and min..max over seeds."""
@@ -209,7 +209,7 @@ def fig_eigvals(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def fig_theorem(sw: Sweep, path: Path) -> bool:
+def fig_theorem(sw: SweepResults, path: Path) -> bool:
     """Theorem check at the last checked epoch vs M, one column per setting: the relative error
     (log-log) above, the cosine between gradient and prediction below (mean ± std over seeds)."""
     cs = combos(sw)
@@ -236,7 +236,7 @@ def fig_theorem(sw: Sweep, path: Path) -> bool:
     return True
 
 
-Figure = Callable[[Sweep, Path], bool]
+Figure = Callable[[SweepResults, Path], bool]
 
 # (variable it needs, function, file stem, caption)
 FIGURES: tuple[tuple[str, Figure, str, str], ...] = (

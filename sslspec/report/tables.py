@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sslspec.report.sweep import Sweep, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
+from sslspec.report.sweep import SweepResults, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -17,7 +17,7 @@ def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def value_table(sw: Sweep, da: Any, what: str) -> str:
+def value_table(sw: SweepResults, da: Any, what: str) -> str:
     """Per-run scalars (sweep dims only) -> a markdown table of mean ± std over seeds.
 
     Two settings dims forming a full grid: rows = the first, columns = the second; otherwise
@@ -40,7 +40,7 @@ def value_table(sw: Sweep, da: Any, what: str) -> str:
     return f"{what} ({seeds_note(sw)}):\n\n" + md_table(head, rows)
 
 
-def level_table(sw: Sweep) -> str:
+def level_table(sw: SweepResults) -> str:
     """Per-level correlation at initialization -> after training, mean over seeds."""
     lc = sw.ds.level_corr
     init, last = lc.sel(epoch=lc.epoch.min()), final(lc)
@@ -66,7 +66,7 @@ THEOREM = {
 }
 
 
-def theorem_table(sw: Sweep, var: str) -> str:
+def theorem_table(sw: SweepResults, var: str) -> str:
     """A theorem-check variable at the last checked epoch, per setting and node, vs M."""
     val = final(sw.ds[var])
     ms = [int(m) for m in val.tc_batches.values]
@@ -119,7 +119,7 @@ def machines(attrs: Sequence[dict[str, Any]]) -> str:
     return md_table(head, rows)
 
 
-def provenance(sw: Sweep) -> str:
+def provenance(sw: SweepResults) -> str:
     """What ran, where and how long, from the stores' root attributes (one row per device, host,
     versions and commit); the runs not complete, by name."""
     counts = {s: sum(r["status"] == s for r in sw.runs) for s in ("complete", "failed", "running", "missing")}

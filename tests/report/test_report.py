@@ -12,7 +12,7 @@ import xarray as xr
 from click.testing import Result
 
 from sslspec.report.figures import fig_eigvals, fig_theorem
-from sslspec.report.sweep import Sweep
+from sslspec.report.sweep import SweepResults
 from sslspec.spec.lower import lower
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
@@ -141,7 +141,7 @@ def test_theorem_and_spectrum_figures_survive_data_log_axes_cannot_show(fill: fl
         attrs={"swept_paths": {"seed": "seed"}, "experiment": "x"},
     )
     runs = [{"seed": s, "status": "failed", "run_id": f"r{s}", "attrs": {}} for s in (1, 2)]
-    sw = Sweep(tmp_path, ds, None, "", runs)
+    sw = SweepResults(tmp_path, ds, None, "", runs)
     for draw in (fig_theorem, fig_eigvals):
         png = tmp_path / f"{draw.__name__}.png"
         assert draw(sw, png)
