@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sslspec.report.luck import luck
-from sslspec.report.sweep import Sweep, combos, final, fmt_stats, label, stats
+from sslspec.report.sweep import SweepResults, combos, final, fmt_stats, label, stats
 from sslspec.report.tables import md_table
 
 WIDTH = "network.width"
@@ -24,7 +24,7 @@ def applies(ds: Any) -> bool:
     return "corr" in ds and ds["corr"].sizes.get("epoch", 0) >= 2
 
 
-def section(sw: Sweep, out: Path, stem: str) -> str:
+def section(sw: SweepResults, out: Path, stem: str) -> str:
     """Markdown (with PNGs written to `out`) of the luck-matters statistics of one sweep."""
     lk = _complete(sw, luck(sw.ds))
     parts = [
@@ -65,7 +65,7 @@ _TOPK_CAPTION = (
 )
 
 
-def _complete(sw: Sweep, lk: Any) -> Any:
+def _complete(sw: SweepResults, lk: Any) -> Any:
     """Statistics of complete runs only (others NaN), like every other table of the report."""
     return lk.where(sw.ds.status == "complete") if "status" in sw.ds else lk
 
@@ -80,7 +80,7 @@ def _cell(da: Any) -> str:
     return fmt_stats(*stats(da.values))
 
 
-def _agreement_table(sw: Sweep, lk: Any) -> str:
+def _agreement_table(sw: SweepResults, lk: Any) -> str:
     rows = []
     for c in combos(sw):
         sel = {d: v for d, v in c.items() if d in lk.dims}
@@ -130,11 +130,11 @@ def _gain_table(lk: Any) -> str:
     return text + "\n\n" + md_table(head, rows)
 
 
-def _width_dim(sw: Sweep) -> str | None:
+def _width_dim(sw: SweepResults) -> str | None:
     return next((d for d in sw.settings if sw.path(d) == WIDTH), None)
 
 
-def _width_table(lk: Any, width: str, sw: Sweep) -> str:
+def _width_table(lk: Any, width: str, sw: SweepResults) -> str:
     """Over-parameterization: the best initial and final |corr| and the top-k hit rate vs width."""
     rows = []
     for w in lk[width].values:
@@ -166,7 +166,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _scatter(sw: Sweep, path: Path) -> bool:
+def _scatter(sw: SweepResults, path: Path) -> bool:
     corr = sw.ds["corr"]
     if corr.sizes["state"] == 2:
         corr = corr.isel(state=[1])
@@ -193,7 +193,7 @@ def _scatter(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def _topk_vs_width(lk: Any, width: str, sw: Sweep, path: Path) -> bool:
+def _topk_vs_width(lk: Any, width: str, sw: SweepResults, path: Path) -> bool:
     ws = np.asarray(lk[width].values, dtype=float)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.0))

@@ -10,7 +10,7 @@ import xarray as xr
 
 from sslspec.report.luck import luck, ranks, spearman, top_k_hit
 from sslspec.report.luck_section import section
-from sslspec.report.sweep import Sweep
+from sslspec.report.sweep import SweepResults
 
 SEEDS, NODES, UNITS = 6, 15, 20
 
@@ -109,7 +109,7 @@ def test_report_section_has_baselines_and_figure(tmp_path: Path) -> None:
     """The report section shows the observed values beside null, cross-seed and chance, and a scatter."""
     ds = _store(tmp_path, "noise")
     runs = [{"seed": s, "status": "complete", "run_id": f"r{s}", "attrs": {}} for s in range(1, SEEDS + 1)]
-    md = section(Sweep(tmp_path, ds, None, "", runs), tmp_path, "syn")
+    md = section(SweepResults(tmp_path, ds, None, "", runs), tmp_path, "syn")
     assert "| setting | Spearman | null | cross-seed | top-1 hit | chance (k=1) |" in md
     assert "(n=6)" in md and "| level | Spearman | null |" in md
     assert (tmp_path / "syn_luck_scatter.png").read_bytes().startswith(b"\x89PNG")
