@@ -110,7 +110,7 @@ def measure_pass(
         sample = ctx.source.measure_batch(b, gen)
         fwd = ctx.net(sample.inputs(ctx.dtype))
         if corr is not None:
-            corr.update(sample.latents, fwd.pre)  # type: ignore[attr-defined]
+            corr.update(ctx.source.latents(sample), fwd.pre)
         if op is not None:
             op.update(ctx.source.classes(sample), fwd.inputs, ctx.net.jacobians(fwd))
     return total

@@ -23,7 +23,7 @@ sslspec.spec.kinds.SUPPORT).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from runtime.layout import Layout
 from runtime.measure import class_index, n_classes
-from runtime.sampler import Edges, draw_edges, draw_measure_batch, draw_views
+from runtime.sampler import Edges, Sample, draw_edges, draw_measure_batch, draw_views
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
@@ -69,7 +69,12 @@ class DataSource(Protocol):
         """`n` fresh plain samples for a measurement pass."""
         ...
 
-    def classes(self, batch: Any) -> Tensor:
+    def latents(self, batch: MeasureBatch) -> Sequence[Tensor]:
+        """Per latent level (B, N_l) long: the latent states of a measure batch's samples, for
+        the latent correlation; only for sources with latents."""
+        ...
+
+    def classes(self, batch: MeasureBatch) -> Tensor:
         """(B,) long: the class of each sample of a measure batch, for the covariance operator
         (the joint value of what a positive pair shares); only for sources with latents."""
         ...
@@ -115,8 +120,12 @@ class HLTMSource:
     def measure_batch(self, n: int, gen: torch.Generator) -> MeasureBatch:
         return draw_measure_batch(self._layout, self._edges, self.data, n, gen, self.device)
 
-    def classes(self, batch: Any) -> Tensor:
-        return class_index(batch.latents, self.augment.share, self.data.states)
+    def latents(self, batch: MeasureBatch) -> Sequence[Tensor]:
+        assert isinstance(batch, Sample)
+        return batch.latents
+
+    def classes(self, batch: MeasureBatch) -> Tensor:
+        return class_index(self.latents(batch), self.augment.share, self.data.states)
 
     def n_classes(self) -> int:
         assert self.layout is not None

@@ -74,6 +74,9 @@ class ToySource:
     def measure_batch(self, n: int, gen: torch.Generator) -> Plain:
         return Plain(torch.randn(n, self.input_dim, generator=gen, device=self.device))
 
+    def latents(self, batch: Any) -> list[Tensor]:
+        raise AssertionError("the checker refuses measurements that need latents")
+
     def classes(self, batch: Any) -> Tensor:
         raise AssertionError("the checker refuses measurements that need latents")
 
