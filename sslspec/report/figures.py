@@ -22,6 +22,15 @@ from sslspec.report.sweep import (
     show,
     stats,
 )
+from sslspec.store.variables import (
+    LEVEL_CORR,
+    NODE_LEVEL,
+    OP_EIGVAL,
+    TC_COSINE,
+    TC_REL_ERROR,
+    output_layer,
+    root_of,
+)
 
 
 def _pyplot() -> Any:
@@ -127,7 +136,7 @@ def fig_levels(sw: Sweep, path: Path) -> bool:
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    lc = sw.ds.level_corr
+    lc = output_layer(sw.ds[LEVEL_CORR])
     plt, fig, axes = _panels(len(cs))
     for (ax,), c in zip(axes, cs, strict=True):
         for lv in lc.level.values:
@@ -156,7 +165,7 @@ def fig_root_vs(sw: Sweep, path: Path) -> bool:
     dims = sw.settings
     if not dims or len(dims) > 2 or not _numeric(sw, dims[0]):
         return False
-    lc = sw.ds.level_corr.sel(level=0)
+    lc = root_of(sw.ds[LEVEL_CORR])
     after, init = final(lc), lc.sel(epoch=lc.epoch.min())
     x = np.asarray(sw.ds[dims[0]].values, dtype=float)
     plt = _pyplot()
@@ -187,7 +196,7 @@ def fig_eigvals(sw: Sweep, path: Path) -> bool:
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    ev, levels = sw.ds.op_eigval, sw.ds.node_level
+    ev, levels = sw.ds[OP_EIGVAL], sw.ds[NODE_LEVEL]
     node = 1 if ev.sizes["node"] > 1 else 0
     plt, fig, axes = _panels(len(cs), rows_per=2)
     for (top, spec), c in zip(axes, cs, strict=True):
@@ -215,7 +224,7 @@ def fig_theorem(sw: Sweep, path: Path) -> bool:
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    err, cos = final(sw.ds.tc_rel_error), final(sw.ds.tc_cosine)
+    err, cos = final(sw.ds[TC_REL_ERROR]), final(sw.ds[TC_COSINE])
     ms = err.tc_batches.values
     plt, fig, axes = _panels(len(cs), rows_per=2)
     for (top, low), c in zip(axes, cs, strict=True):
@@ -241,19 +250,19 @@ Figure = Callable[[Sweep, Path], bool]
 # (variable it needs, function, file stem, caption)
 FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
     (
-        "level_corr",
+        LEVEL_CORR,
         fig_levels,
         "levels",
         "Mean best correlation of each level vs epoch; line: mean, band: ± std",
     ),
     (
-        "level_corr",
+        LEVEL_CORR,
         fig_root_vs,
         "root",
         "Root correlation after training (solid; points: mean, bars: ± std) and at initialization (dashed)",
     ),
     (
-        "op_eigval",
+        OP_EIGVAL,
         fig_eigvals,
         "eigvals",
         "Covariance-operator spectrum vs epoch: top, the largest eigenvalue of each level; bottom, the top "
@@ -261,7 +270,7 @@ FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
         "band: min..max",
     ),
     (
-        "tc_rel_error",
+        TC_REL_ERROR,
         fig_theorem,
         "theorem",
         "Theorem check vs M: relative error (top) and cosine (bottom) of the operator's prediction "

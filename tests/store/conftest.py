@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from sslspec.store.write import COMPRESSORS
+
 EPOCHS, DEPTH, NODES = 2, 3, 7
 
 
@@ -56,7 +58,12 @@ def write_store(
         ("loss", ("step",), (EPOCHS,)),
     ):
         arr = g.create_array(
-            name, shape=shape, dtype="float32", fill_value=np.nan, dimension_names=list(dims)
+            name,
+            shape=shape,
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=list(dims),
+            compressors=COMPRESSORS,
         )
         arr[...] = np.full(shape, value, dtype=np.float32)
     return path
