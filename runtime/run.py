@@ -28,7 +28,7 @@ from runtime.train import Trainer
 from sslspec.spec.plan import Plan, Run
 from sslspec.store import location
 from sslspec.store.files import Files
-from sslspec.store.layout import Status, run_dir
+from sslspec.store.layout import INDEX, Status, run_dir
 from sslspec.store.location import Location, Place
 from sslspec.store.write import RunLock, claim_version, host
 
@@ -257,7 +257,7 @@ def _index(out: Place, path: Place, files: Files) -> None:
         index.record(out, index.entry(out, path), files)
     except Exception as exc:  # the store is the truth; the index is a cache
         print(
-            f"sslspec: could not update {out}/index.jsonl ({exc}); `sslspec ls --rebuild` fixes it",
+            f"sslspec: could not update {out / INDEX} ({exc}); `sslspec ls --rebuild` fixes it",
             file=sys.stderr,
         )
 

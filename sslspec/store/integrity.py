@@ -71,7 +71,14 @@ def load_checked(store: Place, ds: Any) -> Any:
         import zarr
 
         group: Any = zarr.open_group(str(store), mode="r")
-        raise_damaged([line for name, arr in group.arrays() for line in damage(store, name, arr)], exc)
+        raise_damaged(
+            [
+                line
+                for name, arr in sorted(group.arrays(), key=lambda kv: kv[0])
+                for line in damage(store, name, arr)
+            ],
+            exc,
+        )
         raise
 
 
@@ -98,7 +105,7 @@ def verify(root: Place) -> Report:
                 if status_of(read_attrs(store), store) != Status.COMPLETE:
                     continue
                 group: Any = zarr.open_group(str(store), mode="r")
-                arrays = list(group.arrays())
+                arrays = sorted(group.arrays(), key=lambda kv: kv[0])
             except StoreError as exc:
                 out.problems.extend(d.message for d in exc.diagnostics)
                 continue

@@ -55,6 +55,11 @@ def version_number(store: Place) -> int:
     return int(m.group(1)) if m else 0
 
 
+def version_label(store: Place) -> str:
+    """`.../v0003.zarr` -> `v0003` (a version's name without the suffix)."""
+    return store.name.removesuffix(".zarr")
+
+
 def version_path(run: Place, n: int) -> Place:
     return run / version_name(n)
 

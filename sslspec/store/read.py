@@ -29,6 +29,7 @@ from sslspec.store.layout import (
     read_attrs,
     run_dirs,
     status,
+    version_label,
     version_number,
     versions,
 )
@@ -91,7 +92,7 @@ def load(path: str | Place, version: Version = None) -> Any:
     for exp, d in run_dirs(of(path)):
         if version == "all":
             for _, p in versions(d):
-                nodes[f"/{exp}/{d.name}/{p.name.removesuffix('.zarr')}"] = open_store(p)
+                nodes[f"/{exp}/{d.name}/{version_label(p)}"] = open_store(p)
             continue
         store, st = pick(d, version)
         if store is None:

@@ -48,10 +48,12 @@ def write_store(
         ("level", np.arange(DEPTH)),
         ("node", np.arange(NODES)),
     ):
-        g.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=[name])[...] = values
-    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"])[...] = np.arange(
-        1, EPOCHS + 1
-    )
+        g.create_array(
+            name, shape=values.shape, dtype=values.dtype, dimension_names=[name], compressors=COMPRESSORS
+        )[...] = values
+    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"], compressors=COMPRESSORS)[
+        ...
+    ] = np.arange(1, EPOCHS + 1)
     for name, dims, shape in (
         ("best_corr", ("epoch", "node"), (EPOCHS + 1, NODES)),
         ("level_corr", ("epoch", "level"), (EPOCHS + 1, DEPTH)),
