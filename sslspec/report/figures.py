@@ -28,6 +28,7 @@ from sslspec.store.variables import (
     OP_EIGVAL,
     TC_COSINE,
     TC_REL_ERROR,
+    net_dim,
     output_layer,
     root_of,
 )
@@ -196,18 +197,20 @@ def fig_eigvals(sw: Sweep, path: Path) -> bool:
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    ev, levels = sw.ds[OP_EIGVAL], sw.ds[NODE_LEVEL]
-    node = 1 if ev.sizes["node"] > 1 else 0
+    ev = sw.ds[OP_EIGVAL]
+    net = net_dim(ev)  # an mlp's operators are per layer, each layer a level of its own
+    levels, word = (sw.ds[NODE_LEVEL], "level") if net == "node" else (ev[net], "layer")
+    node = 1 if ev.sizes[net] > 1 else 0
     plt, fig, axes = _panels(len(cs), rows_per=2)
     for (top, spec), c in zip(axes, cs, strict=True):
         for lv in np.unique(levels.values):
-            lam1 = ev.isel(eig=0).where(levels == lv).max("node")
-            _band(top, ev.epoch.values, _seed_runs(lam1, c, "epoch"), f"level {int(lv)}", "range")
+            lam1 = ev.isel(eig=0).where(levels == lv).max(net)
+            _band(top, ev.epoch.values, _seed_runs(lam1, c, "epoch"), f"{word} {int(lv)}", "range")
         top.set(title=label(sw, c, 48), ylabel="largest eigenvalue (1)")
         for k in ev.eig.values:
-            runs = _seed_runs(ev.isel(node=node).sel(eig=k), c, "epoch")
+            runs = _seed_runs(ev.isel({net: node}).sel(eig=k), c, "epoch")
             _band(spec, ev.epoch.values, runs, f"λ{int(k) + 1}", "range")
-        spec.set(title=f"node {node}: top {ev.sizes['eig']} eigenvalues", ylabel="eigenvalue (1)")
+        spec.set(title=f"{net} {node}: top {ev.sizes['eig']} eigenvalues", ylabel="eigenvalue (1)")
         for ax, ncol in ((top, 1), (spec, 2)):
             _epoch_axis(ax, ev.epoch.values)
             if _positive(ax):

@@ -219,3 +219,8 @@ def output_layer(da: Any) -> Any:
     """An xarray variable -> its values against an mlp's output layer (unchanged without a layer
     axis), the layer the root correlation is read at."""
     return da.isel(layer=ROOT["layer"]) if "layer" in da.dims else da
+
+
+def net_dim(da: Any) -> str:
+    """The dim of a variable over the network's own nodes (NET): layer for an mlp, else node."""
+    return "layer" if "layer" in da.dims else "node"

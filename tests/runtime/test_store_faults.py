@@ -205,17 +205,41 @@ include "{REFERENCE}" {{
 """
 
 
-def test_ls_reads_the_root_correlation_of_an_mlp_run(sslspec_cli, write_spec, tmp_path: Path) -> None:
-    """For an mlp (best_corr over epoch, layer, node) ls shows best_corr at the last epoch, output
-    layer, root node: the dims are looked up by name."""
-    out = tmp_path / "out"
-    assert sslspec_cli("run", write_spec(MLP), "--out", out).exit_code == 0
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """The MLP spec run once: (spec, results root, best_corr over (epoch, layer, node))."""
+    from inprocess import sslspec_in_process
+
+    tmp = tmp_path_factory.mktemp("mlp")
+    spec, out = tmp / "mlp.ssl", tmp / "out"
+    spec.write_text(MLP)
+    with sslspec_in_process() as cli:
+        assert cli("run", spec, "--out", out).exit_code == 0
     (store,) = out.glob("*/*/v0001.zarr")
     best = zarr.open_group(str(store), mode="r")["best_corr"]
     assert best.metadata.dimension_names == ("epoch", "layer", "node")
-    values = np.asarray(best[...])
+    return spec, out, np.asarray(best[...])
+
+
+def test_ls_reads_the_root_correlation_of_an_mlp_run(mlp: tuple[Path, Path, np.ndarray], sslspec_cli) -> None:
+    """For an mlp (best_corr over epoch, layer, node) ls shows best_corr at the last epoch, output
+    layer, root node: the dims are looked up by name."""
+    _, out, values = mlp
     assert len({f"{x:.4f}" for x in values[-1].ravel()}) > 1  # another unit would show another value
     listed = sslspec_cli("ls", out)
     assert listed.exit_code == 0, listed.output
     row = listed.stdout.splitlines()[1].split()
     assert row[4] == f"{values[-1, 0, 0]:.4f}"
+
+
+def test_report_of_an_mlp_run_reads_the_root_at_the_output_layer(
+    mlp: tuple[Path, Path, np.ndarray], sslspec_cli, tmp_path: Path
+) -> None:
+    """report on an mlp run gives the root correlation at the output layer and draws the operator
+    spectrum per layer (it looked for a `node` dim before)."""
+    spec, out, values = mlp
+    result = sslspec_cli("report", spec, "--root", out, "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"| {values[-1, 0, 0]:.3f} ± 0.000 (n=1) |" in md
+    assert (tmp_path / "rep" / "mlp_eigvals.png").exists()
