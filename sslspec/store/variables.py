@@ -191,7 +191,7 @@ def _name(name: str) -> str:
     return name
 
 
-ROOT_CORR, LEVEL_CORR, LOSS = _name("best_corr"), _name("level_corr"), _name("loss")
+CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 
