@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sslspec.errors import DamagedStore, Diagnostic, StoreError
-from sslspec.store.layout import Status, read_attrs, run_dirs, status_of, versions
+from sslspec.store.layout import Status, run_dirs, status_of, version_attrs, versions
 from sslspec.store.location import Place
 
 # What zarr's codecs raise on bytes they cannot decode: crc32c mismatch or a bad frame
@@ -102,7 +102,7 @@ def verify(root: Place) -> Report:
     for _, d in run_dirs(root):
         for _, store in versions(d):
             try:
-                if status_of(read_attrs(store), store) != Status.COMPLETE:
+                if status_of(version_attrs(store), store) != Status.COMPLETE:
                     continue
                 group: Any = zarr.open_group(str(store), mode="r")
                 arrays = sorted(group.arrays(), key=lambda kv: kv[0])

@@ -243,3 +243,21 @@ def test_report_of_an_mlp_run_reads_the_root_at_the_output_layer(
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"| {values[-1, 0, 0]:.3f} ± 0.000 (n=1) |" in md
     assert (tmp_path / "rep" / "mlp_eigvals.png").exists()
+
+
+def test_run_refuses_a_run_directory_holding_a_newer_schema(tmp_path: Path) -> None:
+    """`run` reads the versions it finds like any reader: a newer schema is refused naming both."""
+    from sslspec.errors import StoreError
+    from sslspec.store.layout import SCHEMA_VERSION
+
+    spec = tmp_path / "tiny.ssl"
+    spec.write_text(TINY)
+    out = tmp_path / "out"
+    assert execute(lower(spec), out) == 0
+    store = only(out, lower(spec).runs[0].id)
+    zarr.open_group(str(store), mode="r+").attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(
+        StoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer .*\\({SCHEMA_VERSION}\\)"
+    ):
+        execute(lower(spec), out)
+    assert [p.name for _, p in versions(store.parent)] == ["v0001.zarr"]

@@ -148,3 +148,15 @@ def test_load_and_load_sweep_refuse_a_newer_schema(tmp_path: Path) -> None:
     for read in (lambda: load(tmp_path), lambda: load_sweep(tmp_path)):
         with pytest.raises(StoreError, match=f"schema version {NEWER} is newer .*\\({SCHEMA_VERSION}\\)"):
             read()
+
+
+def test_a_claimed_but_unwritten_version_reads_as_running(tmp_path: Path) -> None:
+    """A version directory with no zarr.json yet (its process died before the first write) lists as
+    running; load reads the older complete version; verify skips it."""
+    good = write_store(tmp_path, "e", "r1", value=0.25)
+    (good.parent / "v0002.zarr").mkdir()
+    result = CliRunner().invoke(app, ["ls", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split()[2:4] == ["running", "2"]
+    assert float(load(tmp_path)["e/r1"].ds.best_corr.max()) == 0.25
+    assert CliRunner().invoke(app, ["verify", str(tmp_path)]).exit_code == 0
