@@ -97,12 +97,11 @@ class Recorder:
         for entry in COORDS:
             if entry.name in values and wanted(entry, measure):
                 st.coord(entry, values[entry.name], names)
-        lead = {"row": 1, "epoch": self._losses_per_epoch(), "whole": 0}
         for entry in VARIABLES:
             if wanted(entry, measure):
                 dims = resolve_dims(entry.dims, dim)
                 shape = tuple(len(values[d]) for d in dims)
-                chunk = lead[entry.chunk] or (shape[0] if shape else 1)
+                chunk = {"row": 1, "epoch": self._losses_per_epoch(), "whole": shape[0]}[entry.chunk]
                 extra = {"reduction": getattr(self.cfg.loss, "reduction", "")} if entry.name == LOSS else {}
                 st.variable(entry, dims, shape, chunk, names, extra)
         st.write("polarity", slice(None), values["polarity"])
