@@ -6,7 +6,7 @@ as jobs end, in any order. It claims runs so that two executors on one results r
 the same one at once; it never writes the index or the display, which are the driver's.
 
 - `LocalExecutor` (today's): this process, one job at a time, a run claimed by its flock
-  (runtime.store.RunLock) so that processes started on the same specs share the work; a run
+  (sslspec.store.write.RunLock) so that processes started on the same specs share the work; a run
   another process holds is put off until the others are done.
 - Next (other issues), each an implementation of this interface and nothing else changed:
   `-j N` local workers sharing this queue, a replica-batched group executor that runs jobs of
@@ -21,7 +21,8 @@ from typing import Protocol
 
 from runtime.device import set_determinism
 from runtime.job import Event, Job, Outcome, run_job
-from runtime.store import RunLock, run_dir
+from sslspec.store.layout import run_dir
+from sslspec.store.write import RunLock
 
 OnEvent = Callable[[int, Event], None]  # (job index, event)
 

@@ -34,10 +34,12 @@ from runtime.checkpoint import decide
 from runtime.context import RunContext
 from runtime.device import device_name
 from runtime.record import Recorder, measure_epochs
-from runtime.store import claim_version, host
 from runtime.train import Trainer
 from sslspec.spec.plan import Run
+from sslspec.store.files import Files
+from sslspec.store.layout import Status, run_dir
 from sslspec.store.location import Place
+from sslspec.store.write import claim_version, host
 
 LinAlgError: type[Exception] = torch.linalg.LinAlgError  # type: ignore[attr-defined]  # not re-exported
 
@@ -45,7 +47,8 @@ LinAlgError: type[Exception] = torch.linalg.LinAlgError  # type: ignore[attr-def
 @dataclass(frozen=True)
 class Job:
     """One run to execute: `origin` is the provenance its plan gives every run (see the module
-    docstring); `force` runs a new version even when a complete one exists."""
+    docstring); `force` runs a new version even when a complete one exists; every write goes
+    through `files` (sslspec.store.files; tests pass one that injects faults)."""
 
     run: Run
     out: Place
@@ -53,16 +56,19 @@ class Job:
     spec: str  # the plan's spec path
     origin: dict[str, Any] = field(repr=False)
     force: bool = False
+    files: Files = field(default_factory=Files, repr=False)
 
 
 @dataclass(frozen=True)
 class Started:
-    """The run starts (or resumes after `first` epochs) writing the version at `path`."""
+    """The run starts (or resumes after `first` epochs) writing the version at `path`; `note`
+    says why a checkpoint found was refused (the run then started a clean version)."""
 
     run: Run
     path: Place
     epochs: int
     first: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class EpochDone:
 @dataclass(frozen=True)
 class Outcome:
     """How a job ended: `status` is complete, failed or up to date; `line` is the one-line report;
-    `trace` the traceback of a failure that was not numerical."""
+    `trace` the traceback of a failure that is a bug (not numerical, not an OSError)."""
 
     status: str
     path: Place | None
@@ -92,37 +98,65 @@ Emit = Callable[[Event], None]
 
 def run_job(job: Job, emit: Emit) -> Outcome:
     """Run `job` (see the module docstring); the caller holds whatever claim its executor uses."""
-    run, out = job.run, job.out
+    run, out, files = job.run, job.out, job.files
     action = decide(out, run, job.force)
     if action.kind == "up to date":
         return Outcome("up to date", action.path, f"up to date: {run.id} ({action.path})")
     started = time.perf_counter()
     ctx = RunContext.build(run, torch.device(job.device))
-    if action.kind == "resume" and action.path is not None and action.state:
-        path, first = action.path, action.epoch
-        ctx.restore(action.state)
-        started -= float(action.state["wall"])  # wall time counts every process's share
-        rec = Recorder.reopen(path, ctx)
-        _note_resume(rec, first, job.origin.get("command", ""))
-    else:
-        path, first = claim_version(out, run.experiment, run.id), 0
-        rec = Recorder(path, job.spec, ctx, provenance(job, ctx.device))
-    emit(Started(run, path, run.config.train.epochs, first))
+    path: Place | None = None
+    rec: Recorder | None = None
+    try:  # a failure anywhere, a write error included, fails this run only; the sweep goes on
+        if action.kind == "resume" and action.path is not None and action.state:
+            path, first = action.path, action.epoch
+            ctx.restore(action.state)
+            started -= float(action.state["wall"])  # wall time counts every process's share
+            rec = Recorder.reopen(path, ctx, files)
+            _note_resume(rec, first, job.origin.get("command", ""))
+        else:
+            path, first = claim_version(out, run.experiment, run.id, files), 0
+            rec = Recorder(path, job.spec, ctx, provenance(job, ctx.device), files)
+        emit(Started(run, path, run.config.train.epochs, first, action.note))
+        _train(ctx, rec, path, first, started, emit, files)
+        wall = time.perf_counter() - started
+        rec.finish(Status.COMPLETE, wall)
+    except Exception as exc:
+        return _failed(job, path, rec, exc, time.perf_counter() - started)
+    _quietly(lambda: checkpoint.remove(path, files))  # a leftover one is never resumed
+    return Outcome(Status.COMPLETE, path, rec.summary(wall))
+
+
+def _failed(job: Job, path: Place | None, rec: Recorder | None, exc: Exception, wall: float) -> Outcome:
+    """Record a run's failure in its store (status `failed`, the error named). When even that
+    cannot be written (the disk is still full), the version stays `running` with its last
+    checkpoint, so that a later run resumes it (or, without one, starts a clean version)."""
+    run, error = job.run, f"{type(exc).__name__}: {exc}"
+    unmarked = ""
+    if rec is not None and path is not None:
+        unmarked = _quietly(lambda: rec.finish(Status.FAILED, wall, error=error))
+        if not unmarked:
+            _quietly(lambda: checkpoint.remove(path, job.files))
+    where = path if path is not None else run_dir(job.out, run.experiment, run.id)
+    tail = f"; could not mark it failed ({unmarked}), it stays running" if unmarked else ""
+    line = f"run {run.index + 1} {run.id} FAILED: {exc} ({where}){tail}"
+    bug = not isinstance(exc, FloatingPointError | OSError)  # a bug: its traceback helps
+    trace = "".join(traceback.format_exception(exc)) if bug else None
+    stored = path if rec is not None else None  # a store with attrs to index
+    return Outcome(Status.FAILED, stored, line, error=error, trace=trace)
+
+
+def _quietly(step: Callable[[], None]) -> str:
+    """Run a clean-up step of a run; '' when it worked, else its error (never raised)."""
     try:
-        _train(ctx, rec, path, first, started, emit)
-    except Exception as exc:  # a failed run is recorded and reported; the sweep goes on
-        rec.finish("failed", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
-        checkpoint.remove(path)
-        trace = None if isinstance(exc, FloatingPointError) else traceback.format_exc()
-        line = f"run {run.index + 1} {run.id} FAILED: {exc} ({path})"
-        return Outcome("failed", path, line, error=f"{type(exc).__name__}: {exc}", trace=trace)
-    wall = time.perf_counter() - started
-    rec.finish("complete", wall)
-    checkpoint.remove(path)
-    return Outcome("complete", path, rec.summary(wall))
+        step()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
-def _train(ctx: RunContext, rec: Recorder, path: Place, first: int, started: float, emit: Emit) -> None:
+def _train(
+    ctx: RunContext, rec: Recorder, path: Place, first: int, started: float, emit: Emit, files: Files
+) -> None:
     """Epochs `first`.. of training, measuring at the measured epochs and checkpointing after each."""
     cfg, run = ctx.cfg, ctx.run
     trainer = Trainer(ctx)
@@ -143,7 +177,7 @@ def _train(ctx: RunContext, rec: Recorder, path: Place, first: int, started: flo
             )
         rec.epoch_done(epoch + 1)
         wall = time.perf_counter() - started
-        checkpoint.save(path, run.hash, epoch + 1, ctx.state(), wall)
+        checkpoint.save(path, run.hash, epoch + 1, ctx.state(), wall, files)
         emit(EpochDone(epoch + 1, cfg.train.samples / (time.perf_counter() - t0), mean_loss))
 
 

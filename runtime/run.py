@@ -26,17 +26,25 @@ from runtime.progress import Progress
 from runtime.train import Trainer
 from sslspec.spec.plan import Plan, Run
 from sslspec.store import index, location
+from sslspec.store.files import Files
+from sslspec.store.layout import INDEX
 from sslspec.store.location import Location, Place
 
 
 def execute(
-    plan: Plan, out: str | Place, device: str | None = None, force: bool = False, dry_run: bool = False
+    plan: Plan,
+    out: str | Place,
+    device: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    files: Files | None = None,
 ) -> int:
     """Run every run of `plan` that has no complete version under `out` (all of them with `force`),
     resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
     With `dry_run`, print what each run would do and write nothing. `out` may be an fsspec URL
-    (see runtime.store: no run lock there, and no index)."""
-    return execute_all([(plan, out)], device, force, dry_run)
+    (see sslspec.store.write: no run lock there, and no index). Every write goes through `files`
+    (sslspec.store.files; tests pass one that injects faults)."""
+    return execute_all([(plan, out)], device, force, dry_run, files)
 
 
 def execute_all(
@@ -44,13 +52,15 @@ def execute_all(
     device: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    files: Files | None = None,
     executor: Executor | None = None,
 ) -> int:
     """`execute` over the runs of several plans, each with its results root, in one queue: with
     the local executor a run another process holds is put off until the rest of all the plans is
     done, so processes started on the same specs share the work between them. A run two plans
     share (same id and root) is done once; the second finds it up to date."""
-    jobs = make_jobs(plans, device, force)
+    files = files or Files()
+    jobs = make_jobs(plans, device, force, files)
     if dry_run:
         for job in jobs:
             busy = held_elsewhere(job)
@@ -65,35 +75,39 @@ def execute_all(
 
         def on_event(i: int, event: Event) -> None:
             if isinstance(event, Started):
-                _index(jobs[i].out, event.path)
+                if event.note:
+                    progress.end_run(f"{event.run.id}: {event.note}; starting a clean version")
+                _index(jobs[i].out, event.path, files)
                 progress.start_run(event.run, event.epochs)
             elif isinstance(event, EpochDone):
                 progress.epoch(event.epoch, event.samples_per_s, event.loss)
 
         for i, outcome in (executor or LocalExecutor()).run(jobs, on_event):
-            failed += _report(jobs[i], outcome, progress)
+            failed += _report(jobs[i], outcome, progress, files)
     return 1 if failed else 0
 
 
-def make_jobs(plans: Sequence[tuple[Plan, str | Place]], device: str | None, force: bool) -> list[Job]:
+def make_jobs(
+    plans: Sequence[tuple[Plan, str | Place]], device: str | None, force: bool, files: Files | None = None
+) -> list[Job]:
     """One job per run of the plans, each device resolved (an unusable one is a CheckError before
     anything runs). With `force` only the first job of a run shared by two plans is forced."""
-    jobs, forced = [], set()
+    jobs, forced, files = [], set(), files or Files()
     for plan, out in plans:
         root, origin = location.of(out), plan_origin(plan)
         for run in plan.runs:
             key = (str(root), run.experiment, run.id)
             dev = resolve_device(device or run.config.device)
             name = dev.type if dev.index is None else f"{dev.type}:{dev.index}"
-            jobs.append(Job(run, root, name, plan.spec, origin, force and key not in forced))
+            jobs.append(Job(run, root, name, plan.spec, origin, force and key not in forced, files))
             forced.add(key)
     return jobs
 
 
-def _report(job: Job, outcome: Outcome, progress: Progress) -> bool:
+def _report(job: Job, outcome: Outcome, progress: Progress, files: Files) -> bool:
     """Index and report one job's end; True when it failed."""
     if outcome.status != "up to date" and outcome.path is not None:
-        _index(job.out, outcome.path)
+        _index(job.out, outcome.path, files)
     progress.end_run(outcome.line)
     if outcome.trace:
         print(outcome.trace, end="", file=sys.stderr)
@@ -105,17 +119,17 @@ def build_run(run: Run, device: torch.device) -> Trainer:
     return Trainer(RunContext.build(run, device))
 
 
-def _index(out: Place, path: Place) -> None:
+def _index(out: Place, path: Place, files: Files) -> None:
     """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
     since the index can always be rebuilt from the stores (`sslspec ls --rebuild`). A URL root
     has no index (`sslspec ls` scans its stores)."""
     if isinstance(out, Location):
         return
     try:
-        index.record(out, index.entry(out, path))
+        index.record(out, index.entry(out, path), files)
     except Exception as exc:  # the store is the truth; the index is a cache
         print(
-            f"sslspec: could not update {out}/index.jsonl ({exc}); `sslspec ls --rebuild` fixes it",
+            f"sslspec: could not update {out / INDEX} ({exc}); `sslspec ls --rebuild` fixes it",
             file=sys.stderr,
         )
 
