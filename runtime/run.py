@@ -27,7 +27,7 @@ from runtime.train import Trainer
 from sslspec.spec.plan import Plan, Run
 from sslspec.store import index, location
 from sslspec.store.files import Files
-from sslspec.store.layout import INDEX
+from sslspec.store.layout import INDEX, Status
 from sslspec.store.location import Location, Place
 
 
@@ -111,7 +111,7 @@ def _report(job: Job, outcome: Outcome, progress: Progress, files: Files) -> boo
     progress.end_run(outcome.line)
     if outcome.trace:
         print(outcome.trace, end="", file=sys.stderr)
-    return outcome.status == "failed"
+    return outcome.status == Status.FAILED
 
 
 def build_run(run: Run, device: torch.device) -> Trainer:

@@ -19,7 +19,7 @@ LAYOUT = ROOT / "sslspec" / "store" / "layout.py"
 TABLE = ROOT / "sslspec" / "store" / "variables.py"
 # The measurement pass still writes its results by name (it is moving out of record.py, issue
 # 10); measure.py and probe.py key their accumulators' results by the same words.
-MEASURING = {ROOT / "runtime" / m for m in ("record.py", "measure.py", "probe.py")}
+MEASURING = {ROOT / "runtime" / m for m in ("record.py", "measure.py", "measurements.py")}
 
 
 def strings(path: Path) -> Iterator[str]:
