@@ -181,24 +181,19 @@ def run(
     Several specs make one queue of runs: start the same command in several processes (one per
     core, or one per GPU) and they share the runs between them, a run another process holds being
     put off until the end. `--set` applies to every spec."""
-    from sslspec.spec.lower import lower
-
-    def plans() -> list[tuple[Any, Place]]:  # every spec is checked before anything runs
-        lowered = [lower(f, set_ or ()) for f in files]
-        return [(p, of(out) if out is not None else _results_root(p)) for p in lowered]
-
-    jobs = guarded(plans)
-    from runtime.run import execute_all  # torch is imported here and only here
+    from sslspec.api import execute
 
     try:
-        code = guarded(lambda: execute_all(jobs, device=device, force=force, dry_run=dry_run))
+        outcome = guarded(
+            lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run)
+        )
     except KeyboardInterrupt:
         _err(
             "interrupted: the run in progress stays `running` with its last checkpoint; "
             "run the same command again to resume it"
         )
         raise SystemExit(130) from None
-    raise SystemExit(code)
+    raise SystemExit(outcome.code)
 
 
 @app.command("ls")
@@ -303,16 +298,6 @@ def _provenance_text(store: Place, attrs: dict[str, Any], listing: str) -> str:
         out.append(f"included {name}:")
         out.extend(f"  | {line}" for line in str(text).splitlines())
     return "\n".join(out) + "\n"
-
-
-def _results_root(plan: Any) -> Place:
-    """The results root the spec names (`results = "..."`); all its runs must agree."""
-    roots = sorted({r.config.results for r in plan.runs})
-    if len(roots) > 1:
-        raise SpecError(
-            [Diagnostic(f"the runs name different results roots ({', '.join(roots)}); pass --out")]
-        )
-    return of(roots[0]) if roots else Path("results")
 
 
 @app.command()
