@@ -15,19 +15,40 @@ from typing import Any, TypeVar
 
 import click
 
+from sslspec import __version__
 from sslspec.errors import Diagnostic, SpecError
 from sslspec.store.location import Place, of
 
 
-@click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
+@click.group(
+    help="sslspec: declarative experiments for self-supervised learning theory.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, "--version", prog_name="sslspec", message="%(prog)s %(version)s")
 def app() -> None:
     """The `sslspec` command group."""
+
+
+@app.command()
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also the git commit, Python, torch/CUDA, numpy, xarray, zarr."
+)
+@click.option("--json", "json_", is_flag=True, help="Print the same as one JSON object.")
+def version(verbose: bool, json_: bool) -> None:
+    """Print the sslspec version (with --verbose, what a bug report needs)."""
+    import json
+
+    from sslspec import about
+
+    info = about.report(verbose)
+    sys.stdout.write(json.dumps(info) + "\n" if json_ else about.lines(info))
 
 
 SET_OPTION = click.option(
     "--set", "-s", "set_", multiple=True, metavar="PATH=VALUE", help="Override a field (repeatable)."
 )
 PATH = click.Path(path_type=Path)
+DEFAULT_ROOT = "results"
 
 T = TypeVar("T")
 
@@ -122,8 +143,9 @@ def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     if json_:
         print(p.to_json())
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from sslspec.terminal import console
 
     paths = _varying(p)
     table = Table(title=f"{p.spec}: {len(p.runs)} run{'s' if len(p.runs) != 1 else ''}", box=None)
@@ -132,7 +154,7 @@ def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     for r in p.runs:
         swept = dict(r.swept)
         table.add_row(str(r.index), r.id, r.experiment, *(_show(swept.get(k, "")) for k in paths))
-    Console(width=200).print(table)
+    console(width=200).print(table)
 
 
 def _varying(p: Any) -> list[str]:
@@ -197,19 +219,27 @@ def run(
 
 
 @app.command("ls")
-@click.argument("root_arg", metavar="ROOT", default="results")
+@click.argument("root_arg", metavar="[ROOT]", required=False)
 @click.option("--rebuild", is_flag=True, help="Rewrite the index from the stores first.")
-def ls_cmd(root_arg: str, rebuild: bool) -> None:
-    """List runs from ROOT/index.jsonl (a URL root has none: its stores are scanned): status of the
-    newest version, swept values, final metrics."""
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object (schema in docs/cli.md).")
+def ls_cmd(root_arg: str | None, rebuild: bool, json_: bool) -> None:
+    """List runs from ROOT/index.jsonl (default ROOT: ./results; a URL root has none: its stores
+    are scanned): status of the newest version, swept values, final metrics."""
     from sslspec.store import index
 
-    root = of(root_arg)
+    root = of(root_arg or DEFAULT_ROOT)
+    if root_arg is None and not json_:
+        _err(f"listing {root} (the default results root; pass ROOT for another)")
 
     def body() -> None:
         if not root.is_dir():
             raise SpecError([Diagnostic(f"{root}: no such results directory")])
         entries = index.rebuild(root) if rebuild else index.refresh(root)
+        if json_:
+            from sslspec.store.listing import ls_document
+
+            _print_json(ls_document(str(root), index.runs(entries)))
+            return
         rows = [_ls_row(e, n) for e, n in index.runs(entries)]
         head = ("experiment", "run id", "status", "versions", "root_corr", "loss", "swept")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
@@ -240,9 +270,10 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
 
 @app.command()
 @click.argument("run_prefix", metavar="RUN")
-@click.option("--root", "root_arg", default="results", show_default=True, help="Results root.")
+@click.option("--root", "root_arg", default=DEFAULT_ROOT, show_default=True, help="Results root.")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
-def show(run_prefix: str, root_arg: str, version: int | None) -> None:
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object (schema in docs/cli.md).")
+def show(run_prefix: str, root_arg: str, version: int | None, json_: bool) -> None:
     """Show the provenance of a run (id prefix): its newest version's root attributes."""
     from sslspec.store.read import pick, read_attrs, versions
 
@@ -251,10 +282,23 @@ def show(run_prefix: str, root_arg: str, version: int | None) -> None:
         store, _ = pick(run_dir, "latest" if version is None else version)
         assert store is not None  # a run directory always has a version
         attrs = read_attrs(store)
+        if json_:
+            from sslspec.store.listing import show_document
+
+            every = [(n, str(read_attrs(p).get("status", "?")), str(p)) for n, p in versions(run_dir)]
+            number = next(n for n, _, p in every if p == str(store))
+            _print_json(show_document(str(store), number, every, attrs))
+            return
         listing = ", ".join(f"{p.name} ({read_attrs(p).get('status', '?')})" for _, p in versions(run_dir))
         sys.stdout.write(_provenance_text(store, attrs, listing))
 
     guarded(body)
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
 def _find_run(root: Place, prefix: str) -> Place:
