@@ -154,6 +154,7 @@ def test_run_returns_the_sweep_dataset_and_shares_the_cli_code_path(
         result = cli("run", base / "sweep.ssl", "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.count("up to date") == 4
+    assert "\x1b" not in result.stderr  # not a terminal: plain lines
     store = next(out.glob("tiny/*/v0001.zarr"))
     attrs = json.loads((store / "zarr.json").read_text())["attributes"]
     assert attrs["spec_text"] == SWEEP
