@@ -73,6 +73,18 @@ def test_version_verbose_names_commit_torch_cuda_and_array_libraries() -> None:
     assert f"torch: {torch.__version__}\n" in text
 
 
+def test_version_verbose_works_when_torch_cannot_be_imported(tmp_path: Path) -> None:
+    """With torch unimportable, `version --verbose` still exits 0 and says why torch is missing."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [SSLSPEC, "version", "--verbose"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^torch: \S+ \(cannot import: .*\)$", proc.stdout, re.M), proc.stdout
+    assert "numpy: " in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
