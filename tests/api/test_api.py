@@ -160,3 +160,26 @@ def test_run_returns_the_sweep_dataset_and_shares_the_cli_code_path(
     assert attrs["spec_text"] == SWEEP
     assert attrs["spec_path"] == str(base / "<text>")
     assert list(attrs["spec_includes"].values()) == [BASE]
+
+
+# Simple loss on an unnormalized output is unbounded below: lr = 1e6 sends the first run to NaN.
+DIVERGES = """\
+include "base.ssl" {
+  data.depth        = 3
+  network.width     = 4
+  network.normalize = none
+  loss.kind         = simple
+  train.batch       = 32
+  train.samples     = 320
+}
+sweep tiny {
+  optimizer.lr = [1e6, 0.001]
+}
+"""
+
+
+def test_a_failed_run_is_in_the_dataset_not_an_exception(base: Path, tmp_path: Path, kept: None) -> None:
+    """run() of a sweep with a diverging run returns the Dataset, that run `failed` with NaN values."""
+    ds = sslspec.run(text=DIVERGES, base=base, out=tmp_path / "results", device="cpu")
+    assert list(ds.status.values) == ["failed", "complete"]
+    assert ds.level_corr.isel(lr=0).isnull().all() and ds.level_corr.isel(lr=1).notnull().all()
