@@ -114,26 +114,40 @@ def run(
     `spec` is a path, or give `text` (includes read relative to `base`). `out` is the results
     root (default: the spec's `results`, else ./results), `device` overrides the spec's (auto,
     cpu, cuda, cuda:N), `force` runs again into new versions; runs already complete are not
-    redone. `experiment` picks the experiment when the spec has several. A progress display
-    shows in a terminal (a live bar) and in Jupyter (one line updated in place); plain lines
-    elsewhere. Parallel workers and other executors do not exist yet: `jobs` must be 1 and
+    redone. `experiment` picks the one experiment to run (needed when the spec has several). A
+    progress display shows in a terminal (a live bar) and in Jupyter (one line updated in
+    place); plain lines elsewhere. Parallel workers and other executors do not exist yet: `jobs` must be 1 and
     `executor` "local" (anything else raises ValueError). Raises SpecError for spec errors,
     before anything runs.
     """
     import xarray
 
-    the_plan = Source.of(spec, text, base).lower(sets)
-    names = sorted({r.experiment for r in the_plan.runs})
-    if experiment is None and len(names) > 1:
-        listed = ", ".join(names)
-        raise SpecError(
-            [Diagnostic(f"{the_plan.spec} holds experiments {listed}; pick one with experiment=")]
-        )
+    the_plan = _one_experiment(Source.of(spec, text, base).lower(sets), experiment)
     outcome = execute([the_plan], out=out, device=device, force=force, jobs=jobs, executor=executor)
     [(done, root)] = outcome.targets
     from sslspec.store.read import load_sweep
 
     return cast(xarray.Dataset, load_sweep(done, root, experiment=experiment))
+
+
+def _one_experiment(plan: Plan, experiment: str | None) -> Plan:
+    """The plan cut to the runs of `experiment`; SpecError when it is not there, or when it is
+    None and the plan holds several experiments."""
+    import attrs
+
+    from sslspec.errors import did_you_mean
+
+    names = sorted({r.experiment for r in plan.runs})
+    if experiment is None:
+        if len(names) > 1:
+            message = f"{plan.spec} holds experiments {', '.join(names)}; pick one with experiment="
+            raise SpecError([Diagnostic(message)])
+        return plan
+    if experiment not in names:
+        raise SpecError(
+            [Diagnostic(f"{plan.spec} has no experiment '{experiment}'{did_you_mean(experiment, names)}")]
+        )
+    return attrs.evolve(plan, runs=tuple(r for r in plan.runs if r.experiment == experiment))
 
 
 def execute(

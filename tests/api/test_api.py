@@ -130,11 +130,17 @@ def test_run_with_a_spec_error_raises_before_anything_runs(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
-def test_run_of_several_experiments_asks_which(tmp_path: Path) -> None:
-    """run() of a spec with two experiments and no experiment= raises SpecError naming both."""
+def test_run_of_several_experiments_asks_which(tmp_path: Path, kept: None) -> None:
+    """run() of a spec with two experiments needs experiment=, which must name one; it runs only that one."""
     two = BASE + BASE.replace("experiment tiny", "experiment other")
     with pytest.raises(sslspec.SpecError, match="holds experiments other, tiny; pick one with experiment="):
         sslspec.run(text=two, out=tmp_path / "out")
+    with pytest.raises(sslspec.SpecError, match="has no experiment 'tin'; did you mean 'tiny'"):
+        sslspec.run(text=two, out=tmp_path / "out", experiment="tin")
+    assert not (tmp_path / "out").exists()
+    ds = sslspec.run(text=two, out=tmp_path / "out", experiment="other", device="cpu")
+    assert ds.status.item() == "complete"
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["other"]
 
 
 def test_run_returns_the_sweep_dataset_and_shares_the_cli_code_path(
