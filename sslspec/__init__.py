@@ -19,7 +19,18 @@ if TYPE_CHECKING:
     from sslspec.spec.plan import Plan
     from sslspec.store.read import Version
 
-__all__ = ["Diagnostic", "Plan", "SpecError", "__version__", "check", "load", "load_sweep", "plan", "run"]
+__all__ = [
+    "Diagnostic",
+    "Plan",
+    "SpecError",
+    "__version__",
+    "check",
+    "load",
+    "load_sweep",
+    "luck",
+    "plan",
+    "run",
+]
 
 # Names loaded on first use, and the module each comes from.
 _LAZY = {
