@@ -30,6 +30,7 @@ def _run(e: dict[str, Any], n_versions: int) -> dict[str, Any]:
         "root_corr": _number(metrics.get("root_corr")),
         "loss": _number(metrics.get("loss")),
         "path": str(e.get("path", "")),
+        "damaged": bool(e.get("damaged", False)),
     }
 
 

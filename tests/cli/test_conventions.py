@@ -22,7 +22,7 @@ from tests.store.conftest import write_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SSLSPEC = str(Path(sys.executable).parent / "sslspec")
-COMMANDS = ["check", "fmt", "ls", "plan", "report", "run", "show", "version"]
+COMMANDS = ["check", "fmt", "ls", "plan", "report", "run", "show", "verify", "version"]
 DOCS = (ROOT / "docs" / "cli.md").read_text()
 
 
