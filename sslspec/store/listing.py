@@ -22,7 +22,7 @@ def _run(e: dict[str, Any], n_versions: int) -> dict[str, Any]:
     return {
         "experiment": str(e["experiment"]),
         "run_id": str(e["run_id"]),
-        "status": str(e.get("status", "running")),
+        "status": str(e["status"]),
         "version": int(e["version"]),
         "versions": n_versions,
         "epochs_done": int(e.get("epochs_done", 0)),
@@ -56,7 +56,7 @@ def show_document(
         "experiment": attrs.get("experiment"),
         "run_id": attrs.get("run_id"),
         "version": number,
-        "status": attrs.get("status"),
+        "status": next((s for n, s, _ in versions if n == number), None),
         "versions": [{"version": n, "status": s, "path": p} for n, s, p in versions],
         "attrs": shown,
     }
