@@ -69,6 +69,7 @@ _TOPK_CAPTION = (
 
 def _complete(sw: Sweep, lk: Any) -> Any:
     """Statistics of complete runs only (others NaN), like every other table of the report."""
+    lk = lk.drop_vars("status", errors="ignore")  # strings: `where` cannot fill them with NaN
     return lk.where(sw.ds.status == Status.COMPLETE) if "status" in sw.ds else lk
 
 
