@@ -72,7 +72,8 @@ class Plan:
     """All runs of one spec file, in order; `axes` names the swept paths per experiment.
 
     `sources` holds the text of the spec and of every file it includes (path -> text, as read
-    when the plan was made), for the provenance of each run wherever it executes. It is not part
+    when the plan was made; a spec given as text, sslspec.run(text=...), too), for the provenance
+    of each run wherever it executes, so no worker rereads the files. It is not part
     of the plan's data, JSON or hashes (what a run computes is its config), nor of equality."""
 
     spec: str
