@@ -95,16 +95,19 @@ def test_front_end_imports_with_torch_unimportable() -> None:
 
 
 def test_import_sslspec_loads_its_api_only_on_first_use() -> None:
-    """`import sslspec` loads neither the parser nor the API; `sslspec.plan` then loads them, not torch."""
+    """`import sslspec` loads neither the parser nor the API; `sslspec.plan` then loads the API, not
+    torch, and the parser is loaded only when something is parsed."""
     code = BLOCK_TORCH + (
         "import sslspec\n"
         "print(sorted(m for m in ('lark', 'attrs', 'sslspec.api', 'xarray') if m in sys.modules))\n"
         "sslspec.plan\n"
         "print('sslspec.api' in sys.modules, 'lark' in sys.modules)\n"
+        "sslspec.check(text='experiment e { data hltm {} }')\n"
+        "print('lark' in sys.modules)\n"  # and torch, blocked above, was not needed
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "[]\nTrue True\n"
+    assert proc.stdout == "[]\nTrue False\nTrue\n"
 
 
 def test_check_and_plan_work_on_every_spec_with_torch_blocked(tmp_path: Path) -> None:
