@@ -7,10 +7,10 @@ from pathlib import Path
 
 import zarr
 from click.testing import CliRunner
-from tests.store.conftest import write_store
 
 from sslspec.cli import app
 from sslspec.store import index
+from tests.store.conftest import write_store
 
 
 def synthetic_entries(root: Path, n: int) -> None:
@@ -118,3 +118,18 @@ def test_show_refuses_unknown_ambiguous_and_newer_schema_with_exit_2(tmp_path: P
     new = runner.invoke(app, ["show", "abc2", "--root", str(tmp_path)])
     assert new.exit_code == 2 and "newer than this sslspec reads (1)" in new.output
     assert "Traceback" not in new.output
+
+
+def test_index_metrics_are_the_last_measured_values_of_the_root(tmp_path: Path) -> None:
+    """The index and `ls` show the root's best_corr at the last measured epoch and the last loss, not
+    the first finite values nor another node's; for a killed run, the last epoch it measured."""
+    write_store(tmp_path, "e", "done", value=0.875)
+    write_store(tmp_path, "e", "killed", status="running", value=0.875, measured=2)
+    entries = index.refresh(tmp_path)
+    assert entries[("e", "done", 1)]["metrics"] == {"root_corr": 0.875, "loss": 0.875}
+    assert entries[("e", "killed", 1)]["metrics"] == {"root_corr": 0.75, "loss": 0.875}
+    lines = CliRunner().invoke(app, ["ls", str(tmp_path)]).output.splitlines()
+    assert [line.split()[:6] for line in lines[1:]] == [
+        ["e", "done", "complete", "1", "0.8750", "0.8750"],
+        ["e", "killed", "running", "1", "0.7500", "0.8750"],
+    ]
