@@ -99,6 +99,30 @@ def test_simple_loss_gradient_converges_to_prediction() -> None:
     assert torch.all(res.cosine[:, -1] > 0.98), res.cosine
 
 
+def test_prediction_holds_with_a_shared_level_and_several_negatives() -> None:
+    """share = 1 (8 classes: root and level 1 jointly) with 3 negatives per example: the operator over
+    those classes still predicts the mean gradient (the binary, root-only, one-negative case is not
+    the only one that works)."""
+    cfg, lay, edges, net = setup()
+    cfg = attrs.evolve(cfg, augment=attrs.evolve(cfg.augment, share=1))
+    g = gen(6)
+    draw = lambda: draw_views(lay, edges, cfg.data, cfg.augment, 128, 3, g, "cpu").inputs(F64)
+    cov = CovarianceOperator.for_tree(lay, 4, n_classes(lay, 1, 2))
+    m = gen(7)
+    with torch.no_grad():
+        for _ in range(24):
+            s = draw_measure_batch(lay, edges, cfg.data, 4096, m, "cpu")
+            fwd = net(s.inputs(F64))
+            cov.update(class_index(s.latents, 1, 2), fwd.inputs, net.jacobians(fwd))
+    assert int((cov.result()["count"] > 0).sum()) == 8
+    res = theorem_check(net, cfg.loss, draw, cov, NODES, (1, 256))
+    assert res.rel_error[:, -1].mean() < 0.15, res.rel_error
+    assert torch.all(res.cosine[:, -1] > 0.98), res.cosine
+    root_only = measure(cfg, lay, edges, net)  # the classes of share = 0 predict another gradient
+    p, _ = predictions(net, root_only, NODES, 1.0, 0.0)
+    assert any((res.grad[n, -1, : len(q)] - q).norm() > 0.3 * q.norm() for n, q in enumerate(p))
+
+
 def test_simple_loss_with_beta_uses_within_class_term() -> None:
     """With beta != 0, p = -2 (OP - beta V) vec W matches the gradient; -2 OP vec W alone does not."""
     cfg, lay, edges, net = setup()
