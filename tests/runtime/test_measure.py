@@ -9,7 +9,14 @@ import ref_measure as ref
 import torch
 
 from runtime.layout import Layout
-from runtime.measure import CovarianceOperator, LatentCorrelation, class_index, n_classes, tree_fan_in
+from runtime.measure import (
+    MAX_CLASSES,
+    CovarianceOperator,
+    LatentCorrelation,
+    class_index,
+    n_classes,
+    tree_fan_in,
+)
 from runtime.network import TreeNet
 from sslspec.spec import schema
 from sslspec.spec.fields import Tree, uniform_tree
@@ -63,6 +70,13 @@ def test_n_classes_rejects_share_beyond_latents() -> None:
     """share must name a latent level."""
     with pytest.raises(ValueError, match="share"):
         n_classes(Layout.from_shape([[2, 2], [2, 2]]), 3, 2)
+
+
+def test_n_classes_boundary_is_max_classes() -> None:
+    """The class count may reach MAX_CLASSES (2 ** 12 joint values) but not exceed it (2 ** 13)."""
+    assert n_classes(Layout.from_shape([2] * 11), 1, 2) == MAX_CLASSES == 4096
+    with pytest.raises(ValueError, match="8192 classes; at most 4096"):
+        n_classes(Layout.from_shape([2] * 12), 1, 2)
 
 
 # ---- latent correlation -------------------------------------------------------------------------
