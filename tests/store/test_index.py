@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
 import zarr
 from click.testing import CliRunner
 
@@ -133,3 +135,39 @@ def test_index_metrics_are_the_last_measured_values_of_the_root(tmp_path: Path) 
         ["e", "done", "complete", "1", "0.8750", "0.8750"],
         ["e", "killed", "running", "1", "0.7500", "0.8750"],
     ]
+
+
+def test_index_line_limit_is_exact_and_long_entries_are_shortened(tmp_path: Path) -> None:
+    """A line of exactly MAX_LINE bytes is written as is; one byte more shortens long swept values
+    (metrics kept); when that is not enough the metrics go; an entry still too long is refused."""
+
+    def entry(swept: dict, version: int = 1) -> dict:
+        return {
+            "experiment": "e",
+            "run_id": "r",
+            "version": version,
+            "swept": swept,
+            "metrics": {"loss": 0.5},
+            "time": 0,  # fixed, so the line's length is known
+        }
+
+    def line(e: dict) -> bytes:  # as the index writes it
+        return (json.dumps(e, separators=(",", ":")) + "\n").encode()
+
+    base = len(line(entry({"tree": ""})))
+    exact = entry({"tree": "x" * (index.MAX_LINE - base)})
+    index.record(tmp_path, exact)
+    written = (tmp_path / index.INDEX).read_bytes()
+    assert written == line(exact) and len(written) == index.MAX_LINE
+    index.record(tmp_path, entry({"tree": "x" * (index.MAX_LINE - base + 1)}, version=2))
+    shortened = index.read(tmp_path)[("e", "r", 2)]
+    assert shortened["swept"]["tree"].endswith("...") and len(shortened["swept"]["tree"]) == 200
+    assert shortened["metrics"] == {"loss": 0.5}
+    # 22 values, each short enough to be kept whole, that overflow the line only with the metrics
+    sized = ({f"k{i:02d}": "x" * n for i in range(22)} for n in range(150, 198))
+    many = next(m for m in sized if len(line(entry(m))) > index.MAX_LINE)
+    index.record(tmp_path, entry(many, version=3))
+    dropped = index.read(tmp_path)[("e", "r", 3)]
+    assert "metrics" not in dropped and dropped["swept"] == many
+    with pytest.raises(ValueError, match="index entry is"):
+        index.record(tmp_path, entry({f"k{i}": "x" * 150 for i in range(40)}, version=4))
