@@ -202,3 +202,33 @@ def test_unknown_node_is_rejected() -> None:
     cov = measure(cfg, lay, edges, net, n=4096)
     with pytest.raises(ValueError, match="7"):
         theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(9)), cov, (7,), (1,))
+
+
+def test_every_result_field_follows_from_the_gradients_and_predictions() -> None:
+    """rel_error, cosine, their own-block versions and the norms are the stated functions of the mean
+    gradients g and the two predictions (level row, own block), node by node and M by M."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    res = theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(10)), cov, NODES, (1, 3))
+    full, own = predictions(net, cov, NODES, 1.0, 0.0)
+    for n, (p, q) in enumerate(zip(full, own, strict=True)):
+        g = res.grad[n, :, : len(p)]  # (m, P)
+        assert torch.isnan(res.grad[n, :, len(p) :]).all()
+        torch.testing.assert_close(res.pred[n, : len(p)], p)
+        torch.testing.assert_close(res.grad_norm[n], g.norm(dim=-1))
+        torch.testing.assert_close(res.pred_norm[n], p.norm())
+        torch.testing.assert_close(res.pred_norm_own[n], q.norm())
+        for name, pred in (("", p), ("_own", q)):
+            rel = (g - pred).norm(dim=-1) / g.norm(dim=-1)
+            cos = (g @ pred) / (g.norm(dim=-1) * pred.norm())
+            torch.testing.assert_close(getattr(res, f"rel_error{name}")[n], rel)
+            torch.testing.assert_close(getattr(res, f"cosine{name}")[n], cos)
+    assert not torch.equal(res.rel_error, res.rel_error_own)  # the other nodes' blocks count
+
+
+def test_losses_without_a_prediction_are_refused() -> None:
+    """byol has no covariance-operator prediction: a ValueError naming the supported losses."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    with pytest.raises(ValueError, match="supports simple, triplet and infonce"):
+        theorem_check(net, schema.BYOLLoss(), batches(cfg, lay, edges, gen(9)), cov, (0,), (1,))
