@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import Result
 
+from sslspec.spec.lower import lower
 from tests.store.conftest import write_store
 
 # Final root correlation per (width, seed); each setting's four seeds have a known mean and spread.
@@ -35,3 +36,38 @@ def test_report_tables_show_mean_and_standard_deviation_over_seeds(
     # the fixture's level l ends at value + l/16 and starts 2/8 lower (epoch 0 of 2)
     assert "| 2 | 0.125 → 0.375 ± 0.198 | 0.188 → 0.438 ± 0.198 | 0.250 → 0.500 ± 0.198 |" in md
     assert "| 5 | 0.438 → 0.688 ± 0.207 | 0.500 → 0.750 ± 0.207 | 0.562 → 0.812 ± 0.207 |" in md
+
+
+SPEC = """experiment e {
+  data hltm { depth = 2 }
+  network tree_relu { width = 2 }
+  loss simple { beta = 0 }
+  optimizer sgd { lr = 0.1 }
+  train { batch = 4; samples = 8; epochs = 2 }
+}
+sweep e {
+  network.width = [2, 5]
+  seed = 1..4
+}
+"""
+
+
+def test_report_of_a_spec_with_set_finds_the_runs_the_set_plans(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A spec source with `--set` reports the runs of the plan as set (other run ids than without
+    it): the same numbers as from the results directory, nothing missing."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(SPEC)
+    sets = ["train.samples=16"]
+    assert {r.id for r in lower(spec, sets).runs}.isdisjoint(r.id for r in lower(spec).runs)
+    for run in lower(spec, sets).runs:
+        swept = dict(run.swept)
+        value = FINAL[(swept["network.width"], swept["seed"])]
+        write_store(tmp_path / "results", run.experiment, run.id, swept=swept, value=value)
+    out = tmp_path / "report"
+    result = sslspec_cli("report", spec, "--root", tmp_path / "results", "--out", out, "--set", sets[0])
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert "Runs: 8 planned; 8 complete, 0 failed, 0 running, 0 missing" in md
+    assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | 0.688 ± 0.207 (n=4) |" in md
