@@ -71,3 +71,22 @@ def test_report_of_a_spec_with_set_finds_the_runs_the_set_plans(
     md = (out / "report.md").read_text()
     assert "Runs: 8 planned; 8 complete, 0 failed, 0 running, 0 missing" in md
     assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | 0.688 ± 0.207 (n=4) |" in md
+
+
+def test_a_setting_with_no_complete_run_shows_a_dash(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """When every seed of a setting is missing its cells are '—' (no number), and the others are unchanged."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(SPEC)
+    for run in lower(spec).runs:
+        swept = dict(run.swept)
+        if swept["network.width"] == 2:
+            value = FINAL[(2, swept["seed"])]
+            write_store(tmp_path / "results", run.experiment, run.id, swept=swept, value=value)
+    result = sslspec_cli("report", spec, "--root", tmp_path / "results", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs: 8 planned; 4 complete, 0 failed, 0 running, 4 missing" in md
+    assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | — |" in md
+    assert "| 5 | — | — | — |" in md
