@@ -50,7 +50,7 @@ for module in "${MODULES[@]}"; do
   if [ "${SAMPLE:-15}" != 0 ]; then
     # mutmut writes every module's mutants at the start of any run: a run matching no mutant
     # (it stops with an error) generates them without checking any.
-    [ -f "mutants/${module//.//}.py.meta" ] || nice -n 19 "$MUTMUT" run "generate-only" >/dev/null 2>    [ -f "mutants/${module//.//}.py.meta" ] || "$MUTMUT" run "generate-only" >/dev/null 2>&1 || true1 || true
+    [ -f "mutants/${module//.//}.py.meta" ] || nice -n 19 "$MUTMUT" run "generate-only" >/dev/null 2>&1 || true
     mapfile -t picked < <(names "$module")
     nice -n 19 "$MUTMUT" run --max-children "$CHILDREN" "${picked[@]}" >/dev/null 2>&1 || true
   else
