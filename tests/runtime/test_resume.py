@@ -16,8 +16,8 @@ import pytest
 import xarray as xr
 from test_run import MEASURED, ROOT, SSLSPEC, TINY  # the same tiny reference run
 
-from runtime.checkpoint import checkpoint_path
 from sslspec.spec.lower import lower
+from sslspec.store.layout import checkpoint_path
 
 # Long enough epochs (400 steps) for a test to kill the process while it trains.
 SLOW = TINY.replace("train.samples      = 320", "train.samples      = 6400").replace(
@@ -257,6 +257,7 @@ def test_status_is_written_last_and_the_index_after_the_checkpoint(
     """`complete` is the run's last attribute write, after every array row and the closing attrs; each
     index entry is appended once the store and the checkpoint say what the entry says."""
     from runtime.store import RunStore
+
     from sslspec.store import index
 
     writes: list[dict] = []
