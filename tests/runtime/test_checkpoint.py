@@ -10,8 +10,9 @@ import torch
 
 from runtime import checkpoint
 from runtime.checkpoint import Action, decide
-from runtime.store import RunStore, claim_version, versions
 from sslspec.spec.lower import lower
+from sslspec.store.layout import checkpoint_path, versions
+from sslspec.store.write import RunStore, claim_version
 
 SPEC = """experiment a {
   data hltm { depth = 2 }
@@ -24,10 +25,10 @@ SPEC = """experiment a {
 RUN = lower("a.ssl", text=SPEC).runs[0]
 
 
-def version(root: Path, status: str, run_hash: str = RUN.hash) -> Path:
-    """Claim the run's next version and give it a status and a hash (no arrays)."""
+def version(root: Path, status: str, run_hash: str = RUN.hash, done: int = 3) -> Path:
+    """Claim the run's next version and give it a status, a hash and its epochs done (no arrays)."""
     path = claim_version(root, RUN.experiment, RUN.id)
-    RunStore(path, {"status": status, "run_hash": run_hash})
+    RunStore(path, {"status": status, "run_hash": run_hash, "epochs_done": done})
     return path
 
 
@@ -56,7 +57,7 @@ def test_claimed_versions_are_numbered_in_order_and_never_reused(tmp_path: Path)
     assert [p.name for p in (a, b, c)] == ["v0001.zarr", "v0002.zarr", "v0003.zarr"]
     b.rmdir()
     assert claim_version(tmp_path, "e", "r").name == "v0004.zarr"
-    assert [p.name for p in versions(tmp_path / "e" / "r")] == ["v0001.zarr", "v0003.zarr", "v0004.zarr"]
+    assert [p.name for _, p in versions(tmp_path / "e" / "r")] == ["v0001.zarr", "v0003.zarr", "v0004.zarr"]
 
 
 def test_checkpoint_restores_every_state_it_saved(tmp_path: Path) -> None:
@@ -67,8 +68,8 @@ def test_checkpoint_restores_every_state_it_saved(tmp_path: Path) -> None:
     checkpoint.save(path, RUN.hash, 2, net, opt, gens, wall=12.5)
     want = {name: g.clone_state().get_state() for name, g in gens.items()}
     fresh_net, fresh_opt, fresh_gens = state(seed=7)
-    loaded = checkpoint.load(path, RUN.hash)
-    assert loaded is not None and loaded["epoch"] == 2 and loaded["wall"] == 12.5
+    loaded, note = checkpoint.load(path, RUN.hash, 2)
+    assert loaded is not None and note == "" and loaded["epoch"] == 2 and loaded["wall"] == 12.5
     checkpoint.restore(loaded, fresh_net, fresh_opt, fresh_gens)
     for a, b in zip(net.parameters(), fresh_net.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -79,15 +80,23 @@ def test_checkpoint_restores_every_state_it_saved(tmp_path: Path) -> None:
         assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=gens[name]))
 
 
-def test_checkpoint_of_another_run_or_torn_is_not_loaded(tmp_path: Path) -> None:
-    """A checkpoint with another run hash, or a file that is not one, loads as None; removing it works."""
+def test_checkpoint_of_another_run_ahead_of_its_store_or_torn_is_not_loaded(tmp_path: Path) -> None:
+    """A checkpoint of another run hash, one after more epochs than the store has done (the epoch
+    count's boundary: equal is fine), or a file that is not one, loads as None with the reason."""
     path = version(tmp_path, "running")
+    assert checkpoint.load(path, RUN.hash, 2) == (None, "")  # none there
     save(path, 1, run_hash="other")
-    assert checkpoint.load(path, RUN.hash) is None
-    checkpoint.checkpoint_path(path).write_bytes(b"not a checkpoint")
-    assert checkpoint.load(path, RUN.hash) is None
+    assert "checkpoint of another run" in checkpoint.load(path, RUN.hash, 2)[1]
+    save(path, 2)
+    assert checkpoint.load(path, RUN.hash, 2)[0] is not None
+    assert checkpoint.load(path, RUN.hash, 1) == (
+        None,
+        f"{checkpoint_path(path)}: checkpoint after epoch 2, but its store has 1 done",
+    )
+    checkpoint_path(path).write_bytes(b"not a checkpoint")
+    assert "unreadable checkpoint" in checkpoint.load(path, RUN.hash, 2)[1]
     checkpoint.remove(path)
-    assert not checkpoint.checkpoint_path(path).exists()
+    assert not checkpoint_path(path).exists()
     checkpoint.remove(path)  # nothing there: not an error
 
 
@@ -105,6 +114,7 @@ def test_checkpoint_of_another_run_or_torn_is_not_loaded(tmp_path: Path) -> None
         ([("failed", 2)], False, ("run", None, 0)),
         ([("complete*", None)], False, ("run", None, 0)),  # complete, but of another plan
         ([("running*", 2)], False, ("run", None, 0)),  # running with another run's checkpoint
+        ([("running!", 2)], False, ("run", None, 0)),  # a checkpoint ahead of its store
     ],
     ids=[
         "nothing",
@@ -118,14 +128,16 @@ def test_checkpoint_of_another_run_or_torn_is_not_loaded(tmp_path: Path) -> None
         "failed",
         "other_hash",
         "foreign_checkpoint",
+        "checkpoint_ahead",
     ],
 )
 def test_decide(tmp_path: Path, states: list[tuple[str, int | None]], force: bool, want: tuple) -> None:
     """Each combination of version states gives the documented action, version and epoch."""
     paths = []
     for status, epoch in states:
-        other = status.endswith("*")
-        path = version(tmp_path, status.rstrip("*"), run_hash="x" if other and epoch is None else RUN.hash)
+        other, ahead = status.endswith("*"), status.endswith("!")
+        run_hash = "x" if other and epoch is None else RUN.hash
+        path = version(tmp_path, status.rstrip("*!"), run_hash=run_hash, done=1 if ahead else 3)
         if epoch is not None:
             save(path, epoch, run_hash="x" if other else RUN.hash)
         paths.append(path)
@@ -133,6 +145,9 @@ def test_decide(tmp_path: Path, states: list[tuple[str, int | None]], force: boo
     kind, index, epoch = want
     assert (action.kind, action.path, action.epoch) == (kind, paths[index - 1] if index else None, epoch)
     assert (action.state is not None) == (kind == "resume")
+    # a note exactly when the newest version has a checkpoint that cannot be used
+    refused = bool(states) and states[-1][0] in ("running*", "running!")
+    assert bool(action.note) == refused, action.note
 
 
 def test_describe_says_what_a_dry_run_would_do(tmp_path: Path) -> None:

@@ -256,9 +256,8 @@ def test_status_is_written_last_and_the_index_after_the_checkpoint(
 ) -> None:
     """`complete` is the run's last attribute write, after every array row and the closing attrs; each
     index entry is appended once the store and the checkpoint say what the entry says."""
-    from runtime.store import RunStore
-
     from sslspec.store import index
+    from sslspec.store.write import RunStore
 
     writes: list[dict] = []
     update = RunStore.update_attrs
@@ -273,11 +272,11 @@ def test_status_is_written_last_and_the_index_after_the_checkpoint(
     entries: list[tuple[str, int, bool, str]] = []
     record = index.record
 
-    def indexed(root: object, entry: dict) -> None:
+    def indexed(root: object, entry: dict, *rest: object) -> None:
         store = Path(str(root)) / entry["path"]
         on_disk = (checkpoint_path(store).exists(), root_attrs(store)["status"])
         entries.append((entry["status"], entry["epochs_done"], *on_disk))
-        record(root, entry)
+        record(root, entry, *rest)
 
     monkeypatch.setattr(RunStore, "update_attrs", logged)
     monkeypatch.setattr(index, "record", indexed)
