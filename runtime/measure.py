@@ -212,6 +212,7 @@ class CovarianceOperator:
         self.counts = torch.zeros(n_classes, dtype=FLOAT)
         self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
+        self._factors: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
 
     @classmethod
     def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:
@@ -229,6 +230,7 @@ class CovarianceOperator:
             self.counts = self.counts.to(dev)
             self.sums = [torch.zeros(0, device=dev)] * len(inputs)
             self.moments = [torch.zeros(0, device=dev)] * len(inputs)
+        self._factors.clear()
         self.counts += torch.bincount(cls, minlength=self.n_classes).to(FLOAT)
         for lvl, (f, j) in enumerate(zip(inputs, jac, strict=True)):
             f, j = f.detach(), j.detach()
@@ -256,12 +258,21 @@ class CovarianceOperator:
     def level_factor(self, lvl: int) -> Tensor:
         """(N_l, P_l, R) the factor A of every node of a level, OP = A A^T: its columns are
         sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and output
-        d, so R = seen classes * D and OP's rank is at most R - D. Zero in padded rows."""
-        p, means, mean = self._class_means(lvl)
-        seen = p > 0
-        delta = self._paper_order(means[seen] - mean) * p[seen].sqrt()[:, None, None, None]  # (C', N, P, D)
-        c, n, rows, nd = delta.shape
-        return delta.permute(1, 2, 0, 3).reshape(n, rows, c * nd)
+        d, so R = seen classes * D and OP's rank is at most R - D. Zero in padded rows. Kept until the
+        next `update` (the spectrum and the theorem check share it)."""
+        if lvl not in self._factors:
+            if not self.sums:
+                raise ValueError("no samples were accumulated")
+            total, sums, counts = self.counts.sum(), self.sums[lvl], self.counts
+            if not bool((counts > 0).all()):
+                seen = (counts > 0).nonzero().flatten()
+                sums, counts = sums[seen], counts[seen]  # (C', N, F, D, W), (C',)
+            root_p = (counts / total).sqrt()[:, None, None, None, None]
+            delta = sums * (root_p / counts[:, None, None, None, None])
+            delta -= root_p * (self.sums[lvl].sum(dim=0) / total)  # sqrt(p_c) (Kbar_c - Kbar)
+            c, n, nf, nd, nw = delta.shape
+            self._factors[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
+        return self._factors[lvl]
 
     def level_operator(self, lvl: int) -> Tensor:
         """(N_l, P_l, P_l) the paper's operator of every node of a level (zeros in padded rows)."""

@@ -220,6 +220,8 @@ class Recorder:
                 "1",
                 "Frobenius norm of the official code's 'conn' matrix (another index order; not the "
                 "paper's operator)",
+                computed="on request (official = true), derived from the class-mean connections A "
+                "through the smaller Gram matrix; no dense P x P matrix is formed",
             )
 
     def _declare_theorem(self, e: int) -> None:

@@ -23,11 +23,15 @@ def uses_gram(p: int, r: int) -> bool:
     return r < p
 
 
-def spectrum(a: Tensor, size: Tensor, top: int) -> dict[str, Tensor]:
+def spectrum(a: Tensor, size: Tensor, top: int, route: str | None = None) -> dict[str, Tensor]:
     """Factors a (N, P, R) whose real rows are the leading size[n] -> eigvals (N, top) descending,
-    eigvecs (N, P, top) (NaN past each node's size and past P), trace (N,), fro (N,)."""
+    eigvecs (N, P, top) (NaN past each node's size and past P), trace (N,), fro (N,).
+
+    route: "gram" or "dense" forces one (for tests and benchmarks); None takes the cheaper."""
     _, p, r = a.shape
-    if uses_gram(p, r):
+    if route not in (None, "gram", "dense"):
+        raise ValueError(f"route must be 'gram' or 'dense' (got {route!r})")
+    if uses_gram(p, r) if route is None else route == "gram":
         g = a.mT @ a  # (N, R, R)
         vals, vecs = _gram_top(a, g, size, top)
         fro = torch.linalg.matrix_norm(g)
