@@ -25,6 +25,7 @@ from runtime.spectrum import product_fro, spectrum
 FLOAT = torch.float64
 _BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
 _BLOCK_NUMBERS = 1 << 22  # Jacobian entries per block of the class sums (a 32 MiB float64 copy)
+_ONEHOT_MAX = 4  # up to this many classes: one bmm over one-hot-spread inputs, else sorted groups
 MAX_CLASSES = 4096  # per-class sums cost n_classes * sum(N F W D) float64 numbers
 
 
@@ -114,25 +115,44 @@ def tree_fan_in(layout: Layout, width: int) -> tuple[Tensor, ...]:
 def _class_sums(cls: Tensor, n_cls: int, f: Tensor, jac: Tensor) -> Tensor:
     """Per-class sums of K = f (x) J without forming K per sample: (C, N, F, D, W) float64.
 
-    cls (B,), f (B, N, F), jac (B, N, D, W). Class-grouped matrix products: in blocks of samples
-    (bounded float64 copies), each block sorted by class and one (F, b_c) @ (b_c, D * W) bmm over
-    the nodes per class present, so the cost is that of one product over the batch whatever C.
+    cls (B,), f (B, N, F), jac (B, N, D, W). Class-grouped matrix products over blocks of samples
+    (float64 copies of at most _BLOCK_NUMBERS Jacobian entries): for few classes one bmm per block
+    whose inputs are spread into one row block per class (one-hot: (N, C F, b) @ (N, b, D W), a
+    single pass over the Jacobians); for many, the block sorted by class and one bmm per class
+    present (cost independent of C).
     """
     (b, n, nf), (nd, nw) = f.shape, jac.shape[-2:]
-    out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
+    few = n_cls <= _ONEHOT_MAX
+    out = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)  # few: (N, C F, D W)
+    if not few:
+        out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
     step = max(1, _BLOCK_NUMBERS // (n * nd * nw))
     for s in range(0, b, step):
-        c = cls[s : s + step]
+        c = cls[s : s + step]  # (b,)
+        # node-major float64 copies in one pass whatever the layout (the network's is node-major)
+        fb = _node_major(f[s : s + step].permute(1, 2, 0))  # (N, F, b)
+        jb = _node_major(jac[s : s + step].transpose(0, 1)).view(n, -1, nd * nw)  # (N, b, D W)
+        if few:
+            onehot = torch.nn.functional.one_hot(c, n_cls).T.to(FLOAT)  # (C, b)
+            spread = onehot[None, :, None, :] * fb[:, None, :, :]  # (N, C, F, b)
+            out += torch.bmm(spread.reshape(n, n_cls * nf, -1), jb)
+            continue
         order = torch.argsort(c, stable=True)
         counts = torch.bincount(c, minlength=n_cls)
         present = counts.nonzero().flatten()
-        fs = f[s : s + step][order].to(FLOAT).permute(1, 2, 0)  # (N, F, b), grouped by class
-        js = jac[s : s + step][order].reshape(-1, n, nd * nw).to(FLOAT).transpose(0, 1)  # (N, b, D*W)
+        fs, js = fb[:, :, order], jb[:, order]  # (N, F, b), (N, b, D W): grouped by class
         start = 0
         for k, size in zip(present.tolist(), counts[present].tolist(), strict=True):
             out[k] += torch.bmm(fs[:, :, start : start + size], js[:, start : start + size])
             start += size
+    if few:
+        return out.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
     return out.reshape(n_cls, n, nf, nd, nw)
+
+
+def _node_major(x: Tensor) -> Tensor:
+    """A contiguous float64 copy of x (one pass, whatever x's strides)."""
+    return torch.empty(x.shape, dtype=FLOAT, device=x.device).copy_(x)
 
 
 def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
