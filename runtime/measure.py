@@ -187,7 +187,8 @@ class CovarianceOperator:
       `eigvecs` (n, P, top) (column k belongs to eigvals[:, k]; largest-magnitude entry positive);
       `trace` (n,); `fro` (n,) Frobenius norm; `full` (n, P, P) when full; `conn` (n,) when
       official: the Frobenius norm of the official code's matrix, K flattened (F * D) x W and the
-      between-class covariance contracted over the node's own units ((F * D) x (F * D)).
+      between-class covariance contracted over the node's own units ((F * D) x (F * D)), derived
+      from the same class means through the smaller Gram matrix (`level_conn`).
     Eigenvectors are unique only up to sign (fixed as above) for simple eigenvalues: within a
     repeated eigenvalue any rotation is as good, and devices or BLAS builds pick differently. The
     root's operator always is one: J = I there, so OP_root = Cov_x(E[f_in | class]) (x) I_W and
@@ -198,7 +199,7 @@ class CovarianceOperator:
     theorem check applies the operator as A (A^T v) (`row_products`).
     within: global node ids whose within-class term E_x[V_aug[K | x]] is also accumulated
     (`within_row(node)`), for the theorem check with beta != 0; each costs a second moment
-    against every node of its level (N_l F^2 W^2 per sample).
+    against every node of its level (N_l F^2 W^2 per sample, dense: not low rank).
     `operator(node)` / `operator_row(node)` give one node's matrix / its block row of the level (dense).
     """
 
