@@ -83,6 +83,13 @@ def _constant(node: ir.Value) -> Constant:
 MAX_LEAVES = 1 << 16
 
 
+# The most memory the dense covariance-operator matrices of one measurement may take (float64):
+# `covariance_operator.full` (every node's P x P matrix, plus one level's matrices while they are
+# built) and the theorem check's within-class term (simple loss, beta != 0: a P x N_l P matrix and
+# its accumulator per checked node). The spectrum, trace, norms and the plain check need none.
+MAX_OPERATOR_BYTES = 4 << 30
+
+
 def _activation(obj: _Relu | _LeakyRelu) -> Activation:
     """`relu` and `leaky_relu(slope)` are both an Activation, told apart by name."""
     if isinstance(obj, _LeakyRelu):
