@@ -17,6 +17,7 @@ import click
 
 from sslspec.errors import Diagnostic, SpecError
 from sslspec.store.location import Place, of
+from sslspec.store.preflight import ready_root, writable_root
 
 
 @click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
@@ -183,9 +184,13 @@ def run(
     put off until the end. `--set` applies to every spec."""
     from sslspec.spec.lower import lower
 
-    def plans() -> list[tuple[Any, Place]]:  # every spec is checked before anything runs
+    def plans() -> list[tuple[Any, Place]]:  # every spec and root is checked before anything runs
         lowered = [lower(f, set_ or ()) for f in files]
-        return [(p, of(out) if out is not None else _results_root(p)) for p in lowered]
+        _refuse_empty(files, lowered)
+        jobs = [(p, of(out) if out is not None else _results_root(p)) for p in lowered]
+        for root in dict.fromkeys(root for _, root in jobs):
+            (ready_root if dry_run else writable_root)(root)
+        return jobs
 
     jobs = guarded(plans)
     from runtime.run import execute_all  # torch is imported here and only here
@@ -303,6 +308,20 @@ def _provenance_text(store: Place, attrs: dict[str, Any], listing: str) -> str:
         out.append(f"included {name}:")
         out.extend(f"  | {line}" for line in str(text).splitlines())
     return "\n".join(out) + "\n"
+
+
+def _refuse_empty(files: tuple[Path, ...], plans: list[Any]) -> None:
+    """A spec with nothing to run (an include-only file) is a mistake for `run`, not a success."""
+    from sslspec.lang.ir import Span
+
+    empty = []
+    for f, p in zip(files, plans, strict=True):
+        if not p.runs:
+            text = _read(f)
+            message = "declares no experiment, so there is nothing to run (`sslspec check` accepts it)"
+            empty.append(Diagnostic(message, Span(str(f), 1, 1, 1, 1), text))
+    if empty:
+        raise SpecError(empty)
 
 
 def _results_root(plan: Any) -> Place:
