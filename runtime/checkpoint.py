@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from runtime.store import read_attrs, run_dir, versions
+from sslspec import faults
 from sslspec.spec.plan import Run
 from sslspec.store.location import Place
 
@@ -53,11 +54,13 @@ def save(
     }
     if isinstance(tmp, Path):
         torch.save(state, tmp)
+        faults.moment("checkpoint")
         os.replace(tmp, path)
     else:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         tmp.write_bytes(buffer.getvalue())
+        faults.moment("checkpoint")
         tmp.replace(path)  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ from runtime.probe import LayerCorrelation, NetNodes, measure_pass, require_fini
 from runtime.sampler import Edges, draw_views
 from runtime.store import RunStore, dumps, jsonable
 from runtime.theorem import theorem_check
+from sslspec import faults
 from sslspec.lang.check import Config
 from sslspec.spec.plan import Plan, Run
 
@@ -50,6 +51,7 @@ class Recorder:
                 "plan_spec": plan.spec,
             },
         )
+        faults.moment("first write")
         self._declare(edges)
         # Non-index coordinates, so xarray shows them as coordinates and not data variables.
         self.store.update_attrs(coordinates="height node_level node_parent")
@@ -388,6 +390,7 @@ class Recorder:
             wall_time_s=wall,
             **({"error": error} if error else {}),
         )
+        faults.moment("final status")
         self.store.update_attrs(status=status)
 
     def summary(self, wall: float) -> str:

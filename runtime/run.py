@@ -26,6 +26,7 @@ from runtime.record import Recorder, measure_epochs
 from runtime.sampler import Edges, draw_edges
 from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
+from sslspec import faults
 from sslspec.spec.plan import Plan, Run
 from sslspec.store import location
 from sslspec.store.location import Location, Place
@@ -169,6 +170,7 @@ def execute_run(
             losses = trainer.epoch()
             mean_loss = float(losses.mean())  # one device sync per epoch
             rec.losses(epoch, losses)
+            faults.moment("mid-epoch")
             if not torch.isfinite(losses).all():
                 bad = int((~torch.isfinite(losses)).nonzero()[0])
                 raise FloatingPointError(

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sslspec import faults
 from sslspec.store.location import Location, Place, of
 from sslspec.store.read import read_attrs, run_dirs, versions
 
@@ -40,6 +41,9 @@ def record(root: str | Path, entry: dict[str, Any]) -> None:
     Path(root).mkdir(parents=True, exist_ok=True)
     fd = os.open(Path(root) / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        if faults.reached("index append"):  # a crash in the middle of the line
+            os.write(fd, line[: len(line) // 2])
+            faults.die("index append")
         if os.write(fd, line) != len(line):
             raise OSError(f"short write to {Path(root) / INDEX}")
     finally:
