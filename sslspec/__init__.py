@@ -34,3 +34,18 @@ def load_sweep(
     from sslspec.store.read import load_sweep as _load_sweep
 
     return _load_sweep(path_or_spec, root, sets, experiment, version)
+
+
+def luck(ds: Any, ks: Sequence[int] = (1, 2), permutations: int = 20, seed: int = 0) -> Any:
+    """A run or sweep Dataset with `corr` -> the "luck matters" statistics as an xarray.Dataset:
+    per run, node and state, how units' |corr| at initialization predicts it after training
+    (Spearman, top-k hits against chance), with a permuted null and a cross-seed comparison,
+    the amplification per initial-|corr| bin and the best unit at both ends (sslspec.report.luck).
+
+        ds = sslspec.load_sweep("specs/paper/2_width_polarity.ssl")
+        lk = sslspec.luck(ds)
+        lk.hit.sel(k=1).mean(["node", "state", "seed"]).to_pandas()   # width x polarity_low
+    """
+    from sslspec.report.luck import luck as _luck
+
+    return _luck(ds, ks=ks, permutations=permutations, seed=seed)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from sslspec.report import luck_section
 from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
@@ -49,6 +50,8 @@ def section(sw: Sweep, out: Path, stem: str) -> str:
         elif name != "root":
             n = len(combos(sw))
             parts += [f"({name} figure omitted: {n} settings, more than {MAX_PANELS} panels)", ""]
+    if luck_section.applies(ds):
+        parts += [luck_section.section(sw, out, stem)]
     return "\n".join(parts)
 
 

@@ -58,6 +58,8 @@ def test_report_writes_markdown_and_valid_pngs(report: dict[str, object]) -> Non
         "6_operator_levels.png",
         "6_operator_eigvals.png",
         "6_operator_theorem.png",
+        "1_emergence_luck_scatter.png",
+        "2_width_polarity_luck_topk.png",
     }
     assert expected <= set(pngs)
     for name in pngs:
@@ -75,6 +77,16 @@ def test_tables_have_swept_fields_and_seed_counts(report: dict[str, object]) -> 
     fields = "| network.bias | network.normalize | optimizer.lr | loss.reduction | loss.kind | node |"
     assert fields + " M=1 | M=4 | M=16 | M=64 | M=256 |" in md
     assert "5 seeds per setting; 10 of 10 runs complete" in md
+
+
+def test_luck_section_appears_for_sweeps_with_corr(report: dict[str, object]) -> None:
+    """Every spec storing `corr` at two epochs gets the luck-matters section; the width sweep also
+    gets the over-parameterization table, with the chance rate beside every hit rate."""
+    md = str(report["md"])
+    assert md.count("### Luck matters") == 6  # every paper spec records corr at epoch 0 and the last
+    assert "| width | best initial \\|corr\\| | best final \\|corr\\| | top-1 hit vs chance |" in md
+    width_1 = next(r for r in md.split("best final")[1].splitlines() if r.startswith("| 1 | "))
+    assert width_1.endswith("| — vs — | — vs — |")  # one unit: a top-k hit is certain, so no number
 
 
 def test_deleted_run_is_listed_as_missing(report: dict[str, object]) -> None:
