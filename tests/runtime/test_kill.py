@@ -3,11 +3,12 @@
 Each iteration starts two `sslspec run` processes on the same 2-run sweep and a fresh results
 root; one of them (the victim) is killed at one of the moments of sslspec.faults (the first
 write of a version, mid-epoch, during a checkpoint, during the final status write, during an
-index append), at the first visit on the first pass through the moments and at a random visit
-after that, or at a random time. Then `sslspec run` runs again. After the pair, every run has
-exactly one complete version or a resumable one; after the rerun, exactly one complete version;
-every complete version is bit-identical to an uninterrupted run's; and no version seen after the
-pair has disappeared or, if it was complete, changed by a byte.
+index append), on the first pass through the moments at a visit after which the run resumes
+from a checkpoint (where there is one), at a random visit after that, or at a random time. Then
+`sslspec run` runs again. After the pair, every run has exactly one complete version or a
+resumable one; after the rerun, exactly one complete version; every complete version is
+bit-identical to an uninterrupted run's; and no version seen after the pair has disappeared or,
+if it was complete, changed by a byte.
 
 The processes are forks of a zygote (zygote.py) that has imported torch once, so each costs a
 fork, not ~3 s of imports. SSLSPEC_KILL_ITERATIONS sets the iterations (default 6: each moment
@@ -41,8 +42,10 @@ PAIR = TINY + "sweep hltm_simclr {\n  seed = 1..2\n}\n"  # two runs of about a s
 ITERATIONS = int(os.environ.get("SSLSPEC_KILL_ITERATIONS", "6"))
 SEED = int(os.environ.get("SSLSPEC_KILL_SEED", "15"))
 AT_RANDOM_TIME = "random time"
-# The most visits of a moment a victim sharing a 2-run, 5-epoch sweep is sure to make.
+# The most visits of a moment a victim sharing a 2-run, 5-epoch sweep is sure to make, and the
+# visit the first pass kills at: the third epoch, so that a checkpoint exists and the run resumes.
 VISITS = {"first write": 1, "mid-epoch": 5, "checkpoint": 5, "final status": 1, "index append": 2}
+FIRST = {"first write": 1, "mid-epoch": 3, "checkpoint": 3, "final status": 1, "index append": 1}
 
 
 class Zygote:
@@ -147,9 +150,12 @@ def test_sigkill_at_random_moments_loses_and_overwrites_nothing(zygote: Zygote, 
     rng = random.Random(SEED)
     kinds = [*MOMENTS, AT_RANDOM_TIME]
     hits: dict[str, int] = dict.fromkeys(kinds, 0)
+    resumed = 0  # complete versions that a process continued after a kill
     for i in range(ITERATIONS):
         kind = kinds[i % len(kinds)]
-        visit = 1 if i < len(kinds) or kind == AT_RANDOM_TIME else rng.randint(1, VISITS[kind])
+        visit = (
+            1 if kind == AT_RANDOM_TIME else FIRST[kind] if i < len(kinds) else rng.randint(1, VISITS[kind])
+        )
         root = tmp_path / f"root{i:02d}"
         hits[kind] += kill_once(zygote, spec, root, kind, visit, rng)
         after_pair = state(root, spec)
@@ -163,10 +169,12 @@ def test_sigkill_at_random_moments_loses_and_overwrites_nothing(zygote: Zygote, 
             complete = [(v, d) for v, status, d in found if status == "complete"]
             assert len(complete) == 1, (i, kind, visit, found)
             identical(complete[0][0], whole[rid])
+            resumed += bool(read_attrs(complete[0][0]).get("resumed"))
             now = {v: d for v, _, d in found}
             for v, _, d in after_pair[rid]:  # nothing disappeared; nothing complete changed
                 assert v in now and (d is None or now[v] == d), (i, kind, v)
         code, listing = zygote.run("ls", root)
         assert code == 0, listing
-    print(f"kill loop: {ITERATIONS} iterations, seed {SEED}, kills per moment {hits}")
+    print(f"kill loop: {ITERATIONS} iterations, seed {SEED}, kills per moment {hits}, {resumed} resumed")
     assert all(hits[m] >= 1 for m in MOMENTS), hits
+    assert resumed >= min(ITERATIONS, 3), resumed  # mid-epoch, checkpoint and final status resume
