@@ -3,7 +3,6 @@ that fills one epoch of them."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,11 +12,15 @@ from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
 from runtime.probe import LayerCorrelation, NetNodes, measure_pass, require_finite
 from runtime.sampler import Edges, draw_views
-from runtime.store import RunStore, dumps, jsonable
 from runtime.theorem import theorem_check
 from sslspec import faults
 from sslspec.lang.check import Config
 from sslspec.spec.plan import Plan, Run
+from sslspec.store.files import Files
+from sslspec.store.layout import Status
+from sslspec.store.location import Place
+from sslspec.store.variables import COORDS, LOSS, ROOT_CORR, VARIABLES, resolve_dims, root_values, wanted
+from sslspec.store.write import RunStore, dumps, jsonable
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -29,7 +32,14 @@ class Recorder:
     """Declares one run's variables and writes them as the run proceeds."""
 
     def __init__(
-        self, path: Path, plan: Plan, run: Run, layout: Layout, edges: Edges, provenance: dict[str, Any]
+        self,
+        path: Place,
+        plan: Plan,
+        run: Run,
+        layout: Layout,
+        edges: Edges,
+        provenance: dict[str, Any],
+        files: Files | None = None,
     ) -> None:
         self._setup(run, layout)
         cfg = run.config
@@ -37,7 +47,7 @@ class Recorder:
             path,
             {
                 **provenance,
-                "status": "running",
+                "status": Status.RUNNING,
                 "epochs_done": 0,
                 "measured_epochs": [],
                 "experiment": run.experiment,
@@ -50,11 +60,12 @@ class Recorder:
                 "plan": dumps(run.to_data()),
                 "plan_spec": plan.spec,
             },
+            files,
         )
         faults.moment("first write")
         self._declare(edges)
         # Non-index coordinates, so xarray shows them as coordinates and not data variables.
-        self.store.update_attrs(coordinates="height node_level node_parent")
+        self.store.update_attrs(coordinates=" ".join(e.name for e in COORDS if e.aux))
 
     def _setup(self, run: Run, layout: Layout) -> None:
         cfg = run.config
@@ -65,14 +76,15 @@ class Recorder:
         self.last_best: float | None = None
 
     @classmethod
-    def reopen(cls, path: Path, run: Run, layout: Layout) -> Recorder:
+    def reopen(cls, path: Place, run: Run, layout: Layout, files: Files | None = None) -> Recorder:
         """A Recorder over an existing store of `run` (a resumed run): nothing is declared again;
         the root correlations measured so far are read back for the summary line."""
         rec = cls.__new__(cls)
         rec._setup(run, layout)
-        rec.store = RunStore.reopen(path)
-        if "best_corr" in rec.store.arrays:
-            roots = np.asarray(rec.store.arrays["best_corr"][...]).reshape(len(rec.epochs), -1)[:, 0]
+        rec.store = RunStore.reopen(path, files)
+        best = rec.store.arrays.get(ROOT_CORR)
+        if best is not None:
+            roots = root_values(np.asarray(best[...]), best.metadata.dimension_names)
             done = roots[~np.isnan(roots)]
             if done.size:
                 rec.first_best, rec.last_best = float(done[0]), float(done[-1])
@@ -80,173 +92,63 @@ class Recorder:
 
     # ---- declaration --------------------------------------------------------------------
     def _declare(self, edges: Edges) -> None:
-        cfg, lay, st = self.cfg, self.layout, self.store
-        s, e = lay.states, len(self.epochs)
-        n = lay.n_latent
-        st.coord(
-            "epoch", self.epochs, "epochs", "training epochs completed when measured (0 = initialization)"
-        )
-        st.coord("level", np.arange(lay.depth), "1", "latent level (0 = root)")
-        st.coord(
-            "height",
-            lay.depth - np.arange(lay.depth),
-            "1",
-            "height above the leaves (official numbering)",
-            dim="level",
-        )
-        st.coord("node", np.arange(n), "1", "latent node, breadth first (0 = root)")
-        st.coord("node_level", lay.node_level().numpy(), "1", "level of each latent node", dim="node")
-        st.coord(
-            "node_parent", lay.node_parent().numpy(), "1", "parent of each latent node (-1: none)", dim="node"
-        )
+        """Every coordinate and variable of the table that this config's measurements produce."""
+        st, measure, dim = self.store, self.cfg.measure, self.nodes.dim
+        values = self._coord_values(edges)
+        names = {"net": dim, "every": measure.loss.every if measure.loss is not None else 1}
+        for entry in COORDS:
+            if entry.name in values and wanted(entry, measure):
+                st.coord(entry, values[entry.name], names)
+        for entry in VARIABLES:
+            if wanted(entry, measure):
+                dims = resolve_dims(entry.dims, dim)
+                shape = tuple(len(values[d]) for d in dims)
+                chunk = {"row": 1, "epoch": self._losses_per_epoch(), "whole": shape[0]}[entry.chunk]
+                extra = {"reduction": getattr(self.cfg.loss, "reduction", "")} if entry.name == LOSS else {}
+                st.variable(entry, dims, shape, chunk, names, extra)
+        st.write("polarity", slice(None), values["polarity"])
+
+    def _losses_per_epoch(self) -> int:
+        lt = self.cfg.measure.loss
+        return -(-(self.cfg.train.samples // self.cfg.train.batch) // lt.every) if lt is not None else 1
+
+    def _coord_values(self, edges: Edges) -> dict[str, np.ndarray]:
+        """The values of every coordinate this run can have (and the edges' polarity)."""
+        cfg, lay, nodes = self.cfg, self.layout, self.nodes
         flat = edges.flat().numpy()
-        st.coord("edge", np.arange(flat.size), "1", "edge into each non-root latent node, then each leaf")
-        st.variable(
-            "polarity",
-            ("edge",),
-            (flat.size,),
-            "1",
-            "polarity delta of each edge (sign * |rho|)",
-            dtype="float64",
-            lead_chunk=flat.size,
-        )
-        st.write("polarity", slice(None), flat)
-        steps = cfg.train.samples // cfg.train.batch
+        values = {
+            "epoch": np.asarray(self.epochs),
+            "level": np.arange(lay.depth),
+            "height": lay.depth - np.arange(lay.depth),
+            "node": np.arange(lay.n_latent),
+            "node_level": lay.node_level().numpy(),
+            "node_parent": lay.node_parent().numpy(),
+            "edge": np.arange(flat.size),
+            "polarity": flat,
+            "unit": np.arange(max(nodes.widths)),
+            "state": np.arange(lay.states),
+            "input": np.arange(max(nodes.fan_in)),
+        }
+        if nodes.dim == "layer":
+            values["layer"] = np.arange(nodes.count)
+            values["layer_width"] = np.asarray(nodes.widths)
         if cfg.measure.loss is not None:
-            k = cfg.measure.loss.every
-            per_epoch = -(-steps // k)
+            steps, k = cfg.train.samples // cfg.train.batch, cfg.measure.loss.every
             ends = [
                 ep * steps + min((j + 1) * k, steps)
                 for ep in range(cfg.train.epochs)
-                for j in range(per_epoch)
+                for j in range(-(-steps // k))
             ]
-            st.coord(
-                "step", np.asarray(ends, dtype=np.int64), "steps", "SGD steps done at the end of the window"
-            )
-            st.variable(
-                "loss",
-                ("step",),
-                (len(ends),),
-                "1",
-                f"training loss, mean over {k} SGD step(s)",
-                dtype="float64",
-                lead_chunk=max(per_epoch, 1),
-                reduction=getattr(cfg.loss, "reduction", ""),
-            )
-        nodes = self.nodes
-        dim, m, w_max = nodes.dim, nodes.count, max(nodes.widths)
-        st.coord("unit", np.arange(w_max), "1", "hidden unit of a node (or layer)")
-        if dim == "layer":
-            st.coord("layer", np.arange(m), "1", "layer of the network (0 = output layer)")
-            st.coord("layer_width", np.asarray(nodes.widths), "1", "units of each layer", dim="layer")
-        if cfg.measure.latent_correlation is not None:
-            st.coord("state", np.arange(s), "1", "latent state (one-vs-rest indicator)")
-            lead = ("layer",) if dim == "layer" else ()
-            size = (m,) if dim == "layer" else ()
-            st.variable(
-                "corr",
-                ("epoch", *lead, "node", "state", "unit"),
-                (e, *size, n, s, w_max),
-                "1",
-                "Pearson correlation of [latent == state] with the unit's pre-activation",
-                comment="one-vs-rest per state; for 2 states, state 1 is the latent value itself",
-            )
-            st.variable(
-                "best_corr",
-                ("epoch", *lead, "node"),
-                (e, *size, n),
-                "1",
-                "max over states and units of |corr|",
-            )
-            st.variable(
-                "level_corr",
-                ("epoch", *lead, "level"),
-                (e, *size, lay.depth),
-                "1",
-                "mean best_corr of each level",
-            )
-        self._declare_operator(e, m)
-        self._declare_theorem(e)
-        if cfg.measure.weights is not None:
-            f_max = max(nodes.fan_in)
-            st.coord("input", np.arange(f_max), "1", "input of a node (children in order, then their units)")
-            st.variable(
-                "weight",
-                ("epoch", dim, "unit", "input"),
-                (e, m, w_max, f_max),
-                "1",
-                "weight matrix of each node, NaN beyond its fan-in",
-            )
-            st.variable("weight_norm", ("epoch", dim), (e, m), "1", "Frobenius norm of each node's weights")
-
-    def _declare_operator(self, e: int, n: int) -> None:
-        op = self.cfg.measure.covariance_operator
-        if op is None:
-            return
-        st, dim = self.store, self.nodes.dim
-        p_max = max(f * w for f, w in zip(self.nodes.fan_in, self.nodes.widths, strict=True))
-        top = min(op.top, p_max)
-        st.coord("eig", np.arange(top), "1", "eigenvalue rank (0 = largest)")
-        st.coord("op_index", np.arange(p_max), "1", "operator row: input i major, unit o minor (= vec(W))")
-        st.variable(
-            "op_eigval",
-            ("epoch", dim, "eig"),
-            (e, n, top),
-            "1",
-            "top eigenvalues of the covariance operator V_x[K_bar(x)]",
-        )
-        if op.vectors:
-            st.variable(
-                "op_eigvec",
-                ("epoch", dim, "op_index", "eig"),
-                (e, n, p_max, top),
-                "1",
-                "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
-            )
-        st.variable("op_trace", ("epoch", dim), (e, n), "1", "trace of the covariance operator")
-        st.variable("op_fro", ("epoch", dim), (e, n), "1", "Frobenius norm of the covariance operator")
-        if op.full:
-            st.coord("op_index2", np.arange(p_max), "1", "operator column (same order as op_index)")
-            st.variable(
-                "op_full",
-                ("epoch", dim, "op_index", "op_index2"),
-                (e, n, p_max, p_max),
-                "1",
-                "the whole covariance operator, NaN-padded",
-            )
-        if op.official:
-            st.variable(
-                "conn_official_fro",
-                ("epoch", dim),
-                (e, n),
-                "1",
-                "Frobenius norm of the official code's 'conn' matrix (another index order; not the "
-                "paper's operator)",
-            )
-
-    def _declare_theorem(self, e: int) -> None:
-        tc = self.cfg.measure.theorem_check
-        if tc is None:
-            return
-        st, shape = self.store, (e, len(tc.nodes), len(tc.batches))
-        st.coord(
-            "tc_node", np.asarray(tc.nodes), "1", f"network {self.nodes.dim} checked by the theorem check"
-        )
-        st.coord(
-            "tc_batches",
-            np.asarray(tc.batches),
-            "batches",
-            "M: training batches the gradient is averaged over",
-        )
-        dims = ("epoch", "tc_node", "tc_batches")
-        what = "mean gradient over M batches vs -2 c sum_m OP[node, m] vec(W_m) over the node's level"
-        st.variable("tc_rel_error", dims, shape, "1", f"relative error ||g - p|| / ||g||: {what}")
-        st.variable("tc_cosine", dims, shape, "1", f"cosine(g, p): {what}")
-        st.variable(
-            "tc_rel_error_own", dims, shape, "1", "relative error with the node's own operator block only"
-        )
-        st.variable("tc_cosine_own", dims, shape, "1", "cosine with the node's own operator block only")
-        st.variable("tc_grad_norm", dims, shape, "1", "norm of the mean gradient g")
+            values["step"] = np.asarray(ends, dtype=np.int64)
+        op = cfg.measure.covariance_operator
+        if op is not None:
+            p_max = max(f * w for f, w in zip(nodes.fan_in, nodes.widths, strict=True))
+            values["eig"] = np.arange(min(op.top, p_max))
+            values["op_index"] = values["op_index2"] = np.arange(p_max)
+        tc = cfg.measure.theorem_check
+        if tc is not None:
+            values["tc_node"], values["tc_batches"] = np.asarray(tc.nodes), np.asarray(tc.batches)
+        return values
 
     def theorem_due(self, epoch: int) -> bool:
         tc = self.cfg.measure.theorem_check
@@ -381,7 +283,7 @@ class Recorder:
     def epoch_done(self, epochs_done: int) -> None:
         self.store.update_attrs(epochs_done=epochs_done)
 
-    def finish(self, status: str, wall: float, error: str | None = None) -> None:
+    def finish(self, status: Status, wall: float, error: str | None = None) -> None:
         """Write the closing attributes; `status` goes last of all."""
         from datetime import UTC, datetime
 

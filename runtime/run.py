@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -24,24 +24,32 @@ from runtime.optim import build_optimizer
 from runtime.progress import Progress
 from runtime.record import Recorder, measure_epochs
 from runtime.sampler import Edges, draw_edges
-from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
 from sslspec import faults
 from sslspec.spec.plan import Plan, Run
 from sslspec.store import location
+from sslspec.store.files import Files
+from sslspec.store.layout import INDEX, Status, run_dir
 from sslspec.store.location import Location, Place
+from sslspec.store.write import RunLock, claim_version, host
 
 DTYPE = torch.float32
 
 
 def execute(
-    plan: Plan, out: str | Place, device: str | None = None, force: bool = False, dry_run: bool = False
+    plan: Plan,
+    out: str | Place,
+    device: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    files: Files | None = None,
 ) -> int:
     """Run every run of `plan` that has no complete version under `out` (all of them with `force`),
     resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
     With `dry_run`, print what each run would do and write nothing. `out` may be an fsspec URL
-    (see runtime.store: no run lock there, and no index)."""
-    return execute_all([(plan, out)], device, force, dry_run)
+    (see sslspec.store.write: no run lock there, and no index). Every write goes through `files`
+    (sslspec.store.files; tests pass one that injects faults)."""
+    return execute_all([(plan, out)], device, force, dry_run, files)
 
 
 # One run to do: its plan (for provenance), the run, and the results root it goes to.
@@ -53,6 +61,7 @@ def execute_all(
     device: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    files: Files | None = None,
 ) -> int:
     """`execute` over the runs of several plans, each with its results root, in one queue: a run
     another process holds is put off until the rest of all the plans is done, so processes started
@@ -80,7 +89,9 @@ def execute_all(
                 if action.kind == "up to date":
                     progress.end_run(f"up to date: {run.id} ({action.path})")
                     continue
-                ok = execute_run(plan, run, out, devices[i], progress, action)
+                if action.note:
+                    progress.end_run(f"{run.id}: {action.note}; starting a clean version")
+                ok = execute_run(plan, run, out, devices[i], progress, action, files)
                 failed += not ok
                 done.add(key)
             finally:
@@ -139,28 +150,37 @@ def build_run(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, t
 
 
 def execute_run(
-    plan: Plan, run: Run, out: Place, device: torch.device, progress: Progress, action: Action | None = None
+    plan: Plan,
+    run: Run,
+    out: Place,
+    device: torch.device,
+    progress: Progress,
+    action: Action | None = None,
+    files: Files | None = None,
 ) -> bool:
     """Train and measure one run, writing its store as it goes (a new version, or the version
     `action` resumes); False if it failed."""
+    files = files or Files()
     cfg = run.config
     started = time.perf_counter()
     layout, edges, trainer, measure_gen = build_run(run, device)
     net, dev_layout, dev_edges = trainer.net, trainer.layout, trainer.edges
     gens = {"data": trainer.gen, "measure": measure_gen}
-    if action is not None and action.kind == "resume" and action.path is not None and action.state:
-        path, first = action.path, action.epoch
-        checkpoint.restore(action.state, net, trainer.opt, gens)
-        started -= float(action.state["wall"])  # wall time counts every process's share
-        rec = Recorder.reopen(path, run, layout)
-        _note_resume(rec, first)
-    else:
-        path, first = claim_version(out, run.experiment, run.id), 0
-        rec = Recorder(path, plan, run, layout, edges, _provenance(plan, run, device))
-    _index(out, path)
-    epochs = measure_epochs(cfg)
-    progress.start_run(run, cfg.train.epochs)
-    try:
+    path: Place | None = None
+    rec: Recorder | None = None
+    try:  # a failure anywhere, a write error included, fails this run only; the sweep goes on
+        if action is not None and action.kind == "resume" and action.path is not None and action.state:
+            path, first = action.path, action.epoch
+            checkpoint.restore(action.state, net, trainer.opt, gens)
+            started -= float(action.state["wall"])  # wall time counts every process's share
+            rec = Recorder.reopen(path, run, layout, files)
+            _note_resume(rec, first)
+        else:
+            path, first = claim_version(out, run.experiment, run.id, files), 0
+            rec = Recorder(path, plan, run, layout, edges, _provenance(plan, run, device), files)
+        _index(out, path, files)
+        epochs = measure_epochs(cfg)
+        progress.start_run(run, cfg.train.epochs)
         for epoch in range(first, cfg.train.epochs + 1):
             if epoch in epochs:
                 _measure(rec, epochs.index(epoch), epoch, net, dev_layout, dev_edges, measure_gen, device)
@@ -178,25 +198,56 @@ def execute_run(
                 )
             rec.epoch_done(epoch + 1)
             wall = time.perf_counter() - started
-            checkpoint.save(path, run.hash, epoch + 1, net, trainer.opt, gens, wall)
+            checkpoint.save(path, run.hash, epoch + 1, net, trainer.opt, gens, wall, files)
             progress.epoch(epoch + 1, cfg.train.samples / (time.perf_counter() - t0), mean_loss)
-    except Exception as exc:  # a failed run is recorded and reported; the sweep goes on
-        rec.finish("failed", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
-        checkpoint.remove(path)
-        _index(out, path)
-        progress.end_run(f"run {run.index + 1} {run.id} FAILED: {exc} ({path})")
-        if not isinstance(exc, FloatingPointError):
-            traceback.print_exc(file=sys.stderr)
+        wall = time.perf_counter() - started
+        rec.finish(Status.COMPLETE, wall)
+    except Exception as exc:
+        _failed(run, out, path, rec, exc, time.perf_counter() - started, progress, files)
         return False
-    wall = time.perf_counter() - started
-    rec.finish("complete", wall)
-    checkpoint.remove(path)
-    _index(out, path)
+    _finish_quietly(lambda: checkpoint.remove(path, files))  # a leftover one is never resumed
+    _index(out, path, files)
     progress.end_run(rec.summary(wall))
     return True
 
 
-def _index(out: Place, path: Place) -> None:
+def _failed(
+    run: Run,
+    out: Place,
+    path: Place | None,
+    rec: Recorder | None,
+    exc: Exception,
+    wall: float,
+    progress: Progress,
+    files: Files,
+) -> None:
+    """Record a run's failure in its store (status `failed`, the error named) and say so. When even
+    that cannot be written (the disk is still full), the version stays `running` with its last
+    checkpoint, so that a later run resumes it (or, without one, starts a clean version)."""
+    error = f"{type(exc).__name__}: {exc}"
+    unmarked = ""
+    if rec is not None and path is not None:
+        unmarked = _finish_quietly(lambda: rec.finish(Status.FAILED, wall, error=error))
+        if not unmarked:
+            _finish_quietly(lambda: checkpoint.remove(path, files))
+        _index(out, path, files)
+    where = path if path is not None else run_dir(out, run.experiment, run.id)
+    tail = f"; could not mark it failed ({unmarked}), it stays running" if unmarked else ""
+    progress.end_run(f"run {run.index + 1} {run.id} FAILED: {exc} ({where}){tail}")
+    if not isinstance(exc, FloatingPointError | OSError):  # a bug: its traceback helps
+        traceback.print_exception(exc, file=sys.stderr)
+
+
+def _finish_quietly(step: Callable[[], None]) -> str:
+    """Run a clean-up step of a run; '' when it worked, else its error (never raised)."""
+    try:
+        step()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _index(out: Place, path: Place, files: Files) -> None:
     """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
     since the index can always be rebuilt from the stores (`sslspec ls --rebuild`). A URL root
     has no index (`sslspec ls` scans its stores)."""
@@ -205,10 +256,10 @@ def _index(out: Place, path: Place) -> None:
     if isinstance(out, Location):
         return
     try:
-        index.record(out, index.entry(out, path))
+        index.record(out, index.entry(out, path), files)
     except Exception as exc:  # the store is the truth; the index is a cache
         print(
-            f"sslspec: could not update {out}/index.jsonl ({exc}); `sslspec ls --rebuild` fixes it",
+            f"sslspec: could not update {out / INDEX} ({exc}); `sslspec ls --rebuild` fixes it",
             file=sys.stderr,
         )
 

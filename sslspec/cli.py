@@ -38,14 +38,14 @@ def _err(text: str) -> None:
 
 
 def guarded(fn: Callable[[], T]) -> T:
-    """Run a command body: SpecError -> messages on stderr and exit 2."""
+    """Run a command body: SpecError -> messages on stderr and its exit code (2; 1 for damaged data)."""
     try:
         return fn()
     except SpecError as exc:
         _err(exc.render())
         n = len(exc.diagnostics)
         _err(f"{n} error{'s' if n != 1 else ''}")
-        raise SystemExit(2) from None
+        raise SystemExit(exc.exit_code) from None
 
 
 @app.command()
@@ -211,23 +211,30 @@ def run(
 @click.option("--rebuild", is_flag=True, help="Rewrite the index from the stores first.")
 def ls_cmd(root_arg: str, rebuild: bool) -> None:
     """List runs from ROOT/index.jsonl (a URL root has none: its stores are scanned): status of the
-    newest version, swept values, final metrics."""
+    newest version, swept values, final metrics. Exits 1 when a store read has damaged data."""
     from sslspec.store import index
 
     root = of(root_arg)
 
-    def body() -> None:
+    def body() -> int:
         if not root.is_dir():
             raise SpecError([Diagnostic(f"{root}: no such results directory")])
-        entries = index.rebuild(root) if rebuild else index.refresh(root)
-        rows = [_ls_row(e, n) for e, n in index.runs(entries)]
+        found = index.listing(root, rebuild)
+        for note in found.notes:
+            _err(f"note: {note}")
+        rows = [_ls_row(e, n) for e, n in index.runs(found.entries)]
         head = ("experiment", "run id", "status", "versions", "root_corr", "loss", "swept")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
         head_line = "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=False)) + "  " + head[-1]
         sys.stdout.write("\n".join([head_line, *lines]) + "\n")
+        for line in found.damaged:
+            _err(f"error: damaged data: {line}")
+        return 1 if found.damaged else 0
 
-    guarded(body)
+    code = guarded(body)
+    if code:
+        raise SystemExit(code)
 
 
 def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
@@ -240,7 +247,7 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
     return (
         str(e["experiment"]),
         str(e["run_id"]),
-        str(e.get("status", "?")),
+        "damaged" if e.get("damaged") else str(e.get("status", "?")),
         str(n_versions),
         num("root_corr"),
         num("loss"),
@@ -249,19 +256,51 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
 
 
 @app.command()
+@click.argument("root_arg", metavar="ROOT", default="results")
+def verify(root_arg: str) -> None:
+    """Read every chunk of every complete version under ROOT and list what is damaged (exit 1 if
+    anything is)."""
+    from sslspec.store.integrity import verify as check_all
+
+    root = of(root_arg)
+
+    def body() -> int:
+        if not root.is_dir():
+            raise SpecError([Diagnostic(f"{root}: no such results directory")])
+        found = check_all(root)
+        for line in found.problems:
+            _err(f"damaged: {line}")
+        print(
+            f"{found.stores} complete version{'s' if found.stores != 1 else ''}, {found.arrays} arrays, "
+            f"{found.chunks} chunks read: {len(found.problems) or 'nothing'} damaged"
+        )
+        if found.unchecked:
+            print(
+                f"note: {found.unchecked} arrays have no checksum (written before sslspec stored one); "
+                "only a broken compression frame shows there"
+            )
+        return 1 if found.problems else 0
+
+    code = guarded(body)
+    if code:
+        raise SystemExit(code)
+
+
+@app.command()
 @click.argument("run_prefix", metavar="RUN")
 @click.option("--root", "root_arg", default="results", show_default=True, help="Results root.")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
 def show(run_prefix: str, root_arg: str, version: int | None) -> None:
     """Show the provenance of a run (id prefix): its newest version's root attributes."""
-    from sslspec.store.read import pick, read_attrs, versions
+    from sslspec.store.layout import status, version_attrs, versions
+    from sslspec.store.read import pick
 
     def body() -> None:
         run_dir = _find_run(of(root_arg), run_prefix)
         store, _ = pick(run_dir, "latest" if version is None else version)
         assert store is not None  # a run directory always has a version
-        attrs = read_attrs(store)
-        listing = ", ".join(f"{p.name} ({read_attrs(p).get('status', '?')})" for _, p in versions(run_dir))
+        attrs = version_attrs(store)
+        listing = ", ".join(f"{p.name} ({status(p)})" for _, p in versions(run_dir))
         sys.stdout.write(_provenance_text(store, attrs, listing))
 
     guarded(body)
@@ -269,7 +308,7 @@ def show(run_prefix: str, root_arg: str, version: int | None) -> None:
 
 def _find_run(root: Place, prefix: str) -> Place:
     from sslspec.errors import did_you_mean
-    from sslspec.store.read import run_dirs
+    from sslspec.store.layout import run_dirs
 
     if not root.is_dir():
         raise SpecError([Diagnostic(f"{root}: no such results directory")])

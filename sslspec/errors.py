@@ -36,7 +36,10 @@ class Diagnostic:
 
 
 class SpecError(Exception):
-    """Root of every user-input error; carries all diagnostics found, rendered together."""
+    """Root of every user-input error; carries all diagnostics found, rendered together. The CLI
+    exits with `exit_code` (2: the input is wrong)."""
+
+    exit_code = 2
 
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
@@ -57,6 +60,12 @@ class CheckError(SpecError):
 
 class StoreError(SpecError):
     """A results store is missing, corrupt, foreign or of an unknown schema version."""
+
+
+class DamagedStore(StoreError):
+    """Stored data no longer matches its checksum (a disk or copy fault, not a user mistake: exit 1)."""
+
+    exit_code = 1
 
 
 def either(items: Sequence[str]) -> str:

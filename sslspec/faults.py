@@ -10,6 +10,9 @@ environment lookup. The moments, each placed where a crash leaves the most to cl
 - `checkpoint`: a checkpoint is in its temporary file, not yet renamed over the previous one;
 - `final status`: the closing attributes are written, `status = complete` is not;
 - `index append`: half of a line of `index.jsonl` is written.
+
+The two file-level moments (checkpoint, index append) sit in the store's file-system seam,
+sslspec.store.files; the others in the runtime, where the state they interrupt is made.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from sslspec.report.tables import (
     total_wall,
     value_table,
 )
+from sslspec.store.variables import LEVEL_CORR, root_of
 
 __all__ = ["build", "load_source", "section"]
 
@@ -37,8 +38,8 @@ def section(sw: Sweep, out: Path, stem: str) -> str:
         parts += [f"*Claim:* {sw.claim}", ""]
     swept = ", ".join(f"`{sw.path(d)}` ({ds.sizes[d]})" for d in sw.dims) or "nothing"
     parts += [f"Experiment `{ds.attrs['experiment']}`, swept: {swept}.", "", provenance(sw), ""]
-    if "level_corr" in ds:
-        root = final(ds.level_corr.sel(level=0))
+    if LEVEL_CORR in ds:
+        root = final(root_of(ds[LEVEL_CORR]))
         parts += [value_table(sw, root, "root correlation after training"), "", level_table(sw), ""]
     parts += [theorem_table(sw, var) + "\n" for var in THEOREM if var in ds]
     for var, draw, name, caption in FIGURES:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from sslspec.report.sweep import final
+from sslspec.store.variables import CORR
 
 BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 KS = (1, 2)
@@ -53,9 +54,9 @@ def luck(
     state), plus `k` for the top-k hits and `bin` for the amplification table."""
     import xarray as xr
 
-    if "corr" not in ds:
+    if CORR not in ds:
         raise ValueError("luck() needs the stored `corr` (measure { latent_correlation })")
-    corr = ds["corr"]
+    corr = ds[CORR]
     if corr.sizes.get("epoch", 0) < 2:
         raise ValueError("luck() needs `corr` at two or more measured epochs (initialization and later)")
     states_used = [int(s) for s in corr.state.values]

@@ -15,13 +15,15 @@ import numpy as np
 from sslspec.report.luck import luck
 from sslspec.report.sweep import Sweep, combos, final, fmt_stats, label, stats
 from sslspec.report.tables import md_table
+from sslspec.store.layout import Status
+from sslspec.store.variables import CORR
 
 WIDTH = "network.width"
 
 
 def applies(ds: Any) -> bool:
     """Whether a sweep's stores have `corr` at two or more epochs (initialization and later)."""
-    return "corr" in ds and ds["corr"].sizes.get("epoch", 0) >= 2
+    return CORR in ds and ds[CORR].sizes.get("epoch", 0) >= 2
 
 
 def section(sw: Sweep, out: Path, stem: str) -> str:
@@ -67,7 +69,8 @@ _TOPK_CAPTION = (
 
 def _complete(sw: Sweep, lk: Any) -> Any:
     """Statistics of complete runs only (others NaN), like every other table of the report."""
-    return lk.where(sw.ds.status == "complete") if "status" in sw.ds else lk
+    lk = lk.drop_vars("status", errors="ignore")  # strings: `where` cannot fill them with NaN
+    return lk.where(sw.ds.status == Status.COMPLETE) if "status" in sw.ds else lk
 
 
 def _per_run(da: Any, keep: tuple[str, ...] = ()) -> Any:
@@ -167,11 +170,11 @@ def _pyplot() -> Any:
 
 
 def _scatter(sw: Sweep, path: Path) -> bool:
-    corr = sw.ds["corr"]
+    corr = sw.ds[CORR]
     if corr.sizes["state"] == 2:
         corr = corr.isel(state=[1])
     if "status" in sw.ds:
-        corr = corr.where(sw.ds.status == "complete")
+        corr = corr.where(sw.ds.status == Status.COMPLETE)
     a0, a1 = abs(corr.sel(epoch=corr.epoch.min())), abs(final(corr))
     if "node_level" not in corr.coords:
         return False

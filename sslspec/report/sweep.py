@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sslspec.store.read import load_sweep, read_attrs
+from sslspec.store.layout import Status, read_attrs, version_path
+from sslspec.store.read import load_sweep
 
 SEED = "seed"
 MAX_PANELS = 20  # settings drawn as separate panels; beyond this a figure is skipped (and said so)
@@ -71,7 +72,7 @@ def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()
         point = ds.sel(key) if key else ds
         run = {**key, "status": str(point.status.values), "run_id": str(point.run_id.values)}
         version = int(point.version.values)
-        store = where / run["run_id"] / f"v{version:04d}.zarr"
+        store = version_path(where / run["run_id"], version)
         run["attrs"] = read_attrs(store) if version and store.exists() else {}
         runs.append(run)
     return Sweep(source, ds, base, claim, runs)
@@ -158,5 +159,5 @@ def over_seeds(da: Any, combo: dict[str, Any]) -> Any:
 
 def seeds_note(sw: Sweep) -> str:
     """`N seeds per setting; K of R runs complete` (the per-point count n is in the tables)."""
-    n, done = sw.n_seeds(), sum(r["status"] == "complete" for r in sw.runs)
+    n, done = sw.n_seeds(), sum(r["status"] == Status.COMPLETE for r in sw.runs)
     return f"{n} seed{'s' if n != 1 else ''} per setting; {done} of {len(sw.runs)} runs complete"

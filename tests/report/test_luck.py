@@ -113,3 +113,14 @@ def test_report_section_has_baselines_and_figure(tmp_path: Path) -> None:
     assert "| setting | Spearman | null | cross-seed | top-1 hit | chance (k=1) |" in md
     assert "(n=6)" in md and "| level | Spearman | null |" in md
     assert (tmp_path / "syn_luck_scatter.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_section_on_a_single_run_without_a_sweep(tmp_path: Path) -> None:
+    """One run, no sweep dims (a 0-d status, as `sslspec report` on a quickstart result gives):
+    the section is built, with one row for all runs."""
+    ds = _store(tmp_path, "noise").isel(seed=0, drop=True)
+    ds = ds.assign(status=((), "complete"))
+    runs = [{"status": "complete", "run_id": "r1", "attrs": {}}]
+    md = section(Sweep(tmp_path, ds, None, "", runs), tmp_path, "one")
+    row = next(r for r in md.splitlines() if r.startswith("| all runs | "))
+    assert "(n=1)" in row and "| — |" in row  # no cross-seed comparison with one seed

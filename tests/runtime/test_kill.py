@@ -36,7 +36,7 @@ from test_run import ROOT, TINY
 from runtime.checkpoint import load
 from sslspec.faults import ENV, MOMENTS
 from sslspec.spec.lower import lower
-from sslspec.store.read import read_attrs, versions
+from sslspec.store.layout import version_attrs, versions
 
 PAIR = TINY + "sweep hltm_simclr {\n  seed = 1..2\n}\n"  # two runs of about a second each
 ITERATIONS = int(os.environ.get("SSLSPEC_KILL_ITERATIONS", "6"))
@@ -110,14 +110,18 @@ def state(root: Path, spec: Path) -> dict[str, list[tuple[Path, str, str | None]
     for run in lower(spec).runs:
         found = []
         for _, v in versions(root / run.experiment / run.id):
-            status = str(read_attrs(v).get("status", "?"))
+            status = str(version_attrs(v).get("status", "running"))  # claimed, never written: running
             found.append((v, status, digest(v) if status == "complete" else None))
         out[run.id] = found
     return out
 
 
 def resumable(version: Path, run_hash: str) -> bool:
-    return read_attrs(version).get("status") == "running" and load(version, run_hash) is not None
+    at = version_attrs(version)
+    return (
+        at.get("status") == "running"
+        and load(version, run_hash, int(at.get("epochs_done", 0)))[0] is not None
+    )
 
 
 def kill_once(zygote: Zygote, spec: Path, root: Path, kind: str, visit: int, rng: random.Random) -> bool:
@@ -169,7 +173,7 @@ def test_sigkill_at_random_moments_loses_and_overwrites_nothing(zygote: Zygote, 
             complete = [(v, d) for v, status, d in found if status == "complete"]
             assert len(complete) == 1, (i, kind, visit, found)
             identical(complete[0][0], whole[rid])
-            resumed += bool(read_attrs(complete[0][0]).get("resumed"))
+            resumed += bool(version_attrs(complete[0][0]).get("resumed"))
             now = {v: d for v, _, d in found}
             for v, _, d in after_pair[rid]:  # nothing disappeared; nothing complete changed
                 assert v in now and (d is None or now[v] == d), (i, kind, v)

@@ -16,8 +16,8 @@ import pytest
 import xarray as xr
 from test_run import ROOT, SSLSPEC, TINY  # the same tiny reference run
 
-from runtime.checkpoint import checkpoint_path
 from sslspec.spec.lower import lower
+from sslspec.store.layout import checkpoint_path
 
 # Long enough epochs (400 steps) for a test to kill the process while it trains.
 SLOW = TINY.replace("train.samples      = 320", "train.samples      = 6400").replace(

@@ -17,8 +17,8 @@ import zarr
 
 import sslspec
 from runtime.losses import BYOL_MESSAGE
-from runtime.store import SCHEMA_VERSION
 from sslspec.spec.lower import lower
+from sslspec.store.layout import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"

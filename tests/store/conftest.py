@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from sslspec.store.write import COMPRESSORS
+
 EPOCHS, DEPTH, NODES = 2, 3, 7
 
 
@@ -46,17 +48,24 @@ def write_store(
         ("level", np.arange(DEPTH)),
         ("node", np.arange(NODES)),
     ):
-        g.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=[name])[...] = values
-    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"])[...] = np.arange(
-        1, EPOCHS + 1
-    )
+        g.create_array(
+            name, shape=values.shape, dtype=values.dtype, dimension_names=[name], compressors=COMPRESSORS
+        )[...] = values
+    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"], compressors=COMPRESSORS)[
+        ...
+    ] = np.arange(1, EPOCHS + 1)
     for name, dims, shape in (
         ("best_corr", ("epoch", "node"), (EPOCHS + 1, NODES)),
         ("level_corr", ("epoch", "level"), (EPOCHS + 1, DEPTH)),
         ("loss", ("step",), (EPOCHS,)),
     ):
         arr = g.create_array(
-            name, shape=shape, dtype="float32", fill_value=np.nan, dimension_names=list(dims)
+            name,
+            shape=shape,
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=list(dims),
+            compressors=COMPRESSORS,
         )
         arr[...] = np.full(shape, value, dtype=np.float32)
     return path

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import zarr
 from click.testing import CliRunner
-from tests.store.conftest import write_store
 
 from sslspec.cli import app
 from sslspec.store import index
+from tests.store.conftest import write_store
 
 
 def synthetic_entries(root: Path, n: int) -> None:

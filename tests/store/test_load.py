@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -11,23 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from tests.store.conftest import write_store
 
 import sslspec
 from sslspec.errors import SpecError, StoreError
 from sslspec.spec.lower import lower
-from sslspec.store.read import SCHEMA_VERSION, dim_names, load, load_sweep
+from sslspec.store.read import dim_names, load, load_sweep
+from tests.store.conftest import write_store
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "specs" / "hltm_table.ssl"
-
-
-def test_reader_schema_version_matches_the_writer() -> None:
-    """The reader's SCHEMA_VERSION equals runtime.store.SCHEMA_VERSION (read from the source, no torch)."""
-    text = (ROOT / "runtime" / "store.py").read_text()
-    written = re.search(r"^SCHEMA_VERSION = (\d+)$", text, re.M)
-    assert written is not None
-    assert int(written.group(1)) == SCHEMA_VERSION
 
 
 def test_load_root_and_experiment_dir(tmp_path: Path) -> None:
