@@ -311,8 +311,8 @@ def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
         "references": "Tian, Yu, Chen, Ganguli, Understanding Self-supervised Learning with Dual Deep "
         "Networks, arXiv:2010.00578",
         "spec_path": str(spec_path),
-        "spec_text": _spec_texts(plan.spec)[0],
-        "spec_includes": _spec_texts(plan.spec)[1],
+        "spec_text": _sources(plan)[0],
+        "spec_includes": _sources(plan)[1],
         "versions": {
             "sslspec": sslspec.__version__,
             "python": sys.version.split()[0],
@@ -350,6 +350,15 @@ def _argv() -> list[str]:
     """The command line as run (the CLI's; a library call records its own entry)."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     return [name if name else "sslspec", *sys.argv[1:]]
+
+
+def _sources(plan: Plan) -> tuple[str, dict[str, str]]:
+    """The spec's text and its includes' texts (path -> text): those the plan was lowered from,
+    else (a plan built without them) read again from the files."""
+    if not plan.sources:
+        return _spec_texts(plan.spec)
+    texts = dict(plan.sources)
+    return texts.get(plan.spec, ""), {path: text for path, text in texts.items() if path != plan.spec}
 
 
 @cache

@@ -93,13 +93,13 @@ def predictions(
     full, own = [], []
     for node in nodes:
         lvl, i = cov.locate[node]
-        row = cov.operator_row(node)  # (N_l, P, P)
-        if beta:
-            row = row - beta * cov.within_row(node)
         w = net.level_weights()[lvl].detach().to(FLOAT)  # (N_l, W, F)
         vec = w.transpose(1, 2).reshape(w.shape[0], -1)  # (N_l, P): column-stacked, i major, o minor
-        full.append(-2 * factor * torch.einsum("nab,nb->a", row, vec))
-        own.append(-2 * factor * row[i] @ vec[i])
+        terms = cov.row_products(node, vec)  # (N_l, P): OP[node, m] vec(W_m), never forming OP
+        if beta:
+            terms = terms - beta * torch.einsum("nab,nb->na", cov.within_row(node), vec.to(terms))
+        full.append(-2 * factor * terms.sum(dim=0))
+        own.append(-2 * factor * terms[i])
     return full, own
 
 
@@ -169,7 +169,7 @@ def theorem_check(
     weights and the classes of the augmentation (`class_index(latents, share, states)`), with
     `within` listing `nodes` when the loss is simple with beta != 0. nodes: global latent ids;
     batches: the values of M (one sweep of max(M) batches serves all; cumulative means).
-    Cost: max(M) forward/backward passes of a training batch, plus one (P, N_l P) product per node.
+    Cost: max(M) forward/backward passes of a training batch, plus A (A^T vec(W)) per node (P N_l C D).
     """
     batches = _validated(cov, nodes, batches)
     locate = [cov.locate[n] for n in nodes]

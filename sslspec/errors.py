@@ -18,6 +18,21 @@ class Diagnostic:
     span: Span | None = None
     source: str | None = None  # the text the span points into, for the caret line
 
+    @property
+    def file(self) -> str | None:
+        """The file the problem is in (None for command-line input without a place)."""
+        return self.span.file if self.span else None
+
+    @property
+    def line(self) -> int | None:
+        """Its 1-based line."""
+        return self.span.line if self.span else None
+
+    @property
+    def column(self) -> int | None:
+        """Its 1-based column."""
+        return self.span.col if self.span else None
+
     def render(self) -> str:
         """Return `file:line:col: error: message` plus the source line and a caret."""
         if self.span is None:

@@ -230,9 +230,38 @@ class _Checker:
                         f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
                         _sub_span(sec, "theorem_check", "epochs"),
                     )
+        if data.tree is not None:
+            self.operator_memory(cfg, data.tree, sec)
         if len(self.prog.diagnostics) > n_before:
             return None
         return attrs.evolve(cfg, data=data, measure=measure)
+
+    def operator_memory(self, cfg: Config, tree: Any, sec: Section) -> None:
+        """Refuse dense operator matrices that would not fit in schema.MAX_OPERATOR_BYTES."""
+        levels = _operator_levels(cfg.network, tree)  # (nodes, P) per level
+        limit = schema.MAX_OPERATOR_BYTES
+        op, tc = cfg.measure.covariance_operator, cfg.measure.theorem_check
+        if op is not None and op.full:
+            n, p_max = sum(k for k, _ in levels), max(p for _, p in levels)
+            need = 8 * (n * p_max**2 + max(k * p**2 for k, p in levels))
+            if need > limit:
+                self.bad(
+                    f"'full' needs {_gib(need)} per measurement ({n} nodes x {p_max} x {p_max} float64, "
+                    f"plus one level's matrices while built); at most {_gib(limit)}: leave full = false "
+                    "(the spectrum, trace and norms need no dense matrix)",
+                    _sub_span(sec, "covariance_operator", "full"),
+                )
+        beta = cfg.loss.beta if isinstance(cfg.loss, schema.SimpleLoss) else 0.0
+        if tc is not None and beta != 0:
+            level_of = [lvl for lvl, (k, _) in enumerate(levels) for _ in range(k)]
+            rows = [levels[level_of[node]] for node in tc.nodes if node < len(level_of)]
+            need = sum(16 * k * p**2 for k, p in rows)
+            if need > limit:
+                self.bad(
+                    f"'theorem_check' with beta = {beta} keeps the within-class term as dense "
+                    f"matrices: {_gib(need)} for nodes {list(tc.nodes)}; at most {_gib(limit)}",
+                    _sub_span(sec, "theorem_check", "nodes"),
+                )
 
 
 def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection[str]) -> str:
@@ -246,6 +275,26 @@ def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
     m = sec.blocks.get("measure")
     s = m.blocks.get(sub) if m else None
     return (s.spans.get(name) or s.span) if s else sec.span
+
+
+def _operator_levels(net: schema.Network, tree: Any) -> list[tuple[int, int]]:
+    """(nodes, P) per level of the network's operators: P = the level's widest fan-in * its width
+    (as the runtime pads a level); a tree_relu node per latent node, an mlp node per layer."""
+    if isinstance(net, schema.MLP):
+        widths = tuple(reversed(net.widths))  # level 0 = the output layer
+        fan_in = (*widths[1:], _count_leaves(tree))
+        return [(1, f * w) for f, w in zip(fan_in, widths, strict=True)]
+    out, level = [], [tree]
+    while level:
+        fans = [node if isinstance(node, int) else len(node) * net.width for node in level]
+        out.append((len(level), max(fans) * net.width))
+        level = [child for node in level if not isinstance(node, int) for child in node]
+    return out
+
+
+def _gib(count: int) -> str:
+    """A byte count in GiB, for messages."""
+    return f"{count / 2**30:,.1f} GiB"
 
 
 def _count_leaves(shape: Any) -> int:

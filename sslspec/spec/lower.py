@@ -128,7 +128,8 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
             runs.append(run)
     if prog.diagnostics:
         raise CheckError(_unique(prog.diagnostics))
-    return Plan(str(path), tuple(runs), tuple(axes_by_exp))
+    sources = tuple((p, t) for p, t in prog.texts.items() if p != SET_FILE)
+    return Plan(str(path), tuple(runs), tuple(axes_by_exp), sources)
 
 
 def _run(

@@ -74,6 +74,10 @@ class Plan:
     spec: str
     runs: tuple[Run, ...]
     axes: tuple[tuple[str, tuple[str, ...]], ...]
+    # (path, text) of the spec and each file it includes, as lowered: what provenance records,
+    # so a spec given as text (sslspec.run(text=...)) is recorded too. Not part of the plan's
+    # identity or JSON.
+    sources: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False, repr=False)
 
     def to_data(self) -> dict[str, Any]:
         return {

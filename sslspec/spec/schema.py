@@ -56,18 +56,20 @@ class Uniform:
 class Activation:
     """relu, or leaky_relu(slope)."""
 
-    name: str = fld("relu", ChoiceT(("relu", "leaky_relu")))
+    name: str = fld("relu", ChoiceT(("relu", "leaky_relu")), "the nonlinearity")
     slope: float = fld(0.0, FloatT(ge=0, lt=1), "negative-side slope")
 
 
 @frozen
 class _LeakyRelu:
+    """max(x, slope * x)."""
+
     slope: float = fld(0.01, FloatT(ge=0, lt=1), "negative-side slope")
 
 
 @frozen
 class _Relu:
-    pass
+    """max(x, 0)."""
 
 
 def _constant(node: ir.Value) -> Constant:
@@ -79,6 +81,12 @@ def _constant(node: ir.Value) -> Constant:
 # The most observed leaves a tree may have: the Plan holds every tree in full, and the runtime
 # builds one block of units per node.
 MAX_LEAVES = 1 << 16
+
+# The most memory the dense covariance-operator matrices of one measurement may take (float64):
+# `covariance_operator.full` (every node's P x P matrix, plus one level's matrices while they are
+# built) and the theorem check's within-class term (simple loss, beta != 0: a P x N_l P matrix and
+# its accumulator per checked node). The spectrum, trace, norms and the plain check need none.
+MAX_OPERATOR_BYTES = 4 << 30
 
 POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant)
 ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True)
@@ -117,9 +125,9 @@ class TreeReLU:
     """One block of `width` units per latent node, mirroring the tree."""
 
     width: int = fld(10, POSITIVE_INT, "hidden units per latent node")
-    bias: bool = fld(True, BoolT())
-    activation: Activation = fld(Activation(), ACTIVATION)
-    batch_norm: bool = fld(False, BoolT())
+    bias: bool = fld(True, BoolT(), "a learned bias per unit")
+    activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
+    batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
 
 
@@ -128,9 +136,9 @@ class MLP:
     """A fully connected network on the flattened leaves."""
 
     widths: tuple[int, ...] = fld((64, 64), ListT(POSITIVE_INT, min_len=1), "units per layer")
-    bias: bool = fld(True, BoolT())
-    activation: Activation = fld(Activation(), ACTIVATION)
-    batch_norm: bool = fld(False, BoolT())
+    bias: bool = fld(True, BoolT(), "a learned bias per unit")
+    activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
+    batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
 
 
@@ -146,23 +154,24 @@ class SimpleLoss:
 class TripletLoss:
     """Soft triplet: tau * log(1 + exp((d_pos - d_neg + margin) / tau))."""
 
-    temperature: float = fld(1.0, FloatT(gt=0))
-    margin: float = fld(0.0, FloatT(ge=0))
-    reduction: str = fld("sample", REDUCTION)
+    temperature: float = fld(1.0, FloatT(gt=0), "tau, the softness of the hinge")
+    margin: float = fld(0.0, FloatT(ge=0), "added to d_pos - d_neg")
+    reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
 
 
 @frozen
 class InfoNCELoss:
     """InfoNCE with `negatives` negatives per example."""
 
-    temperature: float = fld(0.1, FloatT(gt=0))
-    negatives: int = fld(1, POSITIVE_INT)
-    reduction: str = fld("sample", REDUCTION)
+    temperature: float = fld(0.1, FloatT(gt=0), "tau, dividing the distances in the softmax")
+    negatives: int = fld(1, POSITIVE_INT, "negatives per example")
+    reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
 
 
 @frozen
 class BYOLLoss:
-    """BYOL: an EMA target network and a predictor MLP of the given hidden widths."""
+    """BYOL: an EMA target network and a predictor MLP of the given hidden widths (checked, but the
+    runtime does not run it yet)."""
 
     momentum: float = fld(0.99, FloatT(ge=0, le=1), "EMA momentum of the target network")
     predictor: tuple[int, ...] = fld((32,), ListT(POSITIVE_INT), "hidden widths of the predictor")
@@ -170,22 +179,30 @@ class BYOLLoss:
 
 @frozen
 class SGD:
+    """Stochastic gradient descent (torch.optim.SGD)."""
+
     lr: float = fld(0.1, FloatT(gt=0), "learning rate")
-    momentum: float = fld(0.0, FloatT(ge=0, lt=1))
-    weight_decay: float = fld(0.0, FloatT(ge=0))
+    momentum: float = fld(0.0, FloatT(ge=0, lt=1), "momentum factor")
+    weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
 
 
 @frozen
 class Adam:
+    """Adam (torch.optim.Adam)."""
+
     lr: float = fld(1e-3, FloatT(gt=0), "learning rate")
-    betas: tuple[float, ...] = fld((0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2))
-    weight_decay: float = fld(0.0, FloatT(ge=0))
+    betas: tuple[float, ...] = fld(
+        (0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2), "decay rates of the gradient's running moments"
+    )
+    weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
 
 
 @frozen
 class Train:
+    """How long to train, on freshly drawn samples."""
+
     batch: int = fld(128, POSITIVE_INT, "examples per SGD step")
-    samples: int = fld(64000, POSITIVE_INT, "fresh samples per epoch")
+    samples: int = fld(64000, POSITIVE_INT, "fresh samples per epoch, a multiple of batch")
     epochs: int = fld(50, IntT(ge=0), "training epochs")
 
 
@@ -230,6 +247,8 @@ class TheoremCheck:
 
 @frozen
 class Measure:
+    """What to record, at epoch 0, every `every` epochs and after the last."""
+
     every: int = fld(1, POSITIVE_INT, "epochs between measurements; 0 and the last always")
     samples: int | None = fld(None, POSITIVE_INT, "fresh samples per pass (default: train.samples)")
     latent_correlation: LatentCorrelation | None = fld(None, None)
@@ -270,6 +289,11 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
 
 TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results": PathT()}
 TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto", "results": "results"}
+TOP_DOCS: dict[str, str] = {
+    "seed": "the run's seed; every random stream's seed is derived from it",
+    "device": "where to run (auto: a GPU when there is one); not part of the run's identity",
+    "results": "results root, a directory or an fsspec URL (`--out` overrides it)",
+}
 
 
 _KIND_OF: dict[type, str | None] = {cls: kind for kinds, _ in BLOCKS.values() for kind, cls in kinds.items()}

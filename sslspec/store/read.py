@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sslspec.errors import did_you_mean
 from sslspec.store.integrity import load_checked
@@ -34,6 +34,9 @@ from sslspec.store.layout import (
     versions,
 )
 from sslspec.store.location import Place, of
+
+if TYPE_CHECKING:
+    from sslspec.spec.plan import Plan
 
 Version = int | Literal["latest", "all"] | None
 
@@ -127,19 +130,25 @@ def _coord_value(v: Any) -> Any:
 
 
 def load_sweep(
-    path_or_spec: str | Place,
+    path_or_spec: str | Place | Plan,
     root: str | Place | None = None,
     sets: Sequence[str] = (),
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,
 ) -> Any:
-    """A spec (.ssl, lowered with `sets`) or a results directory -> one xarray.Dataset of a sweep.
+    """A spec (.ssl, lowered with `sets`), a Plan or a results directory -> one xarray.Dataset of a
+    sweep (a Plan is taken as it is: `sets` does not apply to it).
 
     Every swept path is a dimension (see `dim_names`) with the swept values as coordinates.
     Variables of runs that are missing or have no complete version are NaN; the variable
     `status` (complete, failed, running, missing), `run_id` and `version` (0: none) have the
     sweep dims. With a results directory the points are the `swept` attrs of the stores.
     """
+    from sslspec.spec.plan import Plan
+
+    if isinstance(path_or_spec, Plan):
+        exp, axes, points = _from_plan(path_or_spec, None if root is None else of(root), experiment)
+        return _assemble(exp, axes, points, version, path_or_spec.spec, sort=False)
     src = of(path_or_spec)
     if isinstance(src, Path) and (src.suffix == ".ssl" or src.is_file()):
         exp, axes, points = _from_spec(src, None if root is None else of(root), sets, experiment)
@@ -168,8 +177,11 @@ def _from_spec(
 ) -> tuple[str, list[str], list[Point]]:
     from sslspec.spec.lower import lower
 
-    plan = lower(spec, sets)
-    exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))
+    return _from_plan(lower(spec, sets), root, experiment)
+
+
+def _from_plan(plan: Plan, root: Place | None, experiment: str | None) -> tuple[str, list[str], list[Point]]:
+    exp = _one_experiment([r.experiment for r in plan.runs], experiment, plan.spec)
     if root is None:  # the root the spec names (`results = "..."`, default ./results)
         root = of(next(r.config.results for r in plan.runs if r.experiment == exp))
     axes = list(dict(plan.axes).get(exp, ()))

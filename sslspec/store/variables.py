@@ -134,6 +134,10 @@ VARIABLES: tuple[Entry, ...] = (
         "Frobenius norm of the official code's 'conn' matrix (another index order; not the paper's operator)",
         measure=_OP,
         option="official",
+        attrs={
+            "computed": "on request (official = true), derived from the class-mean connections A "
+            "through the smaller Gram matrix; no dense P x P matrix is formed"
+        },
     ),
     Entry("tc_rel_error", _TC_DIMS, "1", f"relative error ||g - p|| / ||g||: {_TC_WHAT}", measure=_TC),
     Entry("tc_cosine", _TC_DIMS, "1", f"cosine(g, p): {_TC_WHAT}", measure=_TC),

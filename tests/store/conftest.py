@@ -22,9 +22,13 @@ def write_store(
     status: str = "complete",
     swept: dict[str, Any] | None = None,
     value: float = 0.5,
+    measured: int = EPOCHS + 1,
     **attrs: Any,
 ) -> Path:
-    """Write ROOT/<experiment>/<run_id>/vNNNN.zarr: best_corr, level_corr and loss all equal to `value`."""
+    """Write ROOT/<experiment>/<run_id>/vNNNN.zarr whose root best_corr, level-0 level_corr and loss
+    end at `value`; they differ from epoch to epoch, node to node and step to step (so a reader that
+    takes the first value, or another node's, reads a different number). Epochs from `measured` on
+    are NaN, as in a run killed before measuring them."""
     path = Path(root) / experiment / run_id / f"v{version:04d}.zarr"
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     g.attrs.update(
@@ -67,5 +71,17 @@ def write_store(
             dimension_names=list(dims),
             compressors=COMPRESSORS,
         )
-        arr[...] = np.full(shape, value, dtype=np.float32)
+        arr[...] = _varying(shape, value, measured if name != "loss" else shape[0])
     return path
+
+
+def _varying(shape: tuple[int, ...], value: float, rows: int) -> np.ndarray:
+    """(lead, rest): value - 1/8 per row before the last, + 1/16 per index of the second dim; rows
+    from `rows` on NaN (eighths and sixteenths are exact in float32)."""
+    lead = np.arange(shape[0], dtype=np.float64) - (shape[0] - 1)
+    out = value + lead.reshape(-1, *([1] * (len(shape) - 1))) / 8
+    if len(shape) > 1:
+        out = out + np.arange(shape[1]) / 16
+    out = np.broadcast_to(out, shape).astype(np.float32)
+    out[rows:] = np.nan
+    return out

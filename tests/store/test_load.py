@@ -29,7 +29,7 @@ def test_load_root_and_experiment_dir(tmp_path: Path) -> None:
     tree = load(tmp_path)
     assert sorted(tree.children) == ["a", "b"]
     assert sorted(tree["a"].children) == ["r1", "r2"]
-    assert float(tree["b/r3"].ds.best_corr[0, 0]) == pytest.approx(0.3)
+    assert float(tree["b/r3"].ds.best_corr[-1, 0]) == pytest.approx(0.3)
     sub = load(tmp_path / "a")
     assert list(sub.children) == ["a"] and sorted(sub["a"].children) == ["r1", "r2"]
 
@@ -47,7 +47,7 @@ def test_newest_complete_version_wins_over_newer_running_and_failed(tmp_path: Pa
         write_store(tmp_path, "a", "r1", version=v, status=status, value=v / 10)
     write_store(tmp_path, "a", "r2", version=1, status="failed")
     tree = load(tmp_path)
-    assert float(tree["a/r1"].ds.best_corr[0, 0]) == pytest.approx(0.2)
+    assert float(tree["a/r1"].ds.best_corr[-1, 0]) == pytest.approx(0.2)
     assert "r2" not in tree["a"].children
     assert tree.attrs["skipped"] == {"a/r2": "failed"}
 
@@ -56,7 +56,7 @@ def test_explicit_version_and_all(tmp_path: Path) -> None:
     """version=1 reads v0001 even when v0002 is newer and complete; version='all' gives every version."""
     write_store(tmp_path, "a", "r1", version=1, value=0.1)
     write_store(tmp_path, "a", "r1", version=2, value=0.2)
-    assert float(load(tmp_path, version=1)["a/r1"].ds.best_corr[0, 0]) == pytest.approx(0.1)
+    assert float(load(tmp_path, version=1)["a/r1"].ds.best_corr[-1, 0]) == pytest.approx(0.1)
     assert sorted(load(tmp_path, version="all")["a/r1"].children) == ["v0001", "v0002"]
     with pytest.raises(StoreError, match="no version 3"):
         load(tmp_path, version=3)
@@ -148,7 +148,7 @@ def test_load_sweep_of_a_results_directory_groups_by_swept_attrs(tmp_path: Path)
     assert ds.status.dims == ("width", "seed")
     assert list(ds.width.values) == [2, 5]
     assert ds.status.values.tolist() == [["complete", "running"], ["complete", "missing"]]
-    assert float(ds.best_corr.sel(width=5, seed=1)[0, 0]) == 1.0
+    assert float(ds.best_corr.sel(width=5, seed=1)[-1, 0]) == 1.0
     assert np.isnan(ds.best_corr.sel(width=2, seed=2)).all()
 
 
