@@ -35,6 +35,7 @@ from runtime.context import RunContext
 from runtime.device import device_name
 from runtime.record import Recorder, measure_epochs
 from runtime.train import Trainer
+from sslspec import faults
 from sslspec.spec.plan import Run
 from sslspec.store.files import Files
 from sslspec.store.layout import Status, run_dir
@@ -170,6 +171,7 @@ def _train(
         losses = trainer.epoch()
         mean_loss = float(losses.mean())  # one device sync per epoch
         rec.losses(epoch, losses)
+        faults.moment("mid-epoch")
         if not torch.isfinite(losses).all():
             bad = int((~torch.isfinite(losses)).nonzero()[0])
             raise FloatingPointError(

@@ -15,6 +15,7 @@ from runtime.context import RunContext
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
+from sslspec import faults
 from sslspec.spec.schema import Config
 from sslspec.store.files import Files
 from sslspec.store.layout import Status
@@ -56,6 +57,7 @@ class Recorder:
             },
             files,
         )
+        faults.moment("first write")
         self._declare(ctx.source.edges)
         # Non-index coordinates, so xarray shows them as coordinates and not data variables.
         if self.layout is not None:  # (the auxiliary coordinates are the tree's)
@@ -226,6 +228,7 @@ class Recorder:
             wall_time_s=wall,
             **({"error": error} if error else {}),
         )
+        faults.moment("final status")
         self.store.update_attrs(status=status)
 
     def summary(self, wall: float) -> str:

@@ -18,6 +18,7 @@ from attrs import frozen
 from sslspec.errors import Diagnostic, SpecError
 from sslspec.spec.plan import Plan
 from sslspec.store.location import Place, of
+from sslspec.store.preflight import ready_root, writable_root
 
 if TYPE_CHECKING:
     import xarray
@@ -167,8 +168,30 @@ def execute(
     ones; with `dry_run` only say what each would do. A Plan is taken as it is."""
     _check_workers(jobs, executor)
     lowered = [s if isinstance(s, Plan) else _source(s).lower(sets) for s in sources]
+    _refuse_empty(lowered)
     targets = tuple((p, of(str(out)) if out is not None else results_root(p)) for p in lowered)
+    for root in dict.fromkeys(root for _, root in targets):  # a root that cannot be written: exit 2
+        (ready_root if dry_run else writable_root)(root)
     return Outcome(targets, _run_plans(targets, device, force, dry_run))
+
+
+def _refuse_empty(plans: Sequence[Plan]) -> None:
+    """A spec with nothing to run (an include-only file) is a mistake for `run`, not a success;
+    `check` accepts it ("0 runs")."""
+    from sslspec.lang.ir import Span
+    from sslspec.lang.resolve import read_source
+
+    empty = []
+    for p in plans:
+        if not p.runs:
+            try:
+                text: str | None = read_source(Path(p.spec), p.spec)
+            except (OSError, SpecError):
+                text = None
+            message = "declares no experiment, so there is nothing to run (`sslspec check` accepts it)"
+            empty.append(Diagnostic(message, Span(p.spec, 1, 1, 1, 1), text))
+    if empty:
+        raise SpecError(empty)
 
 
 def _source(s: Source | str | Path) -> Source:

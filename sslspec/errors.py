@@ -41,10 +41,10 @@ class Diagnostic:
         head = f"{s.file}:{s.line}:{s.col}: error: {self.message}"
         if not self.source:
             return head
-        lines = self.source.splitlines()
+        lines = self.source.split("\n")  # as the lexer counts lines (not str.splitlines)
         if not 1 <= s.line <= len(lines):
             return head
-        text = lines[s.line - 1].replace("\t", " ")
+        text = lines[s.line - 1].removesuffix("\r").replace("\t", " ")
         width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
         width = max(1, min(width, len(text) - s.col + 1))
         return f"{head}\n  {text}\n  {' ' * (s.col - 1)}{'^' * width}"

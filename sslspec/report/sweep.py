@@ -87,6 +87,8 @@ def _present(ds: Any) -> list[tuple[Any, ...]]:
     dims = list(ds.status.dims)
     coords = [ds[d].values.tolist() for d in dims]
     ids = np.asarray(ds.run_id.values)
+    if not dims:  # one run without a sweep: a single point, with no coordinates
+        return [()] if ids.item() != "" else []
     hits = zip(*np.nonzero(ids != ""), strict=True)
     return [tuple(c[i] for c, i in zip(coords, ix, strict=True)) for ix in hits]
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sslspec import faults
 from sslspec.store.location import Location, Place
 
 
@@ -36,18 +37,23 @@ class Files:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             try:
                 tmp.write_bytes(data)
+                faults.moment("checkpoint")  # checkpoints are the files written whole
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
         else:
             part = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             part.write_bytes(data)
+            faults.moment("checkpoint")
             part.replace(path)
 
     def append(self, path: Path, line: bytes) -> None:
         """Append one line with one O_APPEND write (lines of concurrent writers never interleave)."""
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            if faults.reached("index append"):  # a crash in the middle of the line
+                os.write(fd, line[: len(line) // 2])
+                faults.die("index append")
             if os.write(fd, line) != len(line):
                 raise OSError(f"short write to {path}")
         finally:

@@ -158,3 +158,19 @@ def test_theorem_and_spectrum_figures_survive_data_log_axes_cannot_show(fill: fl
         png = tmp_path / f"{draw.__name__}.png"
         assert draw(sw, png)
         assert png.read_bytes().startswith(PNG)
+
+
+def test_report_of_a_root_holding_one_run_without_a_sweep(
+    sslspec_cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sslspec run specs/quickstart.ssl` then `sslspec report results` reports that one run (issue 15)."""
+    monkeypatch.chdir(tmp_path)
+    quickstart = PAPER.parent / "quickstart.ssl"
+    shrink = ["train.samples=128", "train.batch=32", "train.epochs=1", "measure.samples=256"]
+    assert sslspec_cli("run", quickstart, *(a for s in shrink for a in ("--set", s))).exit_code == 0
+    result = sslspec_cli("report", "results")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "1 distinct runs over 1 source(s): 1 complete." in md
+    assert "swept: nothing" in md and "| root correlation after training |" in md
+    assert (tmp_path / "report" / "results_levels.png").read_bytes().startswith(PNG)
