@@ -217,25 +217,47 @@ class LevelNet(nn.Module):
         return scale.view(self.sizes[lvl], self.widths[lvl])
 
     def jacobians(self, fwd: Forward) -> list[torch.Tensor]:
-        """Per level (B, N_l, D, W_l): d raw / d pre_l, top down through the gates."""
+        """Per level (B, N_l, D, W_l): d raw / d pre_l, top down through the gates.
+
+        Computed node-major, (N_l, B, D, W_l), one bmm per level; the results are (B, N_l, ...)
+        transposed views of those, so use reshape, not view, on them."""
         if self.norms and self.training:
             raise ValueError("jacobians with batch_norm need eval mode (call net.eval() first)")
         b, d = fwd.raw.shape
         eye = torch.eye(d, dtype=fwd.raw.dtype, device=fwd.raw.device)
-        jac = [eye.expand(b, 1, d, d)]
+        up = eye.expand(1, b, d, d)  # (N_0, B, D, W_0)
+        jac = [up.transpose(0, 1)]
         weights = self.level_weights()
         for lvl in range(1, len(self.sizes)):
-            up = jac[-1]  # (B, N_{l-1}, D, W_{l-1})
             scale = self._bn_scale(lvl - 1)
             if scale is not None:
-                up = up * scale[:, None, :]
-            parent, slot = self._buf("parent", lvl), self._buf("slot", lvl)
-            n_up, w_up, _ = weights[lvl - 1].shape
-            blocks = weights[lvl - 1].view(n_up, w_up, self.kids[lvl - 1], self.widths[lvl])
-            blocks = blocks[parent, :, slot, :]  # (N_l, W_{l-1}, W_l): each child's block of its parent
-            j = torch.einsum("bndw,nwv->bndv", up[:, parent], blocks)  # (B, N_l, D, W_l)
-            jac.append(j * self.gate(fwd.pre[lvl])[:, :, None, :])
+                up = up * scale[:, None, None, :]
+            g = fwd.pre[lvl].transpose(0, 1)  # (N_l, B, W_l)
+            gate = (g > 0) if self.slope == 0.0 else self.gate(g)
+            up = self._child_jacobians(lvl, up, weights[lvl - 1], gate)  # (N_l, B, D, W_l)
+            jac.append(up.transpose(0, 1))
         return jac
+
+    def _child_jacobians(
+        self, lvl: int, up: torch.Tensor, w_up: torch.Tensor, gate: torch.Tensor
+    ) -> torch.Tensor:
+        """up (N_{l-1}, B, D, W_{l-1}) d raw / d pre of level l-1, w_up its (N_{l-1}, W_{l-1}, F)
+        weights, gate (N_l, B, W_l) act'(pre_l) -> (N_l, B, D, W_l) d raw / d pre_l, contiguous.
+        A uniform tree's children are contiguous slots of their parent: one bmm per parent over
+        all its children, and the gate's product writes them child-major."""
+        n_up, b, d, w_prev = up.shape
+        k, w = self.kids[lvl - 1], self.widths[lvl]
+        flat = up.reshape(n_up, b * d, w_prev)
+        if not self.uniform:
+            parent, slot = self._buf("parent", lvl), self._buf("slot", lvl)
+            blocks = w_up.view(n_up, w_prev, k, w)[parent, :, slot, :]  # (N_l, W_{l-1}, W_l)
+            return torch.bmm(flat[parent], blocks).view(-1, b, d, w) * gate[:, :, None, :]
+        out = torch.bmm(flat, w_up).view(n_up, b, d, k, w).permute(0, 3, 1, 2, 4)  # (N_{l-1}, K, B, D, W_l)
+        gate = gate.view(n_up, k, b, 1, w)
+        if torch.is_grad_enabled() and (out.requires_grad or gate.requires_grad):  # out= has no autograd
+            return (out * gate).reshape(n_up * k, b, d, w)
+        j = torch.empty(n_up, k, b, d, w, dtype=torch.result_type(out, gate), device=out.device)
+        return torch.mul(out, gate, out=j).view(n_up * k, b, d, w)
 
 
 class TreeNet(LevelNet):
