@@ -167,56 +167,66 @@ class Recorder:
         self.store.write("loss", slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
 
     def write_epoch(self, row: int, found: Measured, net: Any) -> None:
-        """Write row `row` of every measured variable from one measurement pass."""
-        self._write_measures(row, found.corr, found.op, net)
+        """Write row `row` of every measured variable from one measurement pass (the rows in one
+        batch of store writes)."""
+        rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
-            self._write_theorem(row, found.theorem)
+            rows += self._theorem_rows(row, found.theorem)
+        self.store.write_many(rows)
+        if found.theorem is not None:
+            self.store.arrays["tc_rel_error"].attrs.update(jsonable(found.theorem.attrs))
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
-    def _write_theorem(self, row: int, res: TheoremResult) -> None:
-        for name, value in (
-            ("tc_rel_error", res.rel_error),
-            ("tc_cosine", res.cosine),
-            ("tc_rel_error_own", res.rel_error_own),
-            ("tc_cosine_own", res.cosine_own),
-            ("tc_grad_norm", res.grad_norm),
-        ):
-            self.store.write(name, row, value.detach().cpu().numpy())
-        self.store.arrays["tc_rel_error"].attrs.update(jsonable(res.attrs))
+    def _theorem_rows(self, row: int, res: TheoremResult) -> list[tuple[str, int, Any]]:
+        return [
+            (name, row, value.detach().cpu().numpy())
+            for name, value in (
+                ("tc_rel_error", res.rel_error),
+                ("tc_cosine", res.cosine),
+                ("tc_rel_error_own", res.rel_error_own),
+                ("tc_cosine_own", res.cosine_own),
+                ("tc_grad_norm", res.grad_norm),
+            )
+        ]
 
-    def _write_measures(
+    def _measure_rows(
         self, row: int, corr: dict[str, torch.Tensor] | None, op: dict[str, torch.Tensor] | None, net: Any
-    ) -> None:
-        st = self.store
+    ) -> list[tuple[str, int, Any]]:
+        """(variable, row, value) of the correlations, the operator and the weights to write."""
+        arrays, rows = self.store.arrays, []
         if corr is not None:
             r = {k: v.cpu() for k, v in corr.items()}
             require_finite({"best": r["best"].reshape(-1, 1)}, ("best",), "latent correlation")
-            st.write("corr", row, r["corr"].numpy())
-            st.write("best_corr", row, r["best"].numpy())
-            st.write("level_corr", row, r["level_mean"].numpy())
+            rows += [
+                ("corr", row, r["corr"]),
+                ("best_corr", row, r["best"]),
+                ("level_corr", row, r["level_mean"]),
+            ]
             root = float(r["best"].reshape(-1)[0])  # the root (for an mlp: against the output layer)
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root
         if op is not None:
-            r = op
-            require_finite(r, ("trace", "fro"), "covariance operator")
-            top = st.arrays["op_eigval"].shape[-1]
-            st.write("op_eigval", row, r["eigvals"][:, :top].cpu().numpy())
-            if "op_eigvec" in st.arrays:
-                st.write("op_eigvec", row, r["eigvecs"][:, :, :top].cpu().numpy())
-            st.write("op_trace", row, r["trace"].cpu().numpy())
-            st.write("op_fro", row, r["fro"].cpu().numpy())
-            if "full" in r:
-                st.write("op_full", row, r["full"].cpu().numpy())
-            if "conn" in r:
-                st.write("conn_official_fro", row, r["conn"].cpu().numpy())
-        if "weight" in st.arrays:
+            require_finite(op, ("trace", "fro"), "covariance operator")
+            top = arrays["op_eigval"].shape[-1]
+            rows.append(("op_eigval", row, op["eigvals"][:, :top]))
+            if "op_eigvec" in arrays:
+                rows.append(("op_eigvec", row, op["eigvecs"][:, :, :top]))
+            rows += [("op_trace", row, op["trace"]), ("op_fro", row, op["fro"])]
+            rows += [
+                (name, row, op[key])
+                for key, name in (("full", "op_full"), ("conn", "conn_official_fro"))
+                if key in op
+            ]
+        if "weight" in arrays:
             wts = net.node_weights().detach().cpu()  # (n, W, F_max)
-            f = st.arrays["weight"].shape[-1]
+            f = arrays["weight"].shape[-1]
             padded = torch.full((wts.shape[0], wts.shape[1], f), torch.nan, dtype=wts.dtype)
             padded[:, :, : wts.shape[2]] = wts
-            st.write("weight", row, padded.numpy())
-            st.write("weight_norm", row, torch.nan_to_num(padded).flatten(1).norm(dim=1).numpy())
+            rows += [
+                ("weight", row, padded),
+                ("weight_norm", row, torch.nan_to_num(padded).flatten(1).norm(dim=1)),
+            ]
+        return [(name, r, value.cpu().numpy()) for name, r, value in rows]
 
     def epoch_done(self, epochs_done: int) -> None:
         self.store.update_attrs(epochs_done=epochs_done)

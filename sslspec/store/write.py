@@ -19,12 +19,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
 
 from sslspec.store.files import Files
 from sslspec.store.layout import LOCK, SCHEMA_VERSION, run_dir, version_number, version_path
@@ -189,6 +191,16 @@ class RunStore:
     def write(self, name: str, index: Any, value: Any) -> None:
         """Write `value` at `index` of variable `name` (e.g. one epoch's row)."""
         self.arrays[name][index] = np.asarray(value)
+
+    def write_many(self, items: Sequence[tuple[str, Any, Any]]) -> None:
+        """`write(name, index, value)` for each item, in order, in one round trip to zarr's event
+        loop (each synchronous write waits for its own: a measured epoch writes about ten rows)."""
+
+        async def in_order() -> None:
+            for name, index, value in items:
+                await self.arrays[name].async_array.setitem(index, np.asarray(value))
+
+        sync(in_order())
 
     def update_attrs(self, **attrs: Any) -> None:
         self.group.attrs.update(jsonable(attrs))
