@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 
 import torch
+from torch.optim import optimizer as torch_optimizer
 
 from sslspec.spec import schema
 
@@ -23,9 +25,45 @@ def adam(cfg: schema.Adam, params: Iterable[torch.nn.Parameter]) -> torch.optim.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"sgd": sgd, "adam": adam}
 
 
+def _without_dynamo_import() -> None:
+    """Let torch.optim.Optimizer's methods run without importing torch._dynamo.
+
+    torch wraps add_param_group, zero_grad, state_dict and load_state_dict in
+    `torch._disable_dynamo`, which imports torch._dynamo (~2 s of start-up on a 2-core machine)
+    at the first call only to exclude them from a compiled graph; sslspec never compiles. The
+    wrapper calls the function it caches on the wrapped function, so caching the function itself
+    there makes each call a plain one. Methods without that wrapper are left as they are."""
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        fn = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
+            fn.__dynamo_disable = fn
+
+
 def build_optimizer(cfg_opt: schema.Optimizer, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer of `cfg_opt` over `params`."""
+    _without_dynamo_import()
     kind = schema.kind_of(cfg_opt)
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg_opt!r}")
     return OPTIMIZERS[kind](cfg_opt, params)
+
+
+def step(opt: torch.optim.Optimizer) -> None:
+    """`opt.step()`, the same update, without importing torch._dynamo.
+
+    torch.optim's step wrapper imports torch._dynamo at every call (a no-op after the first, but
+    the first costs ~2 s of start-up on a 2-core machine) to break compiled graphs around the
+    step, and switches grad mode off; sslspec never compiles. So the step itself (the innermost
+    function under torch's wrappers) runs under no_grad. A differentiable optimizer, or one with
+    step hooks, takes the wrapped path."""
+    hooks = torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks
+    if (
+        hooks
+        or opt.defaults.get("differentiable")
+        or opt._optimizer_step_pre_hooks
+        or opt._optimizer_step_post_hooks
+    ):
+        opt.step()
+        return
+    with torch.no_grad():
+        inspect.unwrap(type(opt).step)(opt)

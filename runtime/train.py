@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from runtime import optim
 from runtime.context import RunContext
 
 WARMUP = 3  # eager steps before a CUDA graph is captured
@@ -56,9 +57,9 @@ class Trainer:
             if own is not None:
                 own.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        optim.step(self.opt)
         if own is not None:
-            own.step()
+            optim.step(own)
         ctx.objective.after_step()
         return loss.detach()
 

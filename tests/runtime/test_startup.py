@@ -20,3 +20,23 @@ def test_determinism_without_inductor() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_training_without_dynamo() -> None:
+    """Building SGD and Adam and taking steps (runtime.optim) leaves torch._dynamo unimported:
+    torch.optim's wrappers import it (~2 s of start-up) at their first call."""
+    code = (
+        "import sys, torch\n"
+        "from runtime import optim\n"
+        "from sslspec.spec import schema\n"
+        "for cfg in (schema.SGD(lr=0.1, momentum=0.9), schema.Adam(lr=0.01)):\n"
+        "    p = torch.nn.Parameter(torch.ones(3))\n"
+        "    opt = optim.build_optimizer(cfg, [p])\n"
+        "    opt.zero_grad(set_to_none=True)\n"
+        "    (p * p).sum().backward()\n"
+        "    optim.step(opt)\n"
+        "    opt.load_state_dict(opt.state_dict())\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
