@@ -17,11 +17,14 @@ from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
 from sslspec.spec.schema import Config
+from sslspec.store import variables as V
 from sslspec.store.files import Files
 from sslspec.store.layout import Status
 from sslspec.store.location import Place
 from sslspec.store.variables import COORDS, LOSS, ROOT_CORR, VARIABLES, resolve_dims, root_values, wanted
 from sslspec.store.write import RunStore, dumps, jsonable
+
+Row = tuple[str, int, Any]  # (variable, row, value): one row of a variable to write
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -102,8 +105,8 @@ class Recorder:
                 shape = tuple(len(values[d]) for d in dims)
                 chunk = {"row": 1, "epoch": self._losses_per_epoch(), "whole": shape[0]}[entry.chunk]
                 st.variable(entry, dims, shape, chunk, names, self.loss_attrs if entry.name == LOSS else {})
-        if "polarity" in values:
-            st.write("polarity", slice(None), values["polarity"])
+        if V.POLARITY in values:
+            st.write(V.POLARITY, slice(None), values[V.POLARITY])
 
     def _losses_per_epoch(self) -> int:
         lt = self.cfg.measure.loss
@@ -127,7 +130,7 @@ class Recorder:
                 "node_level": lay.node_level().numpy(),
                 "node_parent": lay.node_parent().numpy(),
                 "edge": np.arange(flat.size),
-                "polarity": flat,
+                V.POLARITY: flat,
                 "state": np.arange(lay.states),
             }
         if nodes.dim == "layer":
@@ -164,69 +167,62 @@ class Recorder:
         idx = torch.arange(losses.numel(), device=losses.device) // lt.every
         sums = torch.zeros(per_epoch, dtype=losses.dtype, device=losses.device).index_add_(0, idx, losses)
         means = sums / torch.bincount(idx, minlength=per_epoch).to(losses.dtype)
-        self.store.write("loss", slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
+        self.store.write(V.LOSS, slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
 
     def write_epoch(self, row: int, found: Measured, net: Any) -> None:
         """Write row `row` of every measured variable from one measurement pass (the rows in one
-        batch of store writes)."""
+        batch of store writes: RunStore.write_many)."""
         rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
             rows += self._theorem_rows(row, found.theorem)
         self.store.write_many(rows)
         if found.theorem is not None:
-            self.store.arrays["tc_rel_error"].attrs.update(jsonable(found.theorem.attrs))
+            self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
-    def _theorem_rows(self, row: int, res: TheoremResult) -> list[tuple[str, int, Any]]:
-        return [
-            (name, row, value.detach().cpu().numpy())
-            for name, value in (
-                ("tc_rel_error", res.rel_error),
-                ("tc_cosine", res.cosine),
-                ("tc_rel_error_own", res.rel_error_own),
-                ("tc_cosine_own", res.cosine_own),
-                ("tc_grad_norm", res.grad_norm),
-            )
-        ]
+    def _theorem_rows(self, row: int, res: TheoremResult) -> list[Row]:
+        rows = []
+        for e in V.results_of("theorem_check"):
+            assert e.result is not None
+            rows.append((e.name, row, getattr(res, e.result).detach().cpu().numpy()))
+        return rows
+
+    def _result_rows(self, row: int, measure: str, result: dict[str, torch.Tensor]) -> list[Row]:
+        """Each table entry of `measure` that this store declares, from its result key, cropped to
+        the declared shape (the operator's eigenpairs are computed beyond `top`)."""
+        st, rows = self.store, []
+        for e in V.results_of(measure):
+            if e.name not in st.arrays or e.result not in result:
+                continue
+            shape = st.arrays[e.name].shape[1:]
+            value = result[e.result].detach().cpu()
+            rows.append((e.name, row, value[tuple(slice(0, n) for n in shape)].numpy()))
+        return rows
 
     def _measure_rows(
         self, row: int, corr: dict[str, torch.Tensor] | None, op: dict[str, torch.Tensor] | None, net: Any
-    ) -> list[tuple[str, int, Any]]:
-        """(variable, row, value) of the correlations, the operator and the weights to write."""
-        arrays, rows = self.store.arrays, []
+    ) -> list[Row]:
+        """(variable, row, value) of the correlations, the operator and the weights; the finiteness
+        checks run before any of them is written."""
+        st, rows = self.store, []
         if corr is not None:
             r = {k: v.cpu() for k, v in corr.items()}
             require_finite({"best": r["best"].reshape(-1, 1)}, ("best",), "latent correlation")
-            rows += [
-                ("corr", row, r["corr"]),
-                ("best_corr", row, r["best"]),
-                ("level_corr", row, r["level_mean"]),
-            ]
+            rows += self._result_rows(row, "latent_correlation", r)
             root = float(r["best"].reshape(-1)[0])  # the root (for an mlp: against the output layer)
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root
         if op is not None:
             require_finite(op, ("trace", "fro"), "covariance operator")
-            top = arrays["op_eigval"].shape[-1]
-            rows.append(("op_eigval", row, op["eigvals"][:, :top]))
-            if "op_eigvec" in arrays:
-                rows.append(("op_eigvec", row, op["eigvecs"][:, :, :top]))
-            rows += [("op_trace", row, op["trace"]), ("op_fro", row, op["fro"])]
-            rows += [
-                (name, row, op[key])
-                for key, name in (("full", "op_full"), ("conn", "conn_official_fro"))
-                if key in op
-            ]
-        if "weight" in arrays:
+            rows += self._result_rows(row, "covariance_operator", op)
+        if V.WEIGHT in st.arrays:
             wts = net.node_weights().detach().cpu()  # (n, W, F_max)
-            f = arrays["weight"].shape[-1]
+            f = st.arrays[V.WEIGHT].shape[-1]
             padded = torch.full((wts.shape[0], wts.shape[1], f), torch.nan, dtype=wts.dtype)
             padded[:, :, : wts.shape[2]] = wts
-            rows += [
-                ("weight", row, padded),
-                ("weight_norm", row, torch.nan_to_num(padded).flatten(1).norm(dim=1)),
-            ]
-        return [(name, r, value.cpu().numpy()) for name, r, value in rows]
+            rows.append((V.WEIGHT, row, padded.numpy()))
+            rows.append((V.WEIGHT_NORM, row, torch.nan_to_num(padded).flatten(1).norm(dim=1).numpy()))
+        return rows
 
     def epoch_done(self, epochs_done: int) -> None:
         self.store.update_attrs(epochs_done=epochs_done)
