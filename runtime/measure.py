@@ -76,14 +76,14 @@ class LatentCorrelation:
     def update(self, latents: Sequence[Tensor], pre: Sequence[Tensor]) -> None:
         """Add a chunk: latents per level (B, N_l) long, pre-activations per level (B, N_l, W)."""
         z = torch.cat(list(latents), dim=1)  # (B, n)
-        h = torch.cat([p.detach() for p in pre], dim=1).to(FLOAT)  # (B, n, W)
+        h = torch.cat([p.detach() for p in pre], dim=1)  # (B, n, W), the network's dtype
         if h.shape[1:] != self.sum_h.shape or z.shape != h.shape[:2]:
             raise ValueError(f"expected pre (B, {self.sum_h.shape[0]}, {self.width}), got {tuple(h.shape)}")
         if self.shift is None:
-            self.shift = h.mean(dim=0)
+            self.shift = h.to(FLOAT).mean(dim=0)
             for name in ("sum_i", "sum_h", "sum_hh", "sum_ih", "level"):
                 setattr(self, name, getattr(self, name).to(h.device))
-        h = h - self.shift
+        h = h - self.shift  # float64: the subtraction promotes (one pass, exact conversion first)
         ind = torch.nn.functional.one_hot(z, self.states).to(FLOAT)  # (B, n, S)
         self.count += z.shape[0]
         self.sum_i += ind.sum(dim=0)
