@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_determinism_without_inductor() -> None:
@@ -40,3 +41,26 @@ def test_training_without_dynamo() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_run_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    """A whole `sslspec run` of a tiny reference run completes without importing xarray,
+    matplotlib, torch._dynamo or torch._inductor (each costs start-up; none is needed to run)."""
+    spec = Path(__file__).resolve().parents[2] / "specs" / "hltm_simclr.ssl"
+    sets = ["train.samples=128", "train.epochs=1", "measure.samples=128"]
+    argv = ["sslspec", "run", str(spec), "--device", "cpu", "--out", str(tmp_path / "out")]
+    argv += [a for s in sets for a in ("-s", s)]
+    code = (
+        "import sys\n"
+        "from sslspec.cli import main\n"
+        f"sys.argv = {argv!r}\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "heavy = ('xarray', 'matplotlib', 'torch._dynamo', 'torch._inductor')\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "complete" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert "LOADED []" in out.stdout, out.stdout + out.stderr
