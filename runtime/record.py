@@ -13,6 +13,7 @@ import torch
 
 from runtime.context import RunContext
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
+from runtime.network import BN_VIEWS
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
@@ -54,6 +55,7 @@ class Recorder:
                 "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
                 "plan_spec": spec,
+                **({"batch_norm_views": BN_VIEWS} if getattr(cfg.network, "batch_norm", False) else {}),
             },
             files,
         )
@@ -194,6 +196,7 @@ class Recorder:
             st.write("corr", row, r["corr"].numpy())
             st.write("best_corr", row, r["best"].numpy())
             st.write("level_corr", row, r["level_mean"].numpy())
+            st.write("dead_fraction", row, r["dead_fraction"].numpy())
             root = float(r["best"].reshape(-1)[0])  # the root (for an mlp: against the output layer)
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root

@@ -103,11 +103,20 @@ VARIABLES: tuple[Entry, ...] = (
     Entry("best_corr", ("epoch", LAYERS, "node"), "1", "max over states and units of |corr|", measure=_LC),
     Entry("level_corr", ("epoch", LAYERS, "level"), "1", "mean best_corr of each level", measure=_LC),
     Entry(
+        "dead_fraction",
+        ("epoch", NET),
+        "1",
+        "fraction of the {net}'s units inactive (pre-activation <= 0) on every measured sample",
+        measure=_LC,
+        attrs={"comment": "1 at a node: no unit ever active there, so its correlation cannot leave 0"},
+    ),
+    Entry(
         "op_eigval",
         ("epoch", NET, "eig"),
         "1",
         "top eigenvalues of the covariance operator V_x[K_bar(x)]",
         measure=_OP,
+        attrs={"comment": "K_bar averages over every augmentation of the spec, leaf flips included"},
     ),
     Entry(
         "op_eigvec",
@@ -197,6 +206,7 @@ def _name(name: str) -> str:
 
 CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
+DEAD_FRACTION = _name("dead_fraction")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 
 # The root: latent node 0 (level 0); for an mlp, measured against its output layer (layer 0).
