@@ -222,7 +222,9 @@ class LevelNet(nn.Module):
         """x: (B, n_leaves) leaf values -> Forward (one batched matmul per level, bottom up).
 
         views: x holds that many views stacked view-major, (V B, n), which batch norm in training
-        mode normalizes one view at a time (no effect without batch norm or in eval mode). Levels are computed node-major, (N, B, .), which is what bmm wants; `inputs` and `pre`
+        mode normalizes one view at a time (no effect without batch norm or in eval mode).
+
+        Levels are computed node-major, (N, B, .), which is what bmm wants; `inputs` and `pre`
         are (B, N, .) transposed views of those, so use reshape, not view, on them."""
         depth = len(self.sizes)
         inputs: list[torch.Tensor] = [x] * depth
