@@ -191,6 +191,9 @@ def execute(
     targets = tuple((p, of(str(out)) if out is not None else results_root(p)) for p in lowered)
     for root in dict.fromkeys(root for _, root in targets):  # a root that cannot be written: exit 2
         (ready_root if dry_run else writable_root)(root)
+    if executor == "ray" and any(str(root).startswith("memory://") for _, root in targets):
+        message = "a memory:// results root lives in this process; Ray workers cannot write to it"
+        raise SpecError([Diagnostic(f"{message} (use a shared directory or an object store URL)")])
     where = Where(jobs, executor, address, gpus)
     return Outcome(targets, _run_plans(targets, device, force, dry_run, where))
 
