@@ -1,6 +1,7 @@
 """The Ray executor on a local Ray instance (2 CPUs, 2 logical GPUs) started once for this module:
 a sweep completes with one version per run, bit-identical to the local executor; tasks that
-declare GPUs see the ids Ray assigned; a killed worker's task is retried and resumes; a second
+declare GPUs see the ids Ray assigned; a killed worker's task is retried and resumes; a
+`memory://` root shared through a Ray actor (shared_memory_fs) works end to end; a second
 driver on the same root is refused."""
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     temp = tmp_path_factory.mktemp("ray")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+    here = str(Path(__file__).parent)  # workers import shared_memory_fs from here
+    env = {"env_vars": {"PYTHONPATH": here}, "worker_process_setup_hook": "shared_memory_fs.register"}
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        _temp_dir=str(temp),
+        log_to_driver=False,
+        runtime_env=env,
+        namespace="sslspec-tests",
+    )
     try:
         yield
     finally:
@@ -85,6 +96,32 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path: Pa
     resumed = version_attrs(store).get("resumed")
     assert resumed and resumed[0]["epoch"] >= 1, "the retry did not resume from a checkpoint"
     identical(store, *stores(tmp_path / "local"))
+
+
+def test_a_memory_root_shared_through_an_actor_works_end_to_end(tmp_path: Path) -> None:
+    """A `memory://` results root whose bytes live in one Ray actor (every worker and the driver
+    see it; see shared_memory_fs): a 2-run sweep completes through Ray, each run has exactly one
+    complete version there, readable by the driver and bit-identical to a local run."""
+    import shared_memory_fs
+
+    from sslspec.store.layout import run_dir, versions
+    from sslspec.store.location import of
+
+    plan = lower(short_spec(tmp_path, "sweep hltm_simclr { seed = 1..2 }\n"))
+    url = f"memory://ray-test/{tmp_path.name}"
+    shared_memory_fs.register()
+    try:
+        with torch_state_kept():
+            assert execute_all([(plan, url)], "cpu", executor=RayExecutor(gpus=0)) == 0
+            assert execute_all([(plan, str(tmp_path / "local"))], "cpu") == 0
+        root = of(url)
+        for run in plan.runs:
+            ((_, store),) = versions(run_dir(root, run.experiment, run.id))
+            assert version_attrs(store)["status"] == "complete"
+            local = run_dir(tmp_path / "local", run.experiment, run.id) / "v0001.zarr"
+            identical(str(store), local)  # type: ignore[arg-type]
+    finally:
+        shared_memory_fs.unregister()
 
 
 def test_a_second_driver_on_the_same_root_is_refused(tmp_path: Path) -> None:
