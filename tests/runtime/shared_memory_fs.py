@@ -111,10 +111,8 @@ class SharedMemoryFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def ls(self, path: str, detail: bool = True, **kw: Any) -> list[Any]:
         path = self._strip_protocol(path)
-        if self.info(path)["type"] == "file":
-            found = [self.info(path)]
-        else:
-            found = ray.get(self.tree.ls.remote(path))
+        here = self.info(path)
+        found = [here] if here["type"] == "file" else ray.get(self.tree.ls.remote(path))
         return found if detail else [f["name"] for f in found]
 
     def _open(self, path: str, mode: str = "rb", **kw: Any) -> Any:

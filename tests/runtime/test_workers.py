@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from test_executor import short_spec
@@ -46,3 +47,14 @@ def test_workers_give_the_arrays_of_one_process(tmp_path: Path) -> None:
     assert cli("run", spec, "--out", tmp_path / "b", "--device", "cpu", "-j", "1").returncode == 0
     for a, b in zip(stores(tmp_path / "a"), stores(tmp_path / "b"), strict=True):
         identical(a, b)
+
+
+def test_without_ray_the_ray_executor_is_an_error_naming_the_extra(
+    tmp_path: Path, monkeypatch, sslspec_cli
+) -> None:
+    """`--executor ray` where Ray cannot be imported exits 2 with a message naming the `ray`
+    extra, before anything is written."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = sslspec_cli("run", short_spec(tmp_path), "--out", tmp_path / "out", "--executor", "ray")
+    assert result.exit_code == 2 and "pip install 'sslspec[ray]'" in result.stderr, result.stderr
+    assert stores(tmp_path / "out") == []
