@@ -20,11 +20,11 @@ def test_a_held_lease_refuses_a_second_driver_and_is_gone_after(tmp_path: Path, 
     """While held (a directory or a URL root), acquiring again is a SpecError naming the holder's
     pid and the file to remove; after the holder ends the lease is gone and can be taken again."""
     place = of(str(tmp_path / "out") if root == "local" else root)
-    with driver_lease([place]):
-        with pytest.raises(
-            SpecError, match=r"in use by another sslspec driver \(pid \d+ on .*remove .*\.driver"
-        ):
-            acquire(place)
+    with (
+        driver_lease([place]),
+        pytest.raises(SpecError, match=r"in use by another sslspec driver \(pid \d+ on .*remove .*\.driver"),
+    ):
+        acquire(place)
     assert not (place / LEASE).exists()
     acquire(place)
     release(place)
@@ -36,7 +36,6 @@ def test_a_lease_of_a_dead_driver_on_this_host_is_taken_over(tmp_path: Path) -> 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    import os
 
     (tmp_path / LEASE).write_text(
         json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "started": "x"})
