@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_executor import short_spec
-from test_run import cli, stores
+from test_run import SSLSPEC, cli, stores
 
 from sslspec.spec.lower import lower
 from sslspec.store.layout import version_attrs
@@ -58,3 +62,31 @@ def test_without_ray_the_ray_executor_is_an_error_naming_the_extra(
     result = sslspec_cli("run", short_spec(tmp_path), "--out", tmp_path / "out", "--executor", "ray")
     assert result.exit_code == 2 and "pip install 'sslspec[ray]'" in result.stderr, result.stderr
     assert stores(tmp_path / "out") == []
+
+
+def test_ctrl_c_stops_every_worker_and_their_runs_resume(tmp_path: Path) -> None:
+    """SIGINT to the process group of `sslspec run -j 2` (what Ctrl-C sends) while both workers
+    have a run past its first checkpoint: exit 130, no process left, both runs `running` and
+    resumable; the same command then completes every run with exactly one version each."""
+    sets = ["--set", "train.samples=2000", "--set", "train.epochs=20"]
+    spec, out = short_spec(tmp_path, SWEEP), tmp_path / "out"
+    command = [str(SSLSPEC), "run", str(spec), "--out", str(out), "-j", "2", "--device", "cpu", *sets]
+    proc = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not inherited as ignored
+    )
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("v*.ckpt.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert {version_attrs(p)["status"] for p in stores(out)} == {"running"} and len(stores(out)) == 2
+    again = cli("run", spec, "--out", out, "-j", "2", "--device", "cpu", *sets)
+    assert again.returncode == 0, again.stderr
+    found = stores(out)
+    assert len(found) == 4 and {version_attrs(p)["status"] for p in found} == {"complete"}
+    assert sum("resumed" in version_attrs(p) for p in found) == 2
