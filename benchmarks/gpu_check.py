@@ -88,27 +88,13 @@ def deterministic() -> None:
 
 def graph_vs_eager() -> None:
     """Training by CUDA-graph replay follows the same law as eager steps (same start, 200 steps)."""
-    from runtime.optim import build_optimizer
+    from runtime.context import RunContext
     from runtime.train import Trainer
 
-    cfg = lower(SPEC).runs[0].config
-    lay = Layout.from_shape(cfg.data.tree, 2)
-    edges = draw_edges(cfg.data, lay, torch.Generator().manual_seed(0))
+    run = lower(SPEC).runs[0]
     curves = []
     for graphs in (False, True):
-        net = build_network(cfg, lay, torch.Generator().manual_seed(1)).cuda()
-        gen = torch.Generator(device="cuda").manual_seed(2)
-        tr = Trainer(
-            cfg,
-            lay.to("cuda"),
-            edges.to("cuda"),
-            net,
-            build_optimizer(cfg.optimizer, net.parameters()),
-            gen,
-            torch.device("cuda"),
-            torch.float32,
-            graphs=graphs,
-        )
+        tr = Trainer(RunContext.build(run, torch.device("cuda")), graphs=graphs)
         curves.append(tr.run_steps(200).cpu())
         print(
             f"    graphs={graphs}: captured={tr._graph is not None}, loss first 10 mean "

@@ -19,8 +19,8 @@ import time
 import torch
 
 from runtime.device import device_name, resolve_device, set_determinism
-from runtime.measure import CovarianceOperator, LatentCorrelation, n_classes
-from runtime.probe import measure_pass
+from runtime.measure import CovarianceOperator, LatentCorrelation
+from runtime.measurements import measure_pass
 from runtime.run import build_run
 from runtime.train import Trainer
 from sslspec.spec.lower import lower
@@ -34,8 +34,7 @@ def _sync(device: torch.device) -> None:
 def setup(spec: str, device: torch.device, sets: list[str]) -> tuple:
     """The spec's first run as `sslspec run` builds it (same seeds, layout, network, optimizer)."""
     run = lower(spec, sets).runs[0]
-    _, _, trainer, _ = build_run(run, device)
-    return run.config, trainer
+    return run.config, build_run(run, device)
 
 
 def time_training(trainer: Trainer, steps: int, device: torch.device) -> float:
@@ -45,19 +44,21 @@ def time_training(trainer: Trainer, steps: int, device: torch.device) -> float:
     t0 = time.perf_counter()
     trainer.run_steps(steps)
     _sync(device)
-    return steps * trainer.cfg.train.batch / (time.perf_counter() - t0)
+    return steps * trainer.ctx.cfg.train.batch / (time.perf_counter() - t0)
 
 
 def time_measure(cfg, trainer: Trainer, samples: int, device: torch.device) -> float:
     """Samples/s of one measurement pass with latent correlation and the top-8 spectrum."""
-    layout, w = trainer.layout, cfg.network.width
+    ctx = trainer.ctx
+    layout, w = ctx.source.layout, cfg.network.width
+    assert layout is not None
     corr = LatentCorrelation(layout, w)
-    op = CovarianceOperator.for_tree(layout, w, n_classes(layout, cfg.augment.share, layout.states), top=8)
+    op = CovarianceOperator.for_tree(layout, w, ctx.source.n_classes(), top=8)
     _sync(device)
     t0 = time.perf_counter()
     with torch.no_grad():
         trainer.net.eval()
-        measure_pass(cfg, trainer.net, layout, trainer.edges, trainer.gen, device, torch.float32, corr, op)
+        measure_pass(ctx, corr, op)
         corr.result(), op.result()
     _sync(device)
     return samples / (time.perf_counter() - t0)

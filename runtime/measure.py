@@ -20,10 +20,12 @@ import torch
 from torch import Tensor
 
 from runtime.layout import Layout
+from runtime.spectrum import product_fro, spectrum
 
 FLOAT = torch.float64
-_BLOCK = 512  # samples per block of the operator's products: keeps the float64 copies in cache
-_ONEHOT_MAX = 4  # up to this many classes: one matmul over one-hot-expanded inputs, else sort
+_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
+_BLOCK_NUMBERS = 1 << 22  # Jacobian entries per block of the class sums (a 32 MiB float64 copy)
+_ONEHOT_MAX = 4  # up to this many classes: one bmm over one-hot-spread inputs, else sorted groups
 MAX_CLASSES = 4096  # per-class sums cost n_classes * sum(N F W D) float64 numbers
 
 
@@ -31,7 +33,7 @@ def n_classes(layout: Layout, share: int, states: int) -> int:
     """Number of joint values of the latents of levels 0..share (states ** their count)."""
     if not 0 <= share < layout.depth:
         raise ValueError(f"share must be in 0..{layout.depth - 1} (got {share})")
-    count = states ** sum(layout.sizes[: share + 1])
+    count = int(states ** sum(layout.sizes[: share + 1]))
     if count > MAX_CLASSES:
         raise ValueError(f"share = {share} gives {count} classes; at most {MAX_CLASSES} are supported")
     return count
@@ -113,30 +115,44 @@ def tree_fan_in(layout: Layout, width: int) -> tuple[Tensor, ...]:
 def _class_sums(cls: Tensor, n_cls: int, f: Tensor, jac: Tensor) -> Tensor:
     """Per-class sums of K = f (x) J without forming K per sample: (C, N, F, D, W) float64.
 
-    cls (B,), f (B, N, F), jac (B, N, D, W). Few classes: one bmm over one-hot-expanded inputs;
-    many: samples sorted by class, one bmm per class present (cost independent of C).
+    cls (B,), f (B, N, F), jac (B, N, D, W). Class-grouped matrix products over blocks of samples
+    (float64 copies of at most _BLOCK_NUMBERS Jacobian entries): for few classes one bmm per block
+    whose inputs are spread into one row block per class (one-hot: (N, C F, b) @ (N, b, D W), a
+    single pass over the Jacobians); for many, the block sorted by class and one bmm per class
+    present (cost independent of C).
     """
     (b, n, nf), (nd, nw) = f.shape, jac.shape[-2:]
-    if n_cls <= _ONEHOT_MAX:
-        onehot = torch.nn.functional.one_hot(cls, n_cls).to(FLOAT)  # (B, C)
-        acc = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)
-        for s in range(0, b, _BLOCK):
-            a = onehot[s : s + _BLOCK, None, :, None] * f[s : s + _BLOCK, :, None, :].to(FLOAT)
-            a = a.reshape(-1, n, n_cls * nf).permute(1, 2, 0)  # (N, C*F, b)
-            j = jac[s : s + _BLOCK].reshape(-1, n, nd * nw).to(FLOAT).permute(1, 0, 2)  # (N, b, D*W)
-            acc += torch.bmm(a, j)
-        return acc.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
-    order = torch.argsort(cls)
-    counts = torch.bincount(cls, minlength=n_cls).tolist()
-    fs = f[order].to(FLOAT).permute(1, 2, 0)  # (N, F, B)
-    js = jac.reshape(b, n, nd * nw)[order].to(FLOAT).permute(1, 0, 2)  # (N, B, D*W)
-    out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
-    start = 0
-    for c, k in enumerate(counts):
-        if k:
-            out[c] = torch.bmm(fs[:, :, start : start + k], js[:, start : start + k])
-        start += k
+    few = n_cls <= _ONEHOT_MAX
+    out = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)  # few: (N, C F, D W)
+    if not few:
+        out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
+    step = max(1, _BLOCK_NUMBERS // (n * nd * nw))
+    for s in range(0, b, step):
+        c = cls[s : s + step]  # (b,)
+        # node-major float64 copies in one pass whatever the layout (the network's is node-major)
+        fb = _node_major(f[s : s + step].permute(1, 2, 0))  # (N, F, b)
+        jb = _node_major(jac[s : s + step].transpose(0, 1)).view(n, -1, nd * nw)  # (N, b, D W)
+        if few:
+            onehot = torch.nn.functional.one_hot(c, n_cls).T.to(FLOAT)  # (C, b)
+            spread = onehot[None, :, None, :] * fb[:, None, :, :]  # (N, C, F, b)
+            out += torch.bmm(spread.reshape(n, n_cls * nf, -1), jb)
+            continue
+        order = torch.argsort(c, stable=True)
+        counts = torch.bincount(c, minlength=n_cls)
+        present = counts.nonzero().flatten()
+        fs, js = fb[:, :, order], jb[:, order]  # (N, F, b), (N, b, D W): grouped by class
+        start = 0
+        for k, size in zip(present.tolist(), counts[present].tolist(), strict=True):
+            out[k] += torch.bmm(fs[:, :, start : start + size], js[:, start : start + size])
+            start += size
+    if few:
+        return out.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
     return out.reshape(n_cls, n, nf, nd, nw)
+
+
+def _node_major(x: Tensor) -> Tensor:
+    """A contiguous float64 copy of x (one pass, whatever x's strides)."""
+    return torch.empty(x.shape, dtype=FLOAT, device=x.device).copy_(x)
 
 
 def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
@@ -158,30 +174,6 @@ def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
     return acc.reshape(ns, n, nf * nw, nf * nw)
 
 
-def _top_eigen(op: Tensor, size: Tensor, top: int) -> tuple[Tensor, Tensor]:
-    """Top eigenpairs of op (N, P, P) whose real block is the leading size[n] x size[n].
-
-    Returns values (N, top) descending and vectors (N, P, top), NaN past each node's size. The
-    padded block's diagonal is set to -1 (below every eigenvalue of a PSD block), so the top
-    pairs come from the real block. Each vector's largest-magnitude entry is made positive.
-    """
-    n, p, _ = op.shape
-    pad = torch.arange(p, device=op.device)[None, :] >= size[:, None]  # (N, P)
-    op = op + torch.diag_embed(pad.to(op.dtype) * -1.0)
-    vals, vecs = torch.linalg.eigh(op)  # ascending
-    k = min(top, p)
-    vals, vecs = vals.flip(-1)[:, :k], vecs.flip(-1)[:, :, :k]
-    peak = vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True))  # (N, 1, k)
-    vecs = vecs * torch.where(peak < 0, -1.0, 1.0)
-    out_vals = torch.full((n, top), torch.nan, dtype=op.dtype, device=op.device)
-    out_vecs = torch.full((n, p, top), torch.nan, dtype=op.dtype, device=op.device)
-    out_vals[:, :k], out_vecs[:, :, :k] = vals, vecs
-    beyond = torch.arange(top, device=op.device)[None, :] >= size[:, None]  # (N, top)
-    out_vals[beyond] = torch.nan
-    out_vecs.masked_fill_(beyond[:, None, :] | pad[:, :, None], torch.nan)
-    return out_vals, out_vecs
-
-
 class CovarianceOperator:
     """The covariance operator of every latent node (or layer), as a between-class covariance.
 
@@ -195,16 +187,20 @@ class CovarianceOperator:
       `eigvecs` (n, P, top) (column k belongs to eigvals[:, k]; largest-magnitude entry positive);
       `trace` (n,); `fro` (n,) Frobenius norm; `full` (n, P, P) when full; `conn` (n,) when
       official: the Frobenius norm of the official code's matrix, K flattened (F * D) x W and the
-      between-class covariance contracted over the node's own units ((F * D) x (F * D)).
+      between-class covariance contracted over the node's own units ((F * D) x (F * D)), derived
+      from the same class means through the smaller Gram matrix (`level_conn`).
     Eigenvectors are unique only up to sign (fixed as above) for simple eigenvalues: within a
     repeated eigenvalue any rotation is as good, and devices or BLAS builds pick differently. The
     root's operator always is one: J = I there, so OP_root = Cov_x(E[f_in | class]) (x) I_W and
     each of its eigenvalues comes W times. The rank is at most (C - 1) * D; eigenvectors past it
-    belong to numerically zero eigenvalues and carry no information.
+    belong to numerically zero eigenvalues: an orthonormal basis of the null space, no information.
+    Everything is computed from the factor OP = A A^T (`level_factor`, P x C D), through the Gram
+    matrix A^T A when C D < P (runtime.spectrum), so no P x P matrix is formed unless `full`; the
+    theorem check applies the operator as A (A^T v) (`row_products`).
     within: global node ids whose within-class term E_x[V_aug[K | x]] is also accumulated
     (`within_row(node)`), for the theorem check with beta != 0; each costs a second moment
-    against every node of its level (N_l F^2 W^2 per sample).
-    `operator(node)` / `operator_row(node)` give one node's matrix / its block row of the level.
+    against every node of its level (N_l F^2 W^2 per sample, dense: not low rank).
+    `operator(node)` / `operator_row(node)` give one node's matrix / its block row of the level (dense).
     """
 
     def __init__(
@@ -237,6 +233,7 @@ class CovarianceOperator:
         self.counts = torch.zeros(n_classes, dtype=FLOAT)
         self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
+        self._factors: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
 
     @classmethod
     def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:
@@ -254,6 +251,7 @@ class CovarianceOperator:
             self.counts = self.counts.to(dev)
             self.sums = [torch.zeros(0, device=dev)] * len(inputs)
             self.moments = [torch.zeros(0, device=dev)] * len(inputs)
+        self._factors.clear()
         self.counts += torch.bincount(cls, minlength=self.n_classes).to(FLOAT)
         for lvl, (f, j) in enumerate(zip(inputs, jac, strict=True)):
             f, j = f.detach(), j.detach()
@@ -278,37 +276,66 @@ class CovarianceOperator:
         *lead, nf, nd, nw = k.shape
         return k.transpose(-1, -2).reshape(*lead, nf * nw, nd)
 
-    def _deltas(self, lvl: int) -> tuple[Tensor, Tensor]:
-        """p (C,) and Kbar_c - Kbar in the paper's order (C, N, P, D), zero for unseen classes."""
-        p, means, mean = self._class_means(lvl)
-        return p, self._paper_order(means - mean) * (p > 0)[:, None, None, None]
+    def level_factor(self, lvl: int) -> Tensor:
+        """(N_l, P_l, R) the factor A of every node of a level, OP = A A^T: its columns are
+        sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and output
+        d, so R = seen classes * D and OP's rank is at most R - D. Zero in padded rows. Kept until the
+        next `update` (the spectrum and the theorem check share it)."""
+        if lvl not in self._factors:
+            if not self.sums:
+                raise ValueError("no samples were accumulated")
+            total, sums, counts = self.counts.sum(), self.sums[lvl], self.counts
+            if not bool((counts > 0).all()):
+                seen = (counts > 0).nonzero().flatten()
+                sums, counts = sums[seen], counts[seen]  # (C', N, F, D, W), (C',)
+            root_p = (counts / total).sqrt()[:, None, None, None, None]
+            delta = sums * (root_p / counts[:, None, None, None, None])
+            delta -= root_p * (self.sums[lvl].sum(dim=0) / total)  # sqrt(p_c) (Kbar_c - Kbar)
+            c, n, nf, nd, nw = delta.shape
+            self._factors[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
+        return self._factors[lvl]
 
     def level_operator(self, lvl: int) -> Tensor:
         """(N_l, P_l, P_l) the paper's operator of every node of a level (zeros in padded rows)."""
-        p, delta = self._deltas(lvl)
-        return torch.einsum("c,cnad,cnbd->nab", p, delta, delta)
+        a = self.level_factor(lvl)
+        return a @ a.mT
 
     def level_conn(self, lvl: int) -> Tensor:
-        """(N_l,) Frobenius norm of the official code's operator: K as (F * D) x W, contracted over W."""
+        """(N_l,) Frobenius norm of the official code's operator: K as (F * D) x W, contracted over W.
+
+        Derived from the same class means as `level_factor`, in the other index order: with
+        B = [sqrt(p_c) (Kbar_c - Kbar)]_c as (F * D) x (C' * W) the matrix is B B^T, and its norm
+        is computed as ||B^T B||_F when C' W < F D (the same number)."""
         p, means, mean = self._class_means(lvl)
-        c, n, nf, nd, nw = means.shape
-        delta = ((means - mean) * (p > 0)[:, None, None, None, None]).reshape(c, n, nf * nd, nw)
-        return torch.linalg.matrix_norm(torch.einsum("c,cnaw,cnbw->nab", p, delta, delta))
+        seen = p > 0
+        delta = (means[seen] - mean) * p[seen].sqrt()[:, None, None, None, None]  # (C', N, F, D, W)
+        c, n, nf, nd, nw = delta.shape
+        return product_fro(delta.permute(1, 2, 3, 0, 4).reshape(n, nf * nd, c * nw))
 
     def operator(self, node: int) -> Tensor:
         """(P_l, P_l) the operator of one node (global id), in the order of `W_node.T.reshape(-1)`."""
         lvl, i = self.locate[node]
-        return self.level_operator(lvl)[i]
+        a = self.level_factor(lvl)[i]
+        return a @ a.T
 
     def operator_row(self, node: int) -> Tensor:
         """(N_l, P_l, P_l) the node's block row of its level's operator: [m] = Cov_x(Kbar_node, Kbar_m).
 
         The root output sums over a level, f = sum_m K_m^T vec(W_m), so the expected gradient of a
         node's weights involves sum_m OP[node, m] vec(W_m); [node's own index] is `operator(node)`.
+        Dense (N_l P_l^2 numbers); `row_products` applies it without forming it.
         """
         lvl, i = self.locate[node]
-        p, delta = self._deltas(lvl)
-        return torch.einsum("c,cad,cnbd->nab", p, delta[:, i], delta)
+        a = self.level_factor(lvl)
+        return torch.einsum("ar,nbr->nab", a[i], a)
+
+    def row_products(self, node: int, vecs: Tensor) -> Tensor:
+        """vecs (N_l, P_l), a vector per node of the node's level -> (N_l, P_l): [m] = OP[node, m] vecs[m],
+        computed as A_node (A_m^T vecs[m]) (N_l P_l R operations; no P x P block is formed)."""
+        lvl, i = self.locate[node]
+        a = self.level_factor(lvl)  # (N, P, R)
+        coef = torch.einsum("npr,np->nr", a, vecs.to(a))  # (N, R)
+        return coef @ a[i].T
 
     def within_row(self, node: int) -> Tensor:
         """(N_l, P_l, P_l) block row of E_x[V_aug[K | x]] = E[K_node K_m^T] - sum_c p_c Kbar_c,node Kbar_c,m^T
@@ -323,29 +350,30 @@ class CovarianceOperator:
         return self.moments[lvl][hit[0, 0]] / self.counts.sum() - of_means
 
     def result(self) -> dict[str, Tensor]:
-        """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node."""
-        ops = [self.level_operator(lvl) for lvl in range(len(self.fan_in))]
-        widths = [self.sums[lvl].shape[-1] for lvl in range(len(ops))]
-        size = torch.cat([f.to(ops[0].device) * w for f, w in zip(self.fan_in, widths, strict=True)])  # (n,)
-        p_max, dev = max(op.shape[-1] for op in ops), ops[0].device
+        """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node.
+
+        Per level from the factor A (`level_factor`) by runtime.spectrum's cheaper exact route (the
+        Gram matrix when R < P_l); the dense P x P matrices are formed for `full` only."""
+        factors = [self.level_factor(lvl) for lvl in range(len(self.fan_in))]
+        widths = [self.sums[lvl].shape[-1] for lvl in range(len(factors))]
+        dev = factors[0].device
+        size = torch.cat([f.to(dev) * w for f, w in zip(self.fan_in, widths, strict=True)])  # (n,)
+        p_max = max(a.shape[1] for a in factors)
         nan = lambda *shape: torch.full(shape, torch.nan, dtype=FLOAT, device=dev)
-        out = {
-            "count": self.counts,
-            "size": size,
-            "eigvals": nan(self.n_nodes, self.top),
-            "eigvecs": nan(self.n_nodes, p_max, self.top),
-            "trace": torch.cat([op.diagonal(dim1=1, dim2=2).sum(-1) for op in ops]),
-            "fro": torch.cat([torch.linalg.matrix_norm(op) for op in ops]),
-        }
+        out = {"count": self.counts, "size": size, "eigvals": nan(self.n_nodes, self.top)}
+        out["eigvecs"] = nan(self.n_nodes, p_max, self.top)
+        out["trace"], out["fro"] = nan(self.n_nodes), nan(self.n_nodes)
         if self.full:
             out["full"] = nan(self.n_nodes, p_max, p_max)
-        for lvl, op in enumerate(ops):
-            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + op.shape[0]), op.shape[-1]
-            out["eigvals"][rows], out["eigvecs"][rows, :p_l] = _top_eigen(op, size[rows], self.top)
+        for lvl, a in enumerate(factors):
+            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + a.shape[0]), a.shape[1]
+            spec = spectrum(a, size[rows], self.top)
+            out["eigvals"][rows], out["eigvecs"][rows, :p_l] = spec["eigvals"], spec["eigvecs"]
+            out["trace"][rows], out["fro"][rows] = spec["trace"], spec["fro"]
             if self.full:
                 real = torch.arange(p_l, device=dev)[None, :] < size[rows, None]  # (N, P_l)
                 pad = ~(real[:, :, None] & real[:, None, :])
-                out["full"][rows, :p_l, :p_l] = op.masked_fill(pad, torch.nan)
+                out["full"][rows, :p_l, :p_l] = (a @ a.mT).masked_fill(pad, torch.nan)
         if self.official:
-            out["conn"] = torch.cat([self.level_conn(lvl) for lvl in range(len(ops))])
+            out["conn"] = torch.cat([self.level_conn(lvl) for lvl in range(len(factors))])
         return out

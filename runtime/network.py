@@ -31,13 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from runtime.layout import Layout
-from sslspec.lang.check import Config
 from sslspec.spec import schema
+from sslspec.spec.schema import Config
 
 EPS_NORM = 1e-4  # official: out = raw / (||raw|| + 1e-4)
 
@@ -179,7 +180,7 @@ class LevelNet(nn.Module):
     def _batch_norm(self, lvl: int, g: torch.Tensor) -> torch.Tensor:
         """(N, B, W) -> (N, B, W), each (node, unit) normalized over the batch."""
         n, b, w = g.shape
-        flat = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
+        flat: torch.Tensor = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
         return flat.view(b, n, w).transpose(0, 1)
 
     def forward(self, x: torch.Tensor) -> Forward:
@@ -251,9 +252,9 @@ class TreeNet(LevelNet):
         super().__init__(layout, (cfg.width,) * layout.depth, cfg, gen, dtype, device)
 
 
-def chain_shape(n_in: int, layers: int) -> int | tuple:
+def chain_shape(n_in: int, layers: int) -> int | tuple[Any, ...]:
     """The nested tree shape of an MLP: a chain of `layers` nodes over `n_in` leaves."""
-    shape: int | tuple = n_in
+    shape: int | tuple[Any, ...] = n_in
     for _ in range(layers - 1):
         shape = (shape,)
     return shape
@@ -274,21 +275,34 @@ class MLP(LevelNet):
         super().__init__(layout, tuple(reversed(cfg.widths)), cfg, gen, dtype, device)
 
 
-Builder = Callable[..., LevelNet]  # (network cfg, layout, gen, dtype, device) -> network
+# (network cfg, the data's latent tree or None, input size, gen, dtype, device) -> network
+Builder = Callable[
+    [schema.Network, Layout | None, int, torch.Generator, torch.dtype, torch.device | str], LevelNet
+]
 
 
 def _tree(
-    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+    cfg: schema.Network,
+    layout: Layout | None,
+    n_in: int,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str,
 ) -> LevelNet:
-    assert isinstance(cfg, schema.TreeReLU)
+    assert isinstance(cfg, schema.TreeReLU) and layout is not None  # the checker asks for a tree
     return TreeNet(layout, cfg, gen, dtype, device)
 
 
 def _mlp(
-    cfg: schema.Network, layout: Layout, gen: torch.Generator, dtype: torch.dtype, device: torch.device | str
+    cfg: schema.Network,
+    layout: Layout | None,
+    n_in: int,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device | str,
 ) -> LevelNet:
     assert isinstance(cfg, schema.MLP)
-    return MLP(layout.n_leaves, cfg, gen, dtype, device)
+    return MLP(n_in, cfg, gen, dtype, device)
 
 
 NETWORKS: dict[str, Builder] = {"tree_relu": _tree, "mlp": _mlp}
@@ -296,12 +310,17 @@ NETWORKS: dict[str, Builder] = {"tree_relu": _tree, "mlp": _mlp}
 
 def build_network(
     cfg: Config,
-    layout: Layout,
+    layout: Layout | None,
     gen: torch.Generator,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    n_in: int | None = None,
 ) -> LevelNet:
-    """The network of `cfg.network` for the tree `layout`, initialized from `gen`."""
+    """The network of `cfg.network` for inputs of size `n_in` (default: the leaves of `layout`,
+    the data's latent tree, which a tree-shaped network mirrors), initialized from `gen`."""
     kind = schema.kind_of(cfg.network)
     assert kind is not None, cfg.network
-    return NETWORKS[kind](cfg.network, layout, gen, dtype, device)
+    if n_in is None:
+        assert layout is not None, "give n_in for data without a tree"
+        n_in = layout.n_leaves
+    return NETWORKS[kind](cfg.network, layout, n_in, gen, dtype, device)

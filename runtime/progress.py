@@ -1,15 +1,19 @@
-"""Terminal progress: a live bar on a TTY (run i/n, epoch, samples/s, loss), quiet otherwise;
-one summary line per run always goes to stderr."""
+"""Progress: a live bar on a terminal (run i/n, epoch, samples/s, loss), one line rewritten in
+place in Jupyter, nothing live otherwise (piped or redirected output gets no control codes); one
+summary line per run always goes to stderr (in Jupyter, to the cell). sslspec.terminal decides
+colour (NO_COLOR)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
+
+from sslspec.terminal import console
 
 
 class Progress:
@@ -17,11 +21,12 @@ class Progress:
 
     def __init__(self, n_runs: int) -> None:
         self.n_runs = n_runs
-        self.console = Console(file=sys.stderr)
+        self.console = console(file=sys.stderr)
         self.live = self.console.is_terminal
+        self.line = NotebookLine() if self.console.is_jupyter else None
         self.bar: RichProgress | None = None
         self.task: Any = None
-        self.run_no = 0
+        self.run_no, self.run_id, self.epochs = 0, "", 0
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -42,9 +47,20 @@ class Progress:
     ) -> None:
         if self.bar is not None:
             self.bar.__exit__(et, ev, tb)
+        if self.line is not None:
+            ran = f"ran {self.run_no} of {self.n_runs} run{'s' if self.n_runs != 1 else ''}"
+            end = (
+                f"finished: {ran} ({self.n_runs - self.run_no} up to date)"
+                if et is None
+                else f"stopped: {ran}"
+            )
+            self.line.show(end, now=True)
 
     def start_run(self, run: Any, epochs: int) -> None:
         self.run_no += 1
+        self.epochs, self.run_id = epochs, run.id
+        if self.line is not None:
+            self.line.show(f"run {self.run_no}/{self.n_runs} {run.id} epoch 0/{epochs}", now=True)
         if self.bar is not None:
             if self.task is not None:
                 self.bar.remove_task(self.task)
@@ -52,6 +68,11 @@ class Progress:
             self.task = self.bar.add_task(desc, total=epochs, rate="")
 
     def epoch(self, epoch: int, samples_per_s: float, loss: float) -> None:
+        if self.line is not None:
+            self.line.show(
+                f"run {self.run_no}/{self.n_runs} {self.run_id} epoch {epoch}/{self.epochs}  "
+                f"{samples_per_s:,.0f} samples/s  loss {loss:.4f}"
+            )
         if self.bar is not None:
             self.bar.update(
                 self.task, completed=epoch, rate=f"{samples_per_s:,.0f} samples/s  loss {loss:.4f}"
@@ -59,3 +80,19 @@ class Progress:
 
     def end_run(self, line: str) -> None:
         self.console.print(line, highlight=False, soft_wrap=True)
+
+
+class NotebookLine:
+    """One text output of a Jupyter cell, rewritten in place through an IPython display handle
+    (rich's live display would need ipywidgets); at most 4 updates a second."""
+
+    def __init__(self) -> None:
+        from IPython.display import display
+
+        self.handle: Any = display({"text/plain": ""}, raw=True, display_id=True)
+        self.shown = 0.0
+
+    def show(self, text: str, now: bool = False) -> None:
+        if now or time.monotonic() - self.shown >= 0.25:
+            self.handle.update({"text/plain": text}, raw=True)
+            self.shown = time.monotonic()

@@ -1,50 +1,50 @@
-"""The interpreter: execute every run of a Plan and write one store per run."""
+"""The driver: execute every run of some Plans through an executor, and own what they share.
+
+`execute_all` turns the runs of the plans into jobs (runtime.job), checks every device before
+anything runs, hands the jobs to an executor (runtime.executor; the LocalExecutor by default),
+and acts on what comes back: it alone writes the results root's index and the progress display,
+prints the one-line report of each run (and the traceback of a failure that was not numerical),
+and sets the exit status.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import traceback
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from functools import cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from runtime import checkpoint
-from runtime.checkpoint import Action, decide
-from runtime.device import device_name, resolve_device, set_determinism
-from runtime.layout import Layout
-from runtime.losses import check_supported
-from runtime.network import build_network
-from runtime.optim import build_optimizer
+from runtime.checkpoint import decide
+from runtime.context import RunContext
+from runtime.device import resolve_device
+from runtime.executor import Executor, LocalExecutor, held_elsewhere
+from runtime.job import EpochDone, Event, Job, Outcome, Started
 from runtime.progress import Progress
-from runtime.record import Recorder, measure_epochs
-from runtime.sampler import Edges, draw_edges
-from runtime.store import RunLock, claim_version, host, run_dir
 from runtime.train import Trainer
 from sslspec.spec.plan import Plan, Run
-from sslspec.store import location
+from sslspec.store import index, location
+from sslspec.store.files import Files
+from sslspec.store.layout import INDEX, Status
 from sslspec.store.location import Location, Place
-
-DTYPE = torch.float32
 
 
 def execute(
-    plan: Plan, out: str | Place, device: str | None = None, force: bool = False, dry_run: bool = False
+    plan: Plan,
+    out: str | Place,
+    device: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    files: Files | None = None,
 ) -> int:
     """Run every run of `plan` that has no complete version under `out` (all of them with `force`),
     resuming killed ones from their checkpoints; return 0 when all completed, 1 when any failed.
     With `dry_run`, print what each run would do and write nothing. `out` may be an fsspec URL
-    (see runtime.store: no run lock there, and no index)."""
-    return execute_all([(plan, out)], device, force, dry_run)
-
-
-# One run to do: its plan (for provenance), the run, and the results root it goes to.
-Job = tuple[Plan, Run, Place]
+    (see sslspec.store.write: no run lock there, and no index). Every write goes through `files`
+    (sslspec.store.files; tests pass one that injects faults)."""
+    return execute_all([(plan, out)], device, force, dry_run, files)
 
 
 def execute_all(
@@ -52,226 +52,99 @@ def execute_all(
     device: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    files: Files | None = None,
+    executor: Executor | None = None,
 ) -> int:
-    """`execute` over the runs of several plans, each with its results root, in one queue: a run
-    another process holds is put off until the rest of all the plans is done, so processes started
-    on the same specs share the work between them. A run two plans share (same id and root) is done
-    once; the second finds it up to date."""
-    jobs = [(plan, run, location.of(out)) for plan, out in plans for run in plan.runs]
-    for _, run, _ in jobs:  # reject what this runtime cannot run before starting anything
-        check_supported(run.config)
-    devices = [resolve_device(device or run.config.device) for _, run, _ in jobs]
+    """`execute` over the runs of several plans, each with its results root, in one queue: with
+    the local executor a run another process holds is put off until the rest of all the plans is
+    done, so processes started on the same specs share the work between them. A run two plans
+    share (same id and root) is done once; the second finds it up to date."""
+    files = files or Files()
+    jobs = make_jobs(plans, device, force, files)
     if dry_run:
-        for _, run, out in jobs:
-            lock = RunLock(run_dir(out, run.experiment, run.id))
-            busy = lock.held_elsewhere()
-            print(f"running elsewhere: {run.id}" if busy else decide(out, run, force).describe(run))
+        for job in jobs:
+            busy = held_elsewhere(job)
+            print(
+                f"running elsewhere: {job.run.id}"
+                if busy
+                else decide(job.out, job.run, job.force).describe(job.run)
+            )
         return 0
-    set_determinism()
     failed = 0
-    done: set[tuple[str, str, str]] = set()  # with --force a shared run gets one new version
     with Progress(len(jobs)) as progress:
-        for i, lock in _claimed(jobs):
-            plan, run, out = jobs[i]
-            key = (str(out), run.experiment, run.id)
-            try:
-                action = decide(out, run, force and key not in done)
-                if action.kind == "up to date":
-                    progress.end_run(f"up to date: {run.id} ({action.path})")
-                    continue
-                ok = execute_run(plan, run, out, devices[i], progress, action)
-                failed += not ok
-                done.add(key)
-            finally:
-                lock.release()
+
+        def on_event(i: int, event: Event) -> None:
+            if isinstance(event, Started):
+                if event.note:
+                    progress.end_run(f"{event.run.id}: {event.note}; starting a clean version")
+                _index(jobs[i].out, event.path, files)
+                progress.start_run(event.run, event.epochs)
+            elif isinstance(event, EpochDone):
+                progress.epoch(event.epoch, event.samples_per_s, event.loss)
+
+        for i, outcome in (executor or LocalExecutor()).run(jobs, on_event):
+            failed += _report(jobs[i], outcome, progress, files)
     return 1 if failed else 0
 
 
-def _claimed(jobs: Sequence[Job]) -> Iterator[tuple[int, RunLock]]:
-    """Each job's index with its run's lock held. A run another process holds is put off and tried
-    again after the others; when every run left is held elsewhere, wait for the first of them."""
-
-    def lock(i: int) -> RunLock:
-        _, run, out = jobs[i]
-        return RunLock(run_dir(out, run.experiment, run.id))
-
-    pending = list(range(len(jobs)))
-    while pending:
-        later = []
-        for i in pending:
-            held = lock(i)
-            if held.acquire(wait=False):
-                yield i, held
-            else:
-                later.append(i)
-        if later and len(later) == len(pending):
-            held = lock(later[0])
-            held.acquire(wait=True)
-            yield later.pop(0), held
-        pending = later
+def make_jobs(
+    plans: Sequence[tuple[Plan, str | Place]], device: str | None, force: bool, files: Files | None = None
+) -> list[Job]:
+    """One job per run of the plans, each device resolved (an unusable one is a CheckError before
+    anything runs). With `force` only the first job of a run shared by two plans is forced."""
+    jobs, forced, files = [], set(), files or Files()
+    for plan, out in plans:
+        root, origin = location.of(out), plan_origin(plan)
+        for run in plan.runs:
+            key = (str(root), run.experiment, run.id)
+            dev = resolve_device(device or run.config.device)
+            name = dev.type if dev.index is None else f"{dev.type}:{dev.index}"
+            jobs.append(Job(run, root, name, plan.spec, origin, force and key not in forced, files))
+            forced.add(key)
+    return jobs
 
 
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
+def _report(job: Job, outcome: Outcome, progress: Progress, files: Files) -> bool:
+    """Index and report one job's end; True when it failed."""
+    if outcome.status != "up to date" and outcome.path is not None:
+        _index(job.out, outcome.path, files)
+    progress.end_run(outcome.line)
+    if outcome.trace:
+        print(outcome.trace, end="", file=sys.stderr)
+    return outcome.status == Status.FAILED
 
 
-def build_run(run: Run, device: torch.device) -> tuple[Layout, Edges, Trainer, torch.Generator]:
-    """The run's tree, edges, freshly initialized Trainer and measurement generator, from its seeds."""
-    cfg, seeds = run.config, run.seeds
-    layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
-    edges = draw_edges(cfg.data, layout, _generator(seeds.tree, torch.device("cpu")))
-    net = build_network(cfg, layout, _generator(seeds.init, torch.device("cpu")), DTYPE, torch.device("cpu"))
-    net = net.to(device)
-    trainer = Trainer(
-        cfg,
-        layout.to(device),
-        edges.to(device),
-        net,
-        build_optimizer(cfg.optimizer, net.parameters()),
-        _generator(seeds.data, device),
-        device,
-        DTYPE,
-    )
-    return layout, edges, trainer, _generator(seeds.measure, device)
+def build_run(run: Run, device: torch.device) -> Trainer:
+    """A freshly initialized run's Trainer (its context in `.ctx`), from its seeds."""
+    return Trainer(RunContext.build(run, device))
 
 
-def execute_run(
-    plan: Plan, run: Run, out: Place, device: torch.device, progress: Progress, action: Action | None = None
-) -> bool:
-    """Train and measure one run, writing its store as it goes (a new version, or the version
-    `action` resumes); False if it failed."""
-    cfg = run.config
-    started = time.perf_counter()
-    layout, edges, trainer, measure_gen = build_run(run, device)
-    net, dev_layout, dev_edges = trainer.net, trainer.layout, trainer.edges
-    gens = {"data": trainer.gen, "measure": measure_gen}
-    if action is not None and action.kind == "resume" and action.path is not None and action.state:
-        path, first = action.path, action.epoch
-        checkpoint.restore(action.state, net, trainer.opt, gens)
-        started -= float(action.state["wall"])  # wall time counts every process's share
-        rec = Recorder.reopen(path, run, layout)
-        _note_resume(rec, first)
-    else:
-        path, first = claim_version(out, run.experiment, run.id), 0
-        rec = Recorder(path, plan, run, layout, edges, _provenance(plan, run, device))
-    _index(out, path)
-    epochs = measure_epochs(cfg)
-    progress.start_run(run, cfg.train.epochs)
-    try:
-        for epoch in range(first, cfg.train.epochs + 1):
-            if epoch in epochs:
-                _measure(rec, epochs.index(epoch), epoch, net, dev_layout, dev_edges, measure_gen, device)
-            if epoch == cfg.train.epochs:
-                break
-            t0 = time.perf_counter()
-            losses = trainer.epoch()
-            mean_loss = float(losses.mean())  # one device sync per epoch
-            rec.losses(epoch, losses)
-            if not torch.isfinite(losses).all():
-                bad = int((~torch.isfinite(losses)).nonzero()[0])
-                raise FloatingPointError(
-                    f"training loss became {float(losses[bad])} at epoch {epoch + 1}, step {bad + 1}"
-                )
-            rec.epoch_done(epoch + 1)
-            wall = time.perf_counter() - started
-            checkpoint.save(path, run.hash, epoch + 1, net, trainer.opt, gens, wall)
-            progress.epoch(epoch + 1, cfg.train.samples / (time.perf_counter() - t0), mean_loss)
-    except Exception as exc:  # a failed run is recorded and reported; the sweep goes on
-        rec.finish("failed", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
-        checkpoint.remove(path)
-        _index(out, path)
-        progress.end_run(f"run {run.index + 1} {run.id} FAILED: {exc} ({path})")
-        if not isinstance(exc, FloatingPointError):
-            traceback.print_exc(file=sys.stderr)
-        return False
-    wall = time.perf_counter() - started
-    rec.finish("complete", wall)
-    checkpoint.remove(path)
-    _index(out, path)
-    progress.end_run(rec.summary(wall))
-    return True
-
-
-def _index(out: Place, path: Place) -> None:
+def _index(out: Place, path: Place, files: Files) -> None:
     """Record the version's state in OUT/index.jsonl (what `sslspec ls` reads); never fails a run,
     since the index can always be rebuilt from the stores (`sslspec ls --rebuild`). A URL root
     has no index (`sslspec ls` scans its stores)."""
-    from sslspec.store import index
-
     if isinstance(out, Location):
         return
     try:
-        index.record(out, index.entry(out, path))
+        index.record(out, index.entry(out, path), files)
     except Exception as exc:  # the store is the truth; the index is a cache
         print(
-            f"sslspec: could not update {out}/index.jsonl ({exc}); `sslspec ls --rebuild` fixes it",
+            f"sslspec: could not update {out / INDEX} ({exc}); `sslspec ls --rebuild` fixes it",
             file=sys.stderr,
         )
 
 
-def _note_resume(rec: Recorder, epoch: int) -> None:
-    """Record in the store's attrs that this process continued it after `epoch` epochs."""
-    at = rec.store.group.attrs
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    before = at.get("resumed")
-    entry = {"time": now, "epoch": epoch, "host": host()}
-    rec.store.update_attrs(
-        resumed=[*(before if isinstance(before, list) else []), entry],
-        history=f"{at.get('history', '')}\n{now} {' '.join(_argv())} (resumed after epoch {epoch})",
-    )
-
-
-def _measure(
-    rec: Recorder,
-    row: int,
-    epoch: int,
-    net: Any,
-    layout: Layout,
-    edges: Any,
-    gen: torch.Generator,
-    device: torch.device,
-) -> None:
-    """A measurement pass; numerical breakdowns (overflow, a failed eigendecomposition) become
-    FloatingPointError naming the epoch, so the run is marked failed with a readable reason."""
-    try:
-        rec.measure(row, epoch, net, layout, edges, gen, device, DTYPE)
-    except FloatingPointError as exc:
-        raise FloatingPointError(f"measurement after {epoch} epoch(s): {exc}") from None
-    except torch.linalg.LinAlgError as exc:
-        raise FloatingPointError(f"measurement after {epoch} epoch(s): {exc}") from None
-
-
-def _provenance(plan: Plan, run: Run, device: torch.device) -> dict[str, Any]:
-    import numpy
-    import xarray
-    import zarr
-
-    import sslspec
-
+def plan_origin(plan: Plan) -> dict[str, Any]:
+    """The provenance every run of `plan` shares, taken from the plan (the spec's and its
+    includes' texts) and, once, from this machine (the git state of the spec's folder, the
+    command line)."""
     spec_path = Path(plan.spec)
+    text, includes = plan.source_texts()
     return {
-        "title": f"sslspec run {run.experiment}/{run.id}",
-        "source": f"sslspec {sslspec.__version__}",
-        "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} {' '.join(_argv())}",
-        "references": "Tian, Yu, Chen, Ganguli, Understanding Self-supervised Learning with Dual Deep "
-        "Networks, arXiv:2010.00578",
+        "command": " ".join(_argv()),
         "spec_path": str(spec_path),
-        "spec_text": _spec_texts(plan.spec)[0],
-        "spec_includes": _spec_texts(plan.spec)[1],
-        "versions": {
-            "sslspec": sslspec.__version__,
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "numpy": numpy.__version__,
-            "xarray": xarray.__version__,
-            "zarr": zarr.__version__,
-        },
-        "device": device_name(device),
-        "host": host(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec_text": text,
+        "spec_includes": includes,
         **_git(spec_path.resolve().parent),
     }
 
@@ -297,16 +170,3 @@ def _argv() -> list[str]:
     """The command line as run (the CLI's; a library call records its own entry)."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     return [name if name else "sslspec", *sys.argv[1:]]
-
-
-@cache
-def _spec_texts(spec: str) -> tuple[str, dict[str, str]]:
-    """The spec's text and the text of every file it includes (path -> text), for provenance;
-    read once per process, not once per run of a sweep."""
-    from sslspec.lang.resolve import read_program
-
-    try:
-        texts = read_program(spec).texts
-    except Exception:  # the plan was made from it a moment ago; provenance must not fail a run
-        return (Path(spec).read_text() if Path(spec).exists() else ""), {}
-    return texts.get(spec, ""), {path: text for path, text in texts.items() if path != spec}

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from runtime.losses import loss_value
 from runtime.measure import FLOAT, CovarianceOperator
+from runtime.network import LevelNet
 from sslspec.spec import schema
 
 DrawBatch = Callable[[], tuple[Tensor, Tensor, Tensor]]  # () -> x (B, n), x_pos (B, n), x_neg (H, B, n)
@@ -58,10 +59,10 @@ class TheoremResult:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
 
 
-def prediction_rule(loss_cfg: schema.Loss, net: torch.nn.Module, levels: Sequence[int]) -> dict[str, Any]:
+def prediction_rule(loss_cfg: schema.Loss, net: LevelNet, levels: Sequence[int]) -> dict[str, Any]:
     """The factor c, beta, and whether the identity is exact for this loss and network (with why not)."""
     kind = schema.kind_of(loss_cfg)
-    reduction = getattr(loss_cfg, "reduction", None)
+    reduction = None if isinstance(loss_cfg, schema.BYOLLoss) else loss_cfg.reduction
     if kind not in ("simple", "triplet", "infonce") or reduction not in REDUCTION_FACTOR:
         raise ValueError(f"the theorem check supports simple, triplet and infonce losses (got {kind!r})")
     out_dim = int(net.widths[0])
@@ -87,23 +88,23 @@ def prediction_rule(loss_cfg: schema.Loss, net: torch.nn.Module, levels: Sequenc
 
 
 def predictions(
-    net: torch.nn.Module, cov: CovarianceOperator, nodes: Sequence[int], factor: float, beta: float
+    net: LevelNet, cov: CovarianceOperator, nodes: Sequence[int], factor: float, beta: float
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Per node (P_l,) float64: the level-row prediction and the own-block prediction."""
     full, own = [], []
     for node in nodes:
         lvl, i = cov.locate[node]
-        row = cov.operator_row(node)  # (N_l, P, P)
-        if beta:
-            row = row - beta * cov.within_row(node)
         w = net.level_weights()[lvl].detach().to(FLOAT)  # (N_l, W, F)
         vec = w.transpose(1, 2).reshape(w.shape[0], -1)  # (N_l, P): column-stacked, i major, o minor
-        full.append(-2 * factor * torch.einsum("nab,nb->a", row, vec))
-        own.append(-2 * factor * row[i] @ vec[i])
+        terms = cov.row_products(node, vec)  # (N_l, P): OP[node, m] vec(W_m), never forming OP
+        if beta:
+            terms = terms - beta * torch.einsum("nab,nb->na", cov.within_row(node), vec.to(terms))
+        full.append(-2 * factor * terms.sum(dim=0))
+        own.append(-2 * factor * terms[i])
     return full, own
 
 
-def _batch_loss(net: torch.nn.Module, loss_cfg: schema.Loss, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+def _batch_loss(net: LevelNet, loss_cfg: schema.Loss, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     """The training loss of one batch, one forward over all views (as runtime.train does)."""
     b, h = x.shape[0], neg.shape[0]
     out = net(torch.cat([x, pos, neg.reshape(h * b, -1)])).out  # (B (2 + H), D)
@@ -111,7 +112,7 @@ def _batch_loss(net: torch.nn.Module, loss_cfg: schema.Loss, x: Tensor, pos: Ten
 
 
 def mean_gradients(
-    net: torch.nn.Module,
+    net: LevelNet,
     loss_cfg: schema.Loss,
     draw_batch: DrawBatch,
     locate: Sequence[tuple[int, int]],
@@ -153,7 +154,7 @@ def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def theorem_check(
-    net: torch.nn.Module,
+    net: LevelNet,
     loss_cfg: schema.Loss,
     draw_batch: DrawBatch,
     cov: CovarianceOperator,
@@ -169,7 +170,7 @@ def theorem_check(
     weights and the classes of the augmentation (`class_index(latents, share, states)`), with
     `within` listing `nodes` when the loss is simple with beta != 0. nodes: global latent ids;
     batches: the values of M (one sweep of max(M) batches serves all; cumulative means).
-    Cost: max(M) forward/backward passes of a training batch, plus one (P, N_l P) product per node.
+    Cost: max(M) forward/backward passes of a training batch, plus A (A^T vec(W)) per node (P N_l C D).
     """
     batches = _validated(cov, nodes, batches)
     locate = [cov.locate[n] for n in nodes]

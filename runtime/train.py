@@ -8,55 +8,58 @@ from typing import Any
 
 import torch
 
-from runtime.layout import Layout
-from runtime.losses import loss_value
-from runtime.sampler import Edges, draw_views
-from sslspec.lang.check import Config
+from runtime.context import RunContext
 
 WARMUP = 3  # eager steps before a CUDA graph is captured
 
 
 @dataclass
 class Trainer:
-    """Everything one run's training loop touches; `gen` is the data stream's generator."""
+    """One run's training loop over its context: draw a batch of views from the data source, one
+    forward pass of all views, the objective's loss, one optimizer step (and the objective's
+    own step and after-step update)."""
 
-    cfg: Config
-    layout: Layout
-    edges: Edges
-    net: torch.nn.Module
-    opt: torch.optim.Optimizer
-    gen: torch.Generator
-    device: torch.device
-    dtype: torch.dtype
+    ctx: RunContext
     graphs: bool = True  # on CUDA with SGD: replay one captured CUDA graph per step
     _graph: Any = field(default=None, repr=False)
     _graph_loss: torch.Tensor | None = field(default=None, repr=False)
 
     @property
-    def negatives(self) -> int:
-        return int(getattr(self.cfg.loss, "negatives", 1))
+    def net(self) -> torch.nn.Module:
+        return self.ctx.net
+
+    @property
+    def opt(self) -> torch.optim.Optimizer:
+        return self.ctx.opt
+
+    @property
+    def gen(self) -> torch.Generator:
+        """The data stream's generator."""
+        return self.ctx.gens["data"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
 
     def step(self, zero_grad: bool = True) -> torch.Tensor:
         """Draw one batch of views, take one optimizer step; return the loss (a 0-d tensor)."""
-        cfg = self.cfg
-        views = draw_views(
-            self.layout,
-            self.edges,
-            cfg.data,
-            cfg.augment,
-            cfg.train.batch,
-            self.negatives,
-            self.gen,
-            self.device,
-        )
-        x, pos, neg = views.inputs(self.dtype)  # (B, n), (B, n), (H, B, n)
-        b, h = x.shape[0], neg.shape[0]
-        out = self.net(torch.cat([x, pos, neg.reshape(h * b, -1)])).out  # (B * (2 + H), D)
-        loss = loss_value(cfg.loss, out[:b], out[b : 2 * b], out[2 * b :].reshape(h, b, -1))
+        ctx = self.ctx
+        views = ctx.source.views(ctx.cfg.train.batch, ctx.objective.negatives, self.gen)
+        x, pos, neg = views.inputs(ctx.dtype)  # (B, n), (B, n), (H, B, n)
+        b = x.shape[0]
+        inputs = torch.cat([x, pos, neg.flatten(0, 1)])  # (V B, n), V = 2 + H views
+        out = ctx.net(inputs).out  # (V B, D)
+        loss = ctx.objective.loss(out.reshape(-1, b, out.shape[-1]), inputs.reshape(-1, b, *x.shape[1:]))
+        own = ctx.objective.optimizer()
         if zero_grad:
             self.opt.zero_grad(set_to_none=True)
+            if own is not None:
+                own.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if own is not None:
+            own.step()
+        ctx.objective.after_step()
         return loss.detach()
 
     def run_steps(self, steps: int) -> torch.Tensor:
@@ -79,7 +82,12 @@ class Trainer:
         return losses
 
     def _graphable(self) -> bool:
-        return self.graphs and self.device.type == "cuda" and isinstance(self.opt, torch.optim.SGD)
+        return (
+            self.graphs
+            and self.device.type == "cuda"
+            and isinstance(self.opt, torch.optim.SGD)
+            and self.ctx.objective.graphable
+        )
 
     def _capture(self, losses: torch.Tensor) -> int:
         """Run WARMUP eager steps on a side stream, then capture one step; return steps done."""
@@ -111,4 +119,5 @@ class Trainer:
     def epoch(self) -> torch.Tensor:
         """Run one epoch (samples / batch steps); return the per-step losses, (steps,)."""
         self.net.train()
-        return self.run_steps(self.cfg.train.samples // self.cfg.train.batch)
+        train = self.ctx.cfg.train
+        return self.run_steps(train.samples // train.batch)

@@ -15,19 +15,40 @@ from typing import Any, TypeVar
 
 import click
 
+from sslspec import __version__
 from sslspec.errors import Diagnostic, SpecError
 from sslspec.store.location import Place, of
 
 
-@click.group(help="sslspec: declarative experiments for self-supervised learning theory.")
+@click.group(
+    help="sslspec: declarative experiments for self-supervised learning theory.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, "--version", prog_name="sslspec", message="%(prog)s %(version)s")
 def app() -> None:
     """The `sslspec` command group."""
+
+
+@app.command()
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Also the git commit, Python, torch/CUDA, numpy, xarray, zarr."
+)
+@click.option("--json", "json_", is_flag=True, help="Print the same as one JSON object.")
+def version(verbose: bool, json_: bool) -> None:
+    """Print the sslspec version (with --verbose, what a bug report needs)."""
+    import json
+
+    from sslspec import about
+
+    info = about.report(verbose)
+    sys.stdout.write(json.dumps(info) + "\n" if json_ else about.lines(info))
 
 
 SET_OPTION = click.option(
     "--set", "-s", "set_", multiple=True, metavar="PATH=VALUE", help="Override a field (repeatable)."
 )
 PATH = click.Path(path_type=Path)
+DEFAULT_ROOT = "results"
 
 T = TypeVar("T")
 
@@ -37,14 +58,14 @@ def _err(text: str) -> None:
 
 
 def guarded(fn: Callable[[], T]) -> T:
-    """Run a command body: SpecError -> messages on stderr and exit 2."""
+    """Run a command body: SpecError -> messages on stderr and its exit code (2; 1 for damaged data)."""
     try:
         return fn()
     except SpecError as exc:
         _err(exc.render())
         n = len(exc.diagnostics)
         _err(f"{n} error{'s' if n != 1 else ''}")
-        raise SystemExit(2) from None
+        raise SystemExit(exc.exit_code) from None
 
 
 @app.command()
@@ -122,8 +143,9 @@ def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     if json_:
         print(p.to_json())
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from sslspec.terminal import console
 
     paths = _varying(p)
     table = Table(title=f"{p.spec}: {len(p.runs)} run{'s' if len(p.runs) != 1 else ''}", box=None)
@@ -132,7 +154,7 @@ def plan(file: Path, set_: tuple[str, ...], json_: bool) -> None:
     for r in p.runs:
         swept = dict(r.swept)
         table.add_row(str(r.index), r.id, r.experiment, *(_show(swept.get(k, "")) for k in paths))
-    Console(width=200).print(table)
+    console(width=200).print(table)
 
 
 def _varying(p: Any) -> list[str]:
@@ -181,48 +203,64 @@ def run(
     Several specs make one queue of runs: start the same command in several processes (one per
     core, or one per GPU) and they share the runs between them, a run another process holds being
     put off until the end. `--set` applies to every spec."""
-    from sslspec.spec.lower import lower
-
-    def plans() -> list[tuple[Any, Place]]:  # every spec is checked before anything runs
-        lowered = [lower(f, set_ or ()) for f in files]
-        return [(p, of(out) if out is not None else _results_root(p)) for p in lowered]
-
-    jobs = guarded(plans)
-    from runtime.run import execute_all  # torch is imported here and only here
+    from sslspec.api import execute
 
     try:
-        code = guarded(lambda: execute_all(jobs, device=device, force=force, dry_run=dry_run))
+        outcome = guarded(
+            lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run)
+        )
     except KeyboardInterrupt:
         _err(
             "interrupted: the run in progress stays `running` with its last checkpoint; "
             "run the same command again to resume it"
         )
         raise SystemExit(130) from None
-    raise SystemExit(code)
+    raise SystemExit(outcome.code)
 
 
 @app.command("ls")
-@click.argument("root_arg", metavar="ROOT", default="results")
+@click.argument("root_arg", metavar="[ROOT]", required=False)
 @click.option("--rebuild", is_flag=True, help="Rewrite the index from the stores first.")
-def ls_cmd(root_arg: str, rebuild: bool) -> None:
-    """List runs from ROOT/index.jsonl (a URL root has none: its stores are scanned): status of the
-    newest version, swept values, final metrics."""
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object (schema in docs/cli.md).")
+def ls_cmd(root_arg: str | None, rebuild: bool, json_: bool) -> None:
+    """List runs from ROOT/index.jsonl (default ROOT: ./results; a URL root has none: its stores
+    are scanned): status of the newest version, swept values, final metrics. Exits 1 when a store
+    read has damaged data."""
     from sslspec.store import index
 
-    root = of(root_arg)
+    root = of(root_arg or DEFAULT_ROOT)
+    if root_arg is None and not json_:
+        _err(f"listing {root} (the default results root; pass ROOT for another)")
 
-    def body() -> None:
+    def body() -> int:
         if not root.is_dir():
             raise SpecError([Diagnostic(f"{root}: no such results directory")])
-        entries = index.rebuild(root) if rebuild else index.refresh(root)
-        rows = [_ls_row(e, n) for e, n in index.runs(entries)]
-        head = ("experiment", "run id", "status", "versions", "root_corr", "loss", "swept")
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
-        head_line = "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=False)) + "  " + head[-1]
-        sys.stdout.write("\n".join([head_line, *lines]) + "\n")
+        found = index.listing(root, rebuild)
+        for note in found.notes:
+            _err(f"note: {note}")
+        runs = index.runs(found.entries)
+        if json_:
+            from sslspec.store.listing import ls_document
 
-    guarded(body)
+            _print_json(ls_document(str(root), runs))
+        else:
+            sys.stdout.write(_ls_table([_ls_row(e, n) for e, n in runs]))
+        for line in found.damaged:
+            _err(f"error: damaged data: {line}")
+        return 1 if found.damaged else 0
+
+    code = guarded(body)
+    if code:
+        raise SystemExit(code)
+
+
+def _ls_table(rows: list[tuple[str, ...]]) -> str:
+    head = ("experiment", "run id", "status", "versions", "root_corr", "loss", "swept")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in [head, *rows]
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
@@ -235,7 +273,7 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
     return (
         str(e["experiment"]),
         str(e["run_id"]),
-        str(e.get("status", "?")),
+        "damaged" if e.get("damaged") else str(e.get("status", "?")),
         str(n_versions),
         num("root_corr"),
         num("loss"),
@@ -244,27 +282,73 @@ def _ls_row(e: dict[str, Any], n_versions: int) -> tuple[str, ...]:
 
 
 @app.command()
+@click.argument("root_arg", metavar="ROOT", default="results")
+def verify(root_arg: str) -> None:
+    """Read every chunk of every complete version under ROOT and list what is damaged (exit 1 if
+    anything is)."""
+    from sslspec.store.integrity import verify as check_all
+
+    root = of(root_arg)
+
+    def body() -> int:
+        if not root.is_dir():
+            raise SpecError([Diagnostic(f"{root}: no such results directory")])
+        found = check_all(root)
+        for line in found.problems:
+            _err(f"damaged: {line}")
+        print(
+            f"{found.stores} complete version{'s' if found.stores != 1 else ''}, {found.arrays} arrays, "
+            f"{found.chunks} chunks read: {len(found.problems) or 'nothing'} damaged"
+        )
+        if found.unchecked:
+            print(
+                f"note: {found.unchecked} arrays have no checksum (written before sslspec stored one); "
+                "only a broken compression frame shows there"
+            )
+        return 1 if found.problems else 0
+
+    code = guarded(body)
+    if code:
+        raise SystemExit(code)
+
+
+@app.command()
 @click.argument("run_prefix", metavar="RUN")
-@click.option("--root", "root_arg", default="results", show_default=True, help="Results root.")
+@click.option("--root", "root_arg", default=DEFAULT_ROOT, show_default=True, help="Results root.")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: newest).")
-def show(run_prefix: str, root_arg: str, version: int | None) -> None:
+@click.option("--json", "json_", is_flag=True, help="Print one JSON object (schema in docs/cli.md).")
+def show(run_prefix: str, root_arg: str, version: int | None, json_: bool) -> None:
     """Show the provenance of a run (id prefix): its newest version's root attributes."""
-    from sslspec.store.read import pick, read_attrs, versions
+    from sslspec.store.layout import status, version_attrs, versions
+    from sslspec.store.read import pick
 
     def body() -> None:
         run_dir = _find_run(of(root_arg), run_prefix)
         store, _ = pick(run_dir, "latest" if version is None else version)
         assert store is not None  # a run directory always has a version
-        attrs = read_attrs(store)
-        listing = ", ".join(f"{p.name} ({read_attrs(p).get('status', '?')})" for _, p in versions(run_dir))
+        attrs = version_attrs(store)
+        if json_:
+            from sslspec.store.listing import show_document
+
+            every = [(n, str(status(p)), str(p)) for n, p in versions(run_dir)]
+            number = next(n for n, _, p in every if p == str(store))
+            _print_json(show_document(str(store), number, every, attrs))
+            return
+        listing = ", ".join(f"{p.name} ({status(p)})" for _, p in versions(run_dir))
         sys.stdout.write(_provenance_text(store, attrs, listing))
 
     guarded(body)
 
 
+def _print_json(document: dict[str, Any]) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
 def _find_run(root: Place, prefix: str) -> Place:
     from sslspec.errors import did_you_mean
-    from sslspec.store.read import run_dirs
+    from sslspec.store.layout import run_dirs
 
     if not root.is_dir():
         raise SpecError([Diagnostic(f"{root}: no such results directory")])
@@ -303,16 +387,6 @@ def _provenance_text(store: Place, attrs: dict[str, Any], listing: str) -> str:
         out.append(f"included {name}:")
         out.extend(f"  | {line}" for line in str(text).splitlines())
     return "\n".join(out) + "\n"
-
-
-def _results_root(plan: Any) -> Place:
-    """The results root the spec names (`results = "..."`); all its runs must agree."""
-    roots = sorted({r.config.results for r in plan.runs})
-    if len(roots) > 1:
-        raise SpecError(
-            [Diagnostic(f"the runs name different results roots ({', '.join(roots)}); pass --out")]
-        )
-    return of(roots[0]) if roots else Path("results")
 
 
 @app.command()

@@ -18,6 +18,21 @@ class Diagnostic:
     span: Span | None = None
     source: str | None = None  # the text the span points into, for the caret line
 
+    @property
+    def file(self) -> str | None:
+        """The file the problem is in (None for command-line input without a place)."""
+        return self.span.file if self.span else None
+
+    @property
+    def line(self) -> int | None:
+        """Its 1-based line."""
+        return self.span.line if self.span else None
+
+    @property
+    def column(self) -> int | None:
+        """Its 1-based column."""
+        return self.span.col if self.span else None
+
     def render(self) -> str:
         """Return `file:line:col: error: message` plus the source line and a caret."""
         if self.span is None:
@@ -26,17 +41,20 @@ class Diagnostic:
         head = f"{s.file}:{s.line}:{s.col}: error: {self.message}"
         if not self.source:
             return head
-        lines = self.source.splitlines()
+        lines = self.source.split("\n")  # as the lexer counts lines (not str.splitlines)
         if not 1 <= s.line <= len(lines):
             return head
-        text = lines[s.line - 1].replace("\t", " ")
+        text = lines[s.line - 1].removesuffix("\r").replace("\t", " ")
         width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
         width = max(1, min(width, len(text) - s.col + 1))
         return f"{head}\n  {text}\n  {' ' * (s.col - 1)}{'^' * width}"
 
 
 class SpecError(Exception):
-    """Root of every user-input error; carries all diagnostics found, rendered together."""
+    """Root of every user-input error; carries all diagnostics found, rendered together. The CLI
+    exits with `exit_code` (2: the input is wrong)."""
+
+    exit_code = 2
 
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
@@ -57,6 +75,12 @@ class CheckError(SpecError):
 
 class StoreError(SpecError):
     """A results store is missing, corrupt, foreign or of an unknown schema version."""
+
+
+class DamagedStore(StoreError):
+    """Stored data no longer matches its checksum (a disk or copy fault, not a user mistake: exit 1)."""
+
+    exit_code = 1
 
 
 def either(items: Sequence[str]) -> str:

@@ -15,15 +15,23 @@ def sslspec_in_process() -> Iterator[Callable[..., Result]]:
 
     `sslspec run` sets process-wide torch state (one intra-op thread, deterministic algorithms);
     it is put back afterwards so that later tests run as they would alone."""
-    import torch
     from click.testing import CliRunner
 
     from sslspec.cli import app
 
+    with torch_state_kept():
+        yield lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+@contextmanager
+def torch_state_kept() -> Iterator[None]:
+    """Put torch's process-wide state (threads, determinism flags) back as it was on leaving."""
+    import torch
+
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
-        yield lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)

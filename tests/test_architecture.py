@@ -1,4 +1,5 @@
-"""The front end's boundary: `sslspec/` never needs torch; only `run` in the CLI reaches the runtime."""
+"""The front end's boundary: `sslspec/` never needs torch; one function, `sslspec.api._run_plans`
+(what `sslspec run` and `sslspec.run` both go through), reaches the runtime."""
 
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ def test_the_import_walker_sees_nested_and_dynamic_imports() -> None:
     assert _imports(tree) == [("torch.nn", []), ("runtime", []), ("runtime.run", ["f"]), ("torch", ["f"])]
 
 
-def test_sslspec_never_imports_torch_and_reaches_runtime_only_inside_cli_run() -> None:
-    """No sslspec/*.py imports torch anywhere; runtime is imported only in the body of cli.py's `run`."""
+def test_sslspec_never_imports_torch_and_reaches_runtime_only_inside_one_function() -> None:
+    """No sslspec/*.py imports torch anywhere; runtime is imported only in api.py's `_run_plans`."""
     files = sorted(PACKAGE.rglob("*.py"))
-    assert PACKAGE / "cli.py" in files
+    assert PACKAGE / "api.py" in files
     offenders = []
     runtime_in_run = 0
     for path in files:
@@ -65,12 +66,12 @@ def test_sslspec_never_imports_torch_and_reaches_runtime_only_inside_cli_run() -
             if _top(module) == "torch":
                 offenders.append(f"{path.name}: imports {module}")
             elif _top(module) == "runtime":
-                if path.name == "cli.py" and scope == ["run"]:
+                if path == PACKAGE / "api.py" and scope == ["_run_plans"]:
                     runtime_in_run += 1
                 else:
                     offenders.append(f"{path.name}: imports {module} in {scope or 'the module'}")
     assert offenders == []
-    assert runtime_in_run >= 1  # the lazy import is where the CLI says it is
+    assert runtime_in_run >= 1  # the lazy import is where the API says it is
 
 
 def _env_without_torch(tmp_path: Path) -> dict[str, str]:
@@ -84,13 +85,29 @@ def _env_without_torch(tmp_path: Path) -> dict[str, str]:
 def test_front_end_imports_with_torch_unimportable() -> None:
     """The front end (`sslspec`, lower, cli, fmt) imports with torch unimportable and loads no runtime."""
     code = BLOCK_TORCH + (
-        "import sslspec, sslspec.spec.lower, sslspec.cli, sslspec.lang.fmt\n"
+        "import sslspec, sslspec.spec.lower, sslspec.cli, sslspec.lang.fmt, sslspec.api\n"
         "assert 'runtime' not in sys.modules, 'the runtime was imported'\n"
         "try:\n    import torch\nexcept ImportError:\n    print('blocked')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "blocked\n"
+
+
+def test_import_sslspec_loads_its_api_only_on_first_use() -> None:
+    """`import sslspec` loads neither the parser nor the API; `sslspec.plan` then loads the API, not
+    torch, and the parser is loaded only when something is parsed."""
+    code = BLOCK_TORCH + (
+        "import sslspec\n"
+        "print(sorted(m for m in ('lark', 'attrs', 'sslspec.api', 'xarray') if m in sys.modules))\n"
+        "sslspec.plan\n"
+        "print('sslspec.api' in sys.modules, 'lark' in sys.modules)\n"
+        "sslspec.check(text='experiment e { data hltm {} }')\n"
+        "print('lark' in sys.modules)\n"  # and torch, blocked above, was not needed
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[]\nTrue False\nTrue\n"
 
 
 def test_check_and_plan_work_on_every_spec_with_torch_blocked(tmp_path: Path) -> None:

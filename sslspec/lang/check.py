@@ -16,22 +16,10 @@ from sslspec.lang import ir
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
+from sslspec.spec.kinds import CAPABILITIES, NEEDS, missing_runtime, needs, provided
+from sslspec.spec.schema import Config
 
-
-@attrs.frozen
-class Config:
-    """One run's configuration, every default explicit."""
-
-    seed: int
-    device: str
-    results: str  # results root (relative to the working directory), unless `--out` is given
-    data: schema.HLTM
-    augment: schema.Augment
-    network: schema.Network
-    loss: schema.Loss
-    optimizer: schema.Optimizer
-    train: schema.Train
-    measure: schema.Measure
+At = Callable[[str, str], "ir.Span | None"]  # (block, field) -> where it was written
 
 
 class _Checker:
@@ -146,35 +134,10 @@ class _Checker:
 
     # ---- relations between fields ---------------------------------------------------------
 
-    def tree(
-        self, data: schema.HLTM, written: Section, at: Callable[[str, str], ir.Span | None]
-    ) -> schema.HLTM:
-        """Make depth, branching and tree all explicit; a tree too large to build stays None."""
-        if data.tree is not None:
-            for name in ("depth", "branching"):
-                if name in written.values:
-                    self.bad(f"give either 'tree' or '{name}', not both", at("data", name))
-            leaves = _count_leaves(data.tree)
-            if leaves > schema.MAX_LEAVES:
-                self.bad(
-                    f"the tree is too large: {leaves} leaves (at most {schema.MAX_LEAVES})",
-                    at("data", "tree"),
-                )
-            return attrs.evolve(data, depth=tree_depth(data.tree), branching=tree_branching(data.tree))
-        assert data.branching is not None
-        # Checked before building: branching ** depth leaves would exhaust memory and time.
-        if data.depth > 64 or data.branching**data.depth > schema.MAX_LEAVES:
-            self.bad(
-                f"the tree is too large: branching ** depth = {data.branching} ** {data.depth} leaves "
-                f"(at most {schema.MAX_LEAVES})",
-                at("data", "branching" if data.branching > schema.MAX_LEAVES else "depth"),
-            )
-            return data
-        return attrs.evolve(data, tree=uniform_tree(data.depth, data.branching))
-
     def cross(self, cfg: Config, sec: Section) -> Config | None:
+        """Rules between blocks: the generic ones, the data kind's own, and what the runtime
+        supports (kinds.SUPPORT, kinds.NEEDS); None after recording errors."""
         n_before = len(self.prog.diagnostics)
-        data_sec = sec.blocks["data"]
 
         def at(block: str, name: str) -> ir.Span | None:
             b = sec.blocks.get(block)
@@ -182,18 +145,7 @@ class _Checker:
                 return sec.span
             return b.spans.get(name) or b.span
 
-        data = self.tree(cfg.data, data_sec, at)
-        if data.states > 2 and data.sign == "random":
-            self.bad(
-                f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
-                "set sign = positive",
-                at("data", "sign") if "sign" in data_sec.values else at("data", "states"),
-            )
-        if cfg.augment.share >= data.depth:
-            self.bad(
-                f"'share' must be < depth (got share = {cfg.augment.share}, depth = {data.depth})",
-                at("augment", "share"),
-            )
+        self.supported(cfg, sec)
         if cfg.train.samples % cfg.train.batch:
             self.bad(
                 f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
@@ -211,28 +163,133 @@ class _Checker:
                 f"(got {loss.negatives}, batch = {cfg.train.batch})",
                 at("loss", "negatives"),
             )
-        measure = cfg.measure
-        if measure.samples is None:
-            measure = attrs.evolve(measure, samples=cfg.train.samples)
-        tc = measure.theorem_check
-        if tc is not None and data.tree is not None:
-            n_nodes = _count_latent(data.tree)
-            for node in tc.nodes:
-                if node >= n_nodes:
-                    self.bad(
-                        f"'theorem_check.nodes' has node {node}, but the tree has {n_nodes} latent nodes "
-                        f"(0..{n_nodes - 1})",
-                        _sub_span(sec, "theorem_check", "nodes"),
-                    )
-            for ep in tc.epochs or ():
-                if ep > cfg.train.epochs:
-                    self.bad(
-                        f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
-                        _sub_span(sec, "theorem_check", "epochs"),
-                    )
+        tc = cfg.measure.theorem_check
+        for ep in tc.epochs or () if tc is not None else ():
+            if ep > cfg.train.epochs:
+                self.bad(
+                    f"'theorem_check.epochs' has epoch {ep}, after the last ({cfg.train.epochs})",
+                    _sub_span(sec, "theorem_check", "epochs"),
+                )
+        if cfg.measure.samples is None:
+            cfg = attrs.evolve(cfg, measure=attrs.evolve(cfg.measure, samples=cfg.train.samples))
+        rules = DATA_RULES.get(schema.kind_of(cfg.data) or "")
+        if rules is not None:
+            cfg = rules(self, cfg, sec, at)
         if len(self.prog.diagnostics) > n_before:
             return None
-        return attrs.evolve(cfg, data=data, measure=measure)
+        return cfg
+
+    def supported(self, cfg: Config, sec: Section) -> None:
+        """Report each kind without a runtime and each measurement no block can provide for."""
+        chosen = {b: k for b in schema.BLOCKS if (k := schema.kind_of(getattr(cfg, b))) is not None}
+        have = provided(chosen)
+
+        def lacking(what: str, wanted: tuple[str, ...], span: ir.Span | None) -> None:
+            for need in wanted:
+                if need not in have:
+                    have_not = "which this experiment does not have"
+                    self.bad(f"{what} needs {CAPABILITIES.get(need, need)}, {have_not}", span)
+
+        for block, kind in chosen.items():
+            sub = sec.blocks.get(block)
+            span = (sub.kind_span or sub.span) if sub else sec.span
+            why = missing_runtime(block, kind)
+            if why is not None:
+                self.bad(why, span)
+            lacking(f"{block} kind '{kind}'", needs(block, kind), span)
+        for name, wanted in NEEDS.items():
+            if getattr(cfg.measure, name, None) is not None:
+                lacking(f"measurement '{name}'", wanted, _measure_span(sec, name))
+
+
+def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
+    """The HLTM's rules: make depth, branching and tree explicit (a tree too large to build stays
+    None), and check what depends on the tree (sign with states, share, theorem-check nodes)."""
+    assert isinstance(cfg.data, schema.HLTM)
+    data_sec = sec.blocks["data"]
+    data = _tree(checker, cfg.data, data_sec, at)
+    if data.states > 2 and data.sign == "random":
+        checker.bad(
+            f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
+            "set sign = positive",
+            at("data", "sign") if "sign" in data_sec.values else at("data", "states"),
+        )
+    if cfg.augment.share >= data.depth:
+        checker.bad(
+            f"'share' must be < depth (got share = {cfg.augment.share}, depth = {data.depth})",
+            at("augment", "share"),
+        )
+    tc = cfg.measure.theorem_check
+    if tc is not None and data.tree is not None:
+        n_nodes = _count_latent(data.tree)
+        for node in tc.nodes:
+            if node >= n_nodes:
+                checker.bad(
+                    f"'theorem_check.nodes' has node {node}, but the tree has {n_nodes} latent nodes "
+                    f"(0..{n_nodes - 1})",
+                    _sub_span(sec, "theorem_check", "nodes"),
+                )
+    if data.tree is not None:
+        _operator_memory(checker, cfg, data.tree, sec)
+    return attrs.evolve(cfg, data=data)
+
+
+def _tree(checker: _Checker, data: schema.HLTM, written: Section, at: At) -> schema.HLTM:
+    """Make depth, branching and tree all explicit; a tree too large to build stays None."""
+    if data.tree is not None:
+        for name in ("depth", "branching"):
+            if name in written.values:
+                checker.bad(f"give either 'tree' or '{name}', not both", at("data", name))
+        leaves = _count_leaves(data.tree)
+        if leaves > schema.MAX_LEAVES:
+            checker.bad(
+                f"the tree is too large: {leaves} leaves (at most {schema.MAX_LEAVES})", at("data", "tree")
+            )
+        return attrs.evolve(data, depth=tree_depth(data.tree), branching=tree_branching(data.tree))
+    assert data.branching is not None
+    # Checked before building: branching ** depth leaves would exhaust memory and time.
+    if data.depth > 64 or data.branching**data.depth > schema.MAX_LEAVES:
+        checker.bad(
+            f"the tree is too large: branching ** depth = {data.branching} ** {data.depth} leaves "
+            f"(at most {schema.MAX_LEAVES})",
+            at("data", "branching" if data.branching > schema.MAX_LEAVES else "depth"),
+        )
+        return data
+    return attrs.evolve(data, tree=uniform_tree(data.depth, data.branching))
+
+
+def _operator_memory(checker: _Checker, cfg: Config, tree: Any, sec: Section) -> None:
+    """Refuse dense operator matrices that would not fit in schema.MAX_OPERATOR_BYTES."""
+    levels = _operator_levels(cfg.network, tree)  # (nodes, P) per level
+    limit = schema.MAX_OPERATOR_BYTES
+    op, tc = cfg.measure.covariance_operator, cfg.measure.theorem_check
+    if op is not None and op.full:
+        n, p_max = sum(k for k, _ in levels), max(p for _, p in levels)
+        need = 8 * (n * p_max**2 + max(k * p**2 for k, p in levels))
+        if need > limit:
+            checker.bad(
+                f"'full' needs {_gib(need)} per measurement ({n} nodes x {p_max} x {p_max} float64, "
+                f"plus one level's matrices while built); at most {_gib(limit)}: leave full = false "
+                "(the spectrum, trace and norms need no dense matrix)",
+                _sub_span(sec, "covariance_operator", "full"),
+            )
+    beta = cfg.loss.beta if isinstance(cfg.loss, schema.SimpleLoss) else 0.0
+    if tc is not None and beta != 0:
+        level_of = [lvl for lvl, (k, _) in enumerate(levels) for _ in range(k)]
+        rows = [levels[level_of[node]] for node in tc.nodes if node < len(level_of)]
+        need = sum(16 * k * p**2 for k, p in rows)
+        if need > limit:
+            checker.bad(
+                f"'theorem_check' with beta = {beta} keeps the within-class term as dense "
+                f"matrices: {_gib(need)} for nodes {list(tc.nodes)}; at most {_gib(limit)}",
+                _sub_span(sec, "theorem_check", "nodes"),
+            )
+
+
+# Rules between blocks that only one data kind has, keyed by kind: the HLTM's tree rules run for
+# an HLTM only. A kind without an entry has none.
+DataRules = Callable[[_Checker, Config, Section, At], Config]
+DATA_RULES: dict[str, DataRules] = {"hltm": _hltm_rules}
 
 
 def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection[str]) -> str:
@@ -242,10 +299,39 @@ def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection
     return f"{owner} has no block '{name}'{did_you_mean(name, [*values, *blocks])}"
 
 
+def _measure_span(sec: Section, name: str) -> ir.Span | None:
+    """Where measurement `name` was switched on (its block or flag), else the measure block."""
+    m = sec.blocks.get("measure")
+    if m is None:
+        return sec.span
+    s = m.blocks.get(name)
+    return (s.span if s else None) or m.spans.get(name) or m.span
+
+
 def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
     m = sec.blocks.get("measure")
     s = m.blocks.get(sub) if m else None
     return (s.spans.get(name) or s.span) if s else sec.span
+
+
+def _operator_levels(net: schema.Network, tree: Any) -> list[tuple[int, int]]:
+    """(nodes, P) per level of the network's operators: P = the level's widest fan-in * its width
+    (as the runtime pads a level); a tree_relu node per latent node, an mlp node per layer."""
+    if isinstance(net, schema.MLP):
+        widths = tuple(reversed(net.widths))  # level 0 = the output layer
+        fan_in = (*widths[1:], _count_leaves(tree))
+        return [(1, f * w) for f, w in zip(fan_in, widths, strict=True)]
+    out, level = [], [tree]
+    while level:
+        fans = [node if isinstance(node, int) else len(node) * net.width for node in level]
+        out.append((len(level), max(fans) * net.width))
+        level = [child for node in level if not isinstance(node, int) for child in node]
+    return out
+
+
+def _gib(count: int) -> str:
+    """A byte count in GiB, for messages."""
+    return f"{count / 2**30:,.1f} GiB"
 
 
 def _count_leaves(shape: Any) -> int:

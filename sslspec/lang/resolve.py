@@ -14,6 +14,7 @@ from attrs import define, field, frozen
 from sslspec.errors import CheckError, Diagnostic, SpecError
 from sslspec.lang import ir
 from sslspec.lang.syntax import parse
+from sslspec.spec.schema import BLOCKS, value_fields
 
 
 @define
@@ -209,8 +210,6 @@ def _set_arg(call: ir.Call, rest: tuple[str, ...], value: ir.Value, span: ir.Spa
 def _drop_foreign_fields(sec: Section, block: str) -> None:
     """After a kind change, forget the old kind's fields that the new kind does not have, so
     `--set loss.kind=simple` works on a spec written with `loss infonce { temperature = .. }`."""
-    from sslspec.spec.schema import BLOCKS, value_fields
-
     cls = BLOCKS.get(block, ({}, False))[0].get(sec.kind)
     if cls is None:
         return  # an unknown kind: check reports it

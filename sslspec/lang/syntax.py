@@ -15,6 +15,10 @@ from sslspec.errors import Diagnostic, SyntaxFault, did_you_mean, either
 from sslspec.lang import ir
 
 KEYWORDS = ("include", "experiment", "sweep")
+# Deepest nesting of (), [] and {} together. Every later stage walks values and blocks
+# recursively; without a bound, a deep enough text ends in a RecursionError instead of a message.
+MAX_NESTING = 64
+INT_BITS = 64  # integers are stored as int64; a longer literal is refused where it is written
 
 # What each terminal is called in messages; every terminal of the grammar is named here.
 TERMINAL_NAMES = {
@@ -43,8 +47,17 @@ TERMINAL_NAMES = {
 }
 
 
+class _TooDeep(Exception):
+    """Raised by the post-lexer at the bracket that nests deeper than MAX_NESTING."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__(str(token))
+        self.token = token
+
+
 class _Layout:
-    """Post-lexer: drops newlines inside () and [] and records every comment it sees."""
+    """Post-lexer: drops newlines inside () and [], bounds the nesting of (), [] and {} and
+    records every comment it sees."""
 
     always_accept = ("_NL",)
 
@@ -53,16 +66,21 @@ class _Layout:
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         self.comments = []  # one parse at a time: the parser is single-threaded by design
-        depth = 0
+        depth = 0  # inside () and []
+        nesting = 0  # inside (), [] and {}
         for tok in stream:
             if tok.type == "_NL":
                 self._collect(tok)
                 if depth > 0:
                     continue
-            elif tok.type in ("LPAR", "LSQB"):
-                depth += 1
-            elif tok.type in ("RPAR", "RSQB"):
-                depth = max(0, depth - 1)
+            elif tok.type in ("LPAR", "LSQB", "LBRACE"):
+                depth += tok.type != "LBRACE"
+                nesting += 1
+                if nesting > MAX_NESTING:
+                    raise _TooDeep(tok)
+            elif tok.type in ("RPAR", "RSQB", "RBRACE"):
+                depth = max(0, depth - (tok.type != "RBRACE"))
+                nesting = max(0, nesting - 1)
             yield tok
 
     def _collect(self, tok: Token) -> None:
@@ -127,9 +145,20 @@ class _ToIR(Transformer[Token, Any]):
             raise SyntaxFault([Diagnostic(msg, span, self.text)]) from None
         return value
 
+    def _int(self, tok: Token) -> int:
+        """An INT token's value; SyntaxFault when it does not fit in a signed 64-bit integer."""
+        text = str(tok)
+        digits = text.lstrip("+-").lstrip("0")
+        value = int(text) if len(digits) <= 20 else None  # int() itself refuses over 4300 digits
+        if value is None or not -(2 ** (INT_BITS - 1)) <= value < 2 ** (INT_BITS - 1):
+            shown = text if len(text) <= 24 else f"{text[:20]}... ({len(digits)} digits)"
+            msg = f"integer {shown} is out of range (integers must fit in {INT_BITS} bits)"
+            raise SyntaxFault([Diagnostic(msg, self._tok(tok), self.text)])
+        return value
+
     # values
     def int(self, c: _Tokens) -> ir.Int:
-        return ir.Int(int(c[0]), span=self._tok(c[0]))
+        return ir.Int(self._int(c[0]), span=self._tok(c[0]))
 
     def float(self, c: _Tokens) -> ir.Float:
         return ir.Float(float(c[0]), str(c[0]), span=self._tok(c[0]))
@@ -152,7 +181,7 @@ class _ToIR(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def range(self, meta: Any, c: _Tokens) -> ir.Range:
-        return ir.Range(int(c[0]), int(c[2]), span=self._s(meta))
+        return ir.Range(self._int(c[0]), self._int(c[2]), span=self._s(meta))
 
     @v_args(meta=True)
     def call(self, meta: Any, c: _Children) -> ir.Call:
@@ -225,6 +254,8 @@ def parse(text: str, path: str = "<string>") -> ir.SpecFile:
         statements = _ToIR(path, text).transform(tree)
     except UnexpectedInput as exc:
         raise SyntaxFault([_syntax_diagnostic(exc, text, path)]) from None
+    except _TooDeep as exc:
+        raise SyntaxFault([_too_deep(exc.token, text, path)]) from None
     except VisitError as exc:  # the transformer raises SyntaxFault for a bad string escape
         raise exc.orig_exc from None
     return ir.SpecFile(path, statements, comments, text)
@@ -236,8 +267,16 @@ def parse_value(text: str, where: str = "<--set>") -> ir.Value:
         return _ToIR(where, text).transform(_parser().parse(text, start="set_value"))  # type: ignore[no-any-return]
     except UnexpectedInput as exc:
         raise SyntaxFault([_syntax_diagnostic(exc, text, where)]) from None
+    except _TooDeep as exc:
+        raise SyntaxFault([_too_deep(exc.token, text, where)]) from None
     except VisitError as exc:
         raise exc.orig_exc from None
+
+
+def _too_deep(tok: Token, text: str, path: str) -> Diagnostic:
+    line, col = tok.line or 1, tok.column or 1
+    msg = f"nested too deeply (more than {MAX_NESTING} levels of (), [] and {{}})"
+    return Diagnostic(msg, ir.Span(path, line, col, line, col + 1), text)
 
 
 def _expected(names: set[str]) -> str:

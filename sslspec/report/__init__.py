@@ -13,8 +13,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from sslspec.report import luck_section
 from sslspec.report.figures import FIGURES
-from sslspec.report.sweep import MAX_PANELS, Sweep, combos, final, load_source, seeds_note
+from sslspec.report.sweep import MAX_PANELS, SweepResults, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
     THEOREM,
     level_table,
@@ -24,11 +25,12 @@ from sslspec.report.tables import (
     total_wall,
     value_table,
 )
+from sslspec.store.variables import LEVEL_CORR, root_of
 
 __all__ = ["build", "load_source", "section"]
 
 
-def section(sw: Sweep, out: Path, stem: str) -> str:
+def section(sw: SweepResults, out: Path, stem: str) -> str:
     """One source's markdown: claim, provenance, tables, figures (only for variables present)."""
     ds = sw.ds
     parts = [f"## {sw.source}", ""]
@@ -36,8 +38,8 @@ def section(sw: Sweep, out: Path, stem: str) -> str:
         parts += [f"*Claim:* {sw.claim}", ""]
     swept = ", ".join(f"`{sw.path(d)}` ({ds.sizes[d]})" for d in sw.dims) or "nothing"
     parts += [f"Experiment `{ds.attrs['experiment']}`, swept: {swept}.", "", provenance(sw), ""]
-    if "level_corr" in ds:
-        root = final(ds.level_corr.sel(level=0))
+    if LEVEL_CORR in ds:
+        root = final(root_of(ds[LEVEL_CORR]))
         parts += [value_table(sw, root, "root correlation after training"), "", level_table(sw), ""]
     parts += [theorem_table(sw, var) + "\n" for var in THEOREM if var in ds]
     for var, draw, name, caption in FIGURES:
@@ -49,6 +51,8 @@ def section(sw: Sweep, out: Path, stem: str) -> str:
         elif name != "root":
             n = len(combos(sw))
             parts += [f"({name} figure omitted: {n} settings, more than {MAX_PANELS} panels)", ""]
+    if luck_section.applies(ds):
+        parts += [luck_section.section(sw, out, stem)]
     return "\n".join(parts)
 
 
@@ -69,7 +73,7 @@ def build(sources: Sequence[Path], out: Path, root: Path | None = None, sets: Se
     return path
 
 
-def _summary(sweeps: Sequence[Sweep]) -> str:
+def _summary(sweeps: Sequence[SweepResults]) -> str:
     """All sources together: distinct runs (a run two specs share counts once) and their status."""
     runs = {r["run_id"]: r for sw in sweeps for r in sw.runs}
     status: dict[str, int] = {}

@@ -13,7 +13,7 @@ import numpy as np
 from sslspec.report.sweep import (
     MAX_PANELS,
     SEED,
-    Sweep,
+    SweepResults,
     combos,
     final,
     label,
@@ -21,6 +21,16 @@ from sslspec.report.sweep import (
     seeds_note,
     show,
     stats,
+)
+from sslspec.store.variables import (
+    LEVEL_CORR,
+    NODE_LEVEL,
+    OP_EIGVAL,
+    TC_COSINE,
+    TC_REL_ERROR,
+    net_dim,
+    output_layer,
+    root_of,
 )
 
 
@@ -122,12 +132,12 @@ def _epoch_axis(ax: Any, epochs: Any) -> None:
         ax.minorticks_off()
 
 
-def fig_levels(sw: Sweep, path: Path) -> bool:
+def fig_levels(sw: SweepResults, path: Path) -> bool:
     """Correlation of each level vs epoch, one panel per setting."""
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    lc = sw.ds.level_corr
+    lc = output_layer(sw.ds[LEVEL_CORR])
     plt, fig, axes = _panels(len(cs))
     for (ax,), c in zip(axes, cs, strict=True):
         for lv in lc.level.values:
@@ -140,7 +150,7 @@ def fig_levels(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def _numeric(sw: Sweep, dim: str) -> bool:
+def _numeric(sw: SweepResults, dim: str) -> bool:
     return np.issubdtype(sw.ds[dim].dtype, np.number) and sw.ds[dim].dtype != bool
 
 
@@ -150,13 +160,13 @@ def _unit(dim: str) -> str:
     )
 
 
-def fig_root_vs(sw: Sweep, path: Path) -> bool:
+def fig_root_vs(sw: SweepResults, path: Path) -> bool:
     """Root correlation vs the first numeric swept field, after training (solid) and at
     initialization (dashed), one colour per value of a second swept field."""
     dims = sw.settings
     if not dims or len(dims) > 2 or not _numeric(sw, dims[0]):
         return False
-    lc = sw.ds.level_corr.sel(level=0)
+    lc = root_of(sw.ds[LEVEL_CORR])
     after, init = final(lc), lc.sel(epoch=lc.epoch.min())
     x = np.asarray(sw.ds[dims[0]].values, dtype=float)
     plt = _pyplot()
@@ -180,25 +190,27 @@ def fig_root_vs(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def fig_eigvals(sw: Sweep, path: Path) -> bool:
+def fig_eigvals(sw: SweepResults, path: Path) -> bool:
     """Per setting: the top eigenvalue of each level's operator (largest over the level's nodes)
     vs epoch, and the top-k spectrum of node 1 (the root's is degenerate: its operator is
     Cov(E[f | z_0]) (x) I_W, each eigenvalue W times over). Log y; median and min..max over seeds."""
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    ev, levels = sw.ds.op_eigval, sw.ds.node_level
-    node = 1 if ev.sizes["node"] > 1 else 0
+    ev = sw.ds[OP_EIGVAL]
+    net = net_dim(ev)  # an mlp's operators are per layer, each layer a level of its own
+    levels, word = (sw.ds[NODE_LEVEL], "level") if net == "node" else (ev[net], "layer")
+    node = 1 if ev.sizes[net] > 1 else 0
     plt, fig, axes = _panels(len(cs), rows_per=2)
     for (top, spec), c in zip(axes, cs, strict=True):
         for lv in np.unique(levels.values):
-            lam1 = ev.isel(eig=0).where(levels == lv).max("node")
-            _band(top, ev.epoch.values, _seed_runs(lam1, c, "epoch"), f"level {int(lv)}", "range")
+            lam1 = ev.isel(eig=0).where(levels == lv).max(net)
+            _band(top, ev.epoch.values, _seed_runs(lam1, c, "epoch"), f"{word} {int(lv)}", "range")
         top.set(title=label(sw, c, 48), ylabel="largest eigenvalue (1)")
         for k in ev.eig.values:
-            runs = _seed_runs(ev.isel(node=node).sel(eig=k), c, "epoch")
+            runs = _seed_runs(ev.isel({net: node}).sel(eig=k), c, "epoch")
             _band(spec, ev.epoch.values, runs, f"λ{int(k) + 1}", "range")
-        spec.set(title=f"node {node}: top {ev.sizes['eig']} eigenvalues", ylabel="eigenvalue (1)")
+        spec.set(title=f"{net} {node}: top {ev.sizes['eig']} eigenvalues", ylabel="eigenvalue (1)")
         for ax, ncol in ((top, 1), (spec, 2)):
             _epoch_axis(ax, ev.epoch.values)
             if _positive(ax):
@@ -209,13 +221,13 @@ def fig_eigvals(sw: Sweep, path: Path) -> bool:
     return True
 
 
-def fig_theorem(sw: Sweep, path: Path) -> bool:
+def fig_theorem(sw: SweepResults, path: Path) -> bool:
     """Theorem check at the last checked epoch vs M, one column per setting: the relative error
     (log-log) above, the cosine between gradient and prediction below (mean ± std over seeds)."""
     cs = combos(sw)
     if len(cs) > MAX_PANELS:
         return False
-    err, cos = final(sw.ds.tc_rel_error), final(sw.ds.tc_cosine)
+    err, cos = final(sw.ds[TC_REL_ERROR]), final(sw.ds[TC_COSINE])
     ms = err.tc_batches.values
     plt, fig, axes = _panels(len(cs), rows_per=2)
     for (top, low), c in zip(axes, cs, strict=True):
@@ -236,24 +248,24 @@ def fig_theorem(sw: Sweep, path: Path) -> bool:
     return True
 
 
-Figure = Callable[[Sweep, Path], bool]
+Figure = Callable[[SweepResults, Path], bool]
 
 # (variable it needs, function, file stem, caption)
 FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
     (
-        "level_corr",
+        LEVEL_CORR,
         fig_levels,
         "levels",
         "Mean best correlation of each level vs epoch; line: mean, band: ± std",
     ),
     (
-        "level_corr",
+        LEVEL_CORR,
         fig_root_vs,
         "root",
         "Root correlation after training (solid; points: mean, bars: ± std) and at initialization (dashed)",
     ),
     (
-        "op_eigval",
+        OP_EIGVAL,
         fig_eigvals,
         "eigvals",
         "Covariance-operator spectrum vs epoch: top, the largest eigenvalue of each level; bottom, the top "
@@ -261,7 +273,7 @@ FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
         "band: min..max",
     ),
     (
-        "tc_rel_error",
+        TC_REL_ERROR,
         fig_theorem,
         "theorem",
         "Theorem check vs M: relative error (top) and cosine (bottom) of the operator's prediction "

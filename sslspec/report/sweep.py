@@ -8,6 +8,7 @@ over the `seed` axis: mean ± std (ddof 0) and the number of seeds that have a f
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from sslspec.store.read import load_sweep, read_attrs
+from sslspec.spec.lower import lower
+from sslspec.store.layout import Status, read_attrs, version_path
+from sslspec.store.read import load_sweep
 
 SEED = "seed"
 MAX_PANELS = 20  # settings drawn as separate panels; beyond this a figure is skipped (and said so)
 
 
 @dataclass
-class Sweep:
+class SweepResults:
     """One source loaded: the Dataset, its runs (planned or found) and where the stores are."""
 
     source: Path
@@ -49,13 +52,11 @@ class Sweep:
 # ---- loading ---------------------------------------------------------------------------------
 
 
-def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()) -> Sweep:
-    """A spec or results directory -> Sweep; a spec's planned runs absent from the stores are kept."""
+def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()) -> SweepResults:
+    """A spec or results directory -> SweepResults; a spec's planned runs absent from the stores are kept."""
     ds = load_sweep(source, root=root, sets=sets)
     is_spec = source.suffix == ".ssl" or source.is_file()
     if is_spec:
-        from sslspec.spec.lower import lower
-
         plan = lower(source, sets)
         exp = ds.attrs["experiment"]
         base = root if root is not None else Path(next(r.config.results for r in plan.runs))
@@ -71,10 +72,10 @@ def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()
         point = ds.sel(key) if key else ds
         run = {**key, "status": str(point.status.values), "run_id": str(point.run_id.values)}
         version = int(point.version.values)
-        store = where / run["run_id"] / f"v{version:04d}.zarr"
+        store = version_path(where / run["run_id"], version)
         run["attrs"] = read_attrs(store) if version and store.exists() else {}
         runs.append(run)
-    return Sweep(source, ds, base, claim, runs)
+    return SweepResults(source, ds, base, claim, runs)
 
 
 def _coord(v: Any) -> Any:
@@ -86,6 +87,8 @@ def _present(ds: Any) -> list[tuple[Any, ...]]:
     dims = list(ds.status.dims)
     coords = [ds[d].values.tolist() for d in dims]
     ids = np.asarray(ds.run_id.values)
+    if not dims:  # one run without a sweep: a single point, with no coordinates
+        return [()] if ids.item() != "" else []
     hits = zip(*np.nonzero(ids != ""), strict=True)
     return [tuple(c[i] for c, i in zip(coords, ix, strict=True)) for ix in hits]
 
@@ -128,7 +131,7 @@ def fmt_stats(m: float, s: float, n: int) -> str:
     return "—" if n == 0 else f"{m:.3f} ± {s:.3f} (n={n})"
 
 
-def combos(sw: Sweep) -> list[dict[str, Any]]:
+def combos(sw: SweepResults) -> list[dict[str, Any]]:
     """The distinct settings (non-seed swept values) of the runs, in run order."""
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in sw.runs:
@@ -137,10 +140,8 @@ def combos(sw: Sweep) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def label(sw: Sweep, combo: dict[str, Any], width: int = 0) -> str:
+def label(sw: SweepResults, combo: dict[str, Any], width: int = 0) -> str:
     """A setting as `path=value, ...`; wrapped to `width` characters a line when width > 0."""
-    import textwrap
-
     text = ", ".join(f"{sw.path(d)}={show(v)}" for d, v in combo.items()) or "all runs"
     return "\n".join(textwrap.wrap(text, width)) if width else text
 
@@ -154,7 +155,7 @@ def over_seeds(da: Any, combo: dict[str, Any]) -> Any:
     return da.sel(combo) if combo else da
 
 
-def seeds_note(sw: Sweep) -> str:
+def seeds_note(sw: SweepResults) -> str:
     """`N seeds per setting; K of R runs complete` (the per-point count n is in the tables)."""
-    n, done = sw.n_seeds(), sum(r["status"] == "complete" for r in sw.runs)
+    n, done = sw.n_seeds(), sum(r["status"] == Status.COMPLETE for r in sw.runs)
     return f"{n} seed{'s' if n != 1 else ''} per setting; {done} of {len(sw.runs)} runs complete"

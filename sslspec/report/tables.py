@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from sslspec.report.sweep import Sweep, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
+from sslspec.report.sweep import SweepResults, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
+from sslspec.store.layout import Status
+from sslspec.store.variables import LEVEL_CORR, TC_COSINE, TC_REL_ERROR, output_layer
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -17,7 +19,7 @@ def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def value_table(sw: Sweep, da: Any, what: str) -> str:
+def value_table(sw: SweepResults, da: Any, what: str) -> str:
     """Per-run scalars (sweep dims only) -> a markdown table of mean ± std over seeds.
 
     Two settings dims forming a full grid: rows = the first, columns = the second; otherwise
@@ -40,9 +42,9 @@ def value_table(sw: Sweep, da: Any, what: str) -> str:
     return f"{what} ({seeds_note(sw)}):\n\n" + md_table(head, rows)
 
 
-def level_table(sw: Sweep) -> str:
+def level_table(sw: SweepResults) -> str:
     """Per-level correlation at initialization -> after training, mean over seeds."""
-    lc = sw.ds.level_corr
+    lc = output_layer(sw.ds[LEVEL_CORR])
     init, last = lc.sel(epoch=lc.epoch.min()), final(lc)
     levels = [int(x) for x in lc.level.values]
     head = [*(sw.path(d) for d in sw.settings), *(f"level {lv}" for lv in levels)]
@@ -61,12 +63,12 @@ def level_table(sw: Sweep) -> str:
 
 
 THEOREM = {
-    "tc_rel_error": "relative error ||g - p|| / ||g|| (0 when the prediction is exact)",
-    "tc_cosine": "cosine(g, p) (1 when the prediction has the gradient's direction)",
+    TC_REL_ERROR: "relative error ||g - p|| / ||g|| (0 when the prediction is exact)",
+    TC_COSINE: "cosine(g, p) (1 when the prediction has the gradient's direction)",
 }
 
 
-def theorem_table(sw: Sweep, var: str) -> str:
+def theorem_table(sw: SweepResults, var: str) -> str:
     """A theorem-check variable at the last checked epoch, per setting and node, vs M."""
     val = final(sw.ds[var])
     ms = [int(m) for m in val.tc_batches.values]
@@ -119,10 +121,10 @@ def machines(attrs: Sequence[dict[str, Any]]) -> str:
     return md_table(head, rows)
 
 
-def provenance(sw: Sweep) -> str:
+def provenance(sw: SweepResults) -> str:
     """What ran, where and how long, from the stores' root attributes (one row per device, host,
     versions and commit); the runs not complete, by name."""
-    counts = {s: sum(r["status"] == s for r in sw.runs) for s in ("complete", "failed", "running", "missing")}
+    counts = {str(s): sum(r["status"] == s for r in sw.runs) for s in Status}
     attrs = [r["attrs"] for r in sw.runs if r["attrs"]]
     started = sorted(str(a["started"]) for a in attrs if a.get("started"))
     finished = sorted(str(a["finished"]) for a in attrs if a.get("finished"))
@@ -133,7 +135,7 @@ def provenance(sw: Sweep) -> str:
     ]
     if attrs:
         out += ["", "Where the runs with a store ran:", "", machines(attrs)]
-    bad = [r for r in sw.runs if r["status"] != "complete"]
+    bad = [r for r in sw.runs if r["status"] != Status.COMPLETE]
     if bad:
         head = ["run id", *(sw.path(d) for d in sw.dims), "status", "error"]
         rows = [

@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from attrs import frozen
 
-from sslspec.errors import either
+from sslspec.errors import did_you_mean, either
 from sslspec.lang import ir
 
 
@@ -111,8 +112,6 @@ class ChoiceT:
     options: tuple[str, ...]
 
     def coerce(self, node: ir.Value) -> str:
-        from sslspec.errors import did_you_mean
-
         name = node.name if isinstance(node, ir.Ident) else node.value if isinstance(node, ir.Str) else None
         if not isinstance(name, str):
             raise Bad(f"must be one of {self.listing()} (got {describe(node)})")
@@ -244,11 +243,9 @@ class CallT:
     calls: dict[str, type]
     scalar: Callable[[ir.Value], Any] | None = None
     bare: bool = False  # a bare name `relu` means the call with all defaults
+    finish: Callable[[Any], Any] | None = None  # the built object -> the value (may raise Bad)
 
     def coerce(self, node: ir.Value) -> Any:
-        from sslspec.errors import did_you_mean
-        from sslspec.spec.schema import build_call
-
         if self.scalar is not None and isinstance(node, ir.Int | ir.Float):
             return self.scalar(node)
         if self.bare and isinstance(node, ir.Ident):
@@ -260,10 +257,32 @@ class CallT:
                 f"unknown '{node.name}'; must be {self.listing()}{did_you_mean(node.name, self.calls)}",
                 node.span,
             )
-        return build_call(self.calls[node.name], node)
+        obj = build_call(self.calls[node.name], node)
+        if self.finish is None:
+            return obj
+        try:
+            return self.finish(obj)
+        except Bad as bad:
+            raise Bad(bad.message, bad.span or node.span) from None
 
     def listing(self) -> str:
         forms = [f"{n}(...)" for n in self.calls] if not self.bare else list(self.calls)
         if self.scalar is not None:
             forms.insert(0, "a number")
         return either(forms)
+
+
+def build_call(cls: type, call: ir.Call) -> Any:
+    """Build a call class from a Call node, checking argument names, types and duplicates."""
+    fields = {a.name: a for a in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for arg in call.args:
+        if arg.name not in fields:
+            raise Bad(f"'{call.name}' has no argument '{arg.name}'{did_you_mean(arg.name, fields)}", arg.span)
+        if arg.name in kwargs:
+            raise Bad(f"argument '{arg.name}' given twice", arg.span)
+        try:
+            kwargs[arg.name] = fields[arg.name].metadata["type"].coerce(arg.value)
+        except Bad as bad:
+            raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
+    return cls(**kwargs)

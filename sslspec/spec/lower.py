@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ class Setting:
 
 
 SET_FILE = "--set"
+# The most runs one plan may hold. Lowering builds and hashes every run (~1 ms each), so a sweep
+# written by mistake as `seed = 0..100000000` is refused at once instead of filling the memory.
+MAX_RUNS = 10_000
 
 
 def parse_setting(text: str, line: int = 1) -> Setting:
@@ -98,6 +102,8 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
         for ov in src.overrides:
             base = assign(base, ov.path, ov.value, ov.span)
         axes = _axes(prog, prog.sweeps.get(name), settings)
+        if not _few_enough(prog, name, axes, len(runs)):
+            continue
         axes_by_exp.append((name, tuple(".".join(p) for a in axes for p in a.paths)))
         seen: dict[str, int] = {}
         for point in itertools.product(*(a.points for a in axes)) if axes else [()]:
@@ -122,7 +128,8 @@ def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -
             runs.append(run)
     if prog.diagnostics:
         raise CheckError(_unique(prog.diagnostics))
-    return Plan(str(path), tuple(runs), tuple(axes_by_exp))
+    sources = tuple((p, t) for p, t in prog.texts.items() if p != SET_FILE)
+    return Plan(str(path), tuple(runs), tuple(axes_by_exp), sources)
 
 
 def _run(
@@ -177,6 +184,19 @@ def _axes(prog: Program, sweep: ir.Sweep | None, settings: Sequence[Setting]) ->
     return axes
 
 
+def _few_enough(prog: Program, name: str, axes: list[_Axis], before: int) -> bool:
+    """Whether the sweep of `name` keeps the plan within MAX_RUNS; reports it when not."""
+    n = math.prod(len(a.points) for a in axes)
+    if before + n <= MAX_RUNS:
+        return True
+    sizes = " x ".join(str(len(a.points)) for a in axes)
+    prog.error(
+        f"sweep of '{name}' expands to {n:,} runs ({sizes}); a plan may hold at most {MAX_RUNS:,}",
+        prog.sweeps[name].span,
+    )
+    return False
+
+
 def _values(prog: Program, f: ir.Field) -> tuple[ir.Value, ...] | None:
     """The values an axis field takes, or None after reporting why it has none that can be used."""
     v = f.value
@@ -185,6 +205,13 @@ def _values(prog: Program, f: ir.Field) -> tuple[ir.Value, ...] | None:
     if isinstance(v, ir.Range):
         if v.stop < v.start:
             prog.error(f"range {v.start}..{v.stop} is empty (ranges count up and include both ends)", v.span)
+            return None
+        if v.stop - v.start >= MAX_RUNS:
+            n = v.stop - v.start + 1
+            prog.error(
+                f"range {v.start}..{v.stop} has {n:,} values; a plan may hold at most {MAX_RUNS:,} runs",
+                v.span,
+            )
             return None
         return tuple(ir.Int(i, span=v.span) for i in range(v.start, v.stop + 1))
     prog.error(f"sweep values for '{f.name}' must be a list [a, b, ...] or a range a..b", v.span)
@@ -199,8 +226,8 @@ def plain(v: ir.Value) -> Any:
         return v.name
     if isinstance(v, ir.List):
         return [plain(x) for x in v.items]
-    if isinstance(v, ir.Range):
-        return list(range(v.start, v.stop + 1))
+    if isinstance(v, ir.Range):  # never a valid field value; kept short for the message it gets
+        return f"{v.start}..{v.stop}"
     return {"call": v.name, **{a.name: plain(a.value) for a in v.args}}
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from sslspec.lang.check import Config
 from sslspec.spec import schema
+from sslspec.spec.schema import Config
 
 PLAN_FORMAT = 1
 STREAMS = ("tree", "init", "data", "measure")
@@ -69,11 +69,22 @@ class Run:
 
 @frozen
 class Plan:
-    """All runs of one spec file, in order; `axes` names the swept paths per experiment."""
+    """All runs of one spec file, in order; `axes` names the swept paths per experiment.
+
+    `sources` holds the text of the spec and of every file it includes (path -> text, as read
+    when the plan was made; a spec given as text, sslspec.run(text=...), too), for the provenance
+    of each run wherever it executes, so no worker rereads the files. It is not part
+    of the plan's data, JSON or hashes (what a run computes is its config), nor of equality."""
 
     spec: str
     runs: tuple[Run, ...]
     axes: tuple[tuple[str, tuple[str, ...]], ...]
+    sources: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False, repr=False)
+
+    def source_texts(self) -> tuple[str, dict[str, str]]:
+        """The spec's text and the text of every file it includes (path -> text)."""
+        texts = dict(self.sources)
+        return texts.get(self.spec, ""), {p: t for p, t in texts.items() if p != self.spec}
 
     def to_data(self) -> dict[str, Any]:
         return {

@@ -56,18 +56,20 @@ class Uniform:
 class Activation:
     """relu, or leaky_relu(slope)."""
 
-    name: str = fld("relu", ChoiceT(("relu", "leaky_relu")))
+    name: str = fld("relu", ChoiceT(("relu", "leaky_relu")), "the nonlinearity")
     slope: float = fld(0.0, FloatT(ge=0, lt=1), "negative-side slope")
 
 
 @frozen
 class _LeakyRelu:
+    """max(x, slope * x)."""
+
     slope: float = fld(0.01, FloatT(ge=0, lt=1), "negative-side slope")
 
 
 @frozen
 class _Relu:
-    pass
+    """max(x, 0)."""
 
 
 def _constant(node: ir.Value) -> Constant:
@@ -80,8 +82,29 @@ def _constant(node: ir.Value) -> Constant:
 # builds one block of units per node.
 MAX_LEAVES = 1 << 16
 
-POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant)
-ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True)
+
+# The most memory the dense covariance-operator matrices of one measurement may take (float64):
+# `covariance_operator.full` (every node's P x P matrix, plus one level's matrices while they are
+# built) and the theorem check's within-class term (simple loss, beta != 0: a P x N_l P matrix and
+# its accumulator per checked node). The spectrum, trace, norms and the plain check need none.
+MAX_OPERATOR_BYTES = 4 << 30
+
+
+def _activation(obj: _Relu | _LeakyRelu) -> Activation:
+    """`relu` and `leaky_relu(slope)` are both an Activation, told apart by name."""
+    if isinstance(obj, _LeakyRelu):
+        return Activation("leaky_relu", obj.slope)
+    return Activation("relu", 0.0)
+
+
+def _ordered(obj: Uniform | Constant) -> Uniform | Constant:
+    if isinstance(obj, Uniform) and obj.low > obj.high:
+        raise Bad(f"'uniform' needs low <= high (got low = {obj.low}, high = {obj.high})")
+    return obj
+
+
+POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant, finish=_ordered)
+ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True, finish=_activation)
 REDUCTION = ChoiceT(("batch", "sample"))
 POSITIVE_INT = IntT(ge=1)
 NODE_LIST = ListT(IntT(ge=0))
@@ -91,7 +114,14 @@ NODE_LIST = ListT(IntT(ge=0))
 
 
 @frozen
-class HLTM:
+class DataBlock:
+    """The base of every `data` kind: a data source's configuration (the HLTM today; an image
+    data set next). `Config.data` has this type, so code that needs one kind's fields narrows
+    with isinstance (the runtime's data sources and the checker's per-kind rules do)."""
+
+
+@frozen
+class HLTM(DataBlock):
     """A hierarchical latent tree model; every sample is freshly drawn."""
 
     depth: int = fld(5, IntT(ge=1), "edges from the root to a leaf")
@@ -117,9 +147,9 @@ class TreeReLU:
     """One block of `width` units per latent node, mirroring the tree."""
 
     width: int = fld(10, POSITIVE_INT, "hidden units per latent node")
-    bias: bool = fld(True, BoolT())
-    activation: Activation = fld(Activation(), ACTIVATION)
-    batch_norm: bool = fld(False, BoolT())
+    bias: bool = fld(True, BoolT(), "a learned bias per unit")
+    activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
+    batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
 
 
@@ -128,9 +158,9 @@ class MLP:
     """A fully connected network on the flattened leaves."""
 
     widths: tuple[int, ...] = fld((64, 64), ListT(POSITIVE_INT, min_len=1), "units per layer")
-    bias: bool = fld(True, BoolT())
-    activation: Activation = fld(Activation(), ACTIVATION)
-    batch_norm: bool = fld(False, BoolT())
+    bias: bool = fld(True, BoolT(), "a learned bias per unit")
+    activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
+    batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
 
 
@@ -146,23 +176,24 @@ class SimpleLoss:
 class TripletLoss:
     """Soft triplet: tau * log(1 + exp((d_pos - d_neg + margin) / tau))."""
 
-    temperature: float = fld(1.0, FloatT(gt=0))
-    margin: float = fld(0.0, FloatT(ge=0))
-    reduction: str = fld("sample", REDUCTION)
+    temperature: float = fld(1.0, FloatT(gt=0), "tau, the softness of the hinge")
+    margin: float = fld(0.0, FloatT(ge=0), "added to d_pos - d_neg")
+    reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
 
 
 @frozen
 class InfoNCELoss:
     """InfoNCE with `negatives` negatives per example."""
 
-    temperature: float = fld(0.1, FloatT(gt=0))
-    negatives: int = fld(1, POSITIVE_INT)
-    reduction: str = fld("sample", REDUCTION)
+    temperature: float = fld(0.1, FloatT(gt=0), "tau, dividing the distances in the softmax")
+    negatives: int = fld(1, POSITIVE_INT, "negatives per example")
+    reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
 
 
 @frozen
 class BYOLLoss:
-    """BYOL: an EMA target network and a predictor MLP of the given hidden widths."""
+    """BYOL: an EMA target network and a predictor MLP of the given hidden widths (refused by
+    `check` until the runtime runs it)."""
 
     momentum: float = fld(0.99, FloatT(ge=0, le=1), "EMA momentum of the target network")
     predictor: tuple[int, ...] = fld((32,), ListT(POSITIVE_INT), "hidden widths of the predictor")
@@ -170,22 +201,30 @@ class BYOLLoss:
 
 @frozen
 class SGD:
+    """Stochastic gradient descent (torch.optim.SGD)."""
+
     lr: float = fld(0.1, FloatT(gt=0), "learning rate")
-    momentum: float = fld(0.0, FloatT(ge=0, lt=1))
-    weight_decay: float = fld(0.0, FloatT(ge=0))
+    momentum: float = fld(0.0, FloatT(ge=0, lt=1), "momentum factor")
+    weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
 
 
 @frozen
 class Adam:
+    """Adam (torch.optim.Adam)."""
+
     lr: float = fld(1e-3, FloatT(gt=0), "learning rate")
-    betas: tuple[float, ...] = fld((0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2))
-    weight_decay: float = fld(0.0, FloatT(ge=0))
+    betas: tuple[float, ...] = fld(
+        (0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2), "decay rates of the gradient's running moments"
+    )
+    weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
 
 
 @frozen
 class Train:
+    """How long to train, on freshly drawn samples."""
+
     batch: int = fld(128, POSITIVE_INT, "examples per SGD step")
-    samples: int = fld(64000, POSITIVE_INT, "fresh samples per epoch")
+    samples: int = fld(64000, POSITIVE_INT, "fresh samples per epoch, a multiple of batch")
     epochs: int = fld(50, IntT(ge=0), "training epochs")
 
 
@@ -230,6 +269,8 @@ class TheoremCheck:
 
 @frozen
 class Measure:
+    """What to record, at epoch 0, every `every` epochs and after the last."""
+
     every: int = fld(1, POSITIVE_INT, "epochs between measurements; 0 and the last always")
     samples: int | None = fld(None, POSITIVE_INT, "fresh samples per pass (default: train.samples)")
     latent_correlation: LatentCorrelation | None = fld(None, None)
@@ -241,10 +282,26 @@ class Measure:
 
 # ---- the experiment -----------------------------------------------------------------------
 
-Data = HLTM
 Network = TreeReLU | MLP
 Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss
 Optimizer = SGD | Adam
+
+
+@frozen
+class Config:
+    """One run's configuration, every default explicit (built by sslspec.lang.check)."""
+
+    seed: int
+    device: str
+    results: str  # results root (relative to the working directory), unless `--out` is given
+    data: DataBlock
+    augment: Augment
+    network: Network
+    loss: Loss
+    optimizer: Optimizer
+    train: Train
+    measure: Measure
+
 
 # Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
@@ -270,45 +327,29 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
 
 TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results": PathT()}
 TOP_DEFAULTS: dict[str, Any] = {"seed": 1, "device": "auto", "results": "results"}
+TOP_DOCS: dict[str, str] = {
+    "seed": "the run's seed; every random stream's seed is derived from it",
+    "device": "where to run (auto: a GPU when there is one); not part of the run's identity",
+    "results": "results root, a directory or an fsspec URL (`--out` overrides it)",
+}
 
 
 _KIND_OF: dict[type, str | None] = {cls: kind for kinds, _ in BLOCKS.values() for kind, cls in kinds.items()}
 
 
 def kind_of(obj: Any) -> str | None:
-    """The kind name a config object was built from (`infonce` for InfoNCELoss)."""
-    return _KIND_OF.get(type(obj))
+    """The kind name a config object was built from (`infonce` for InfoNCELoss). Kinds added to
+    BLOCKS after import (a test's toy data source) are found by a scan."""
+    cls = type(obj)
+    if cls in _KIND_OF:
+        return _KIND_OF[cls]
+    return next((k for kinds, _ in BLOCKS.values() for k, c in kinds.items() if c is cls), None)
 
 
 def value_fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
     """The fields of a block class that take values (not sub-blocks)."""
     subs = SUBBLOCKS.get(cls, {})
     return {a.name: a for a in attrs.fields(cls) if a.name not in subs}
-
-
-def build_call(cls: type, call: ir.Call) -> Any:
-    """Build a call class from a Call node, checking argument names, types and duplicates."""
-    from sslspec.errors import did_you_mean
-
-    fields = {a.name: a for a in attrs.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for arg in call.args:
-        if arg.name not in fields:
-            raise Bad(f"'{call.name}' has no argument '{arg.name}'{did_you_mean(arg.name, fields)}", arg.span)
-        if arg.name in kwargs:
-            raise Bad(f"argument '{arg.name}' given twice", arg.span)
-        try:
-            kwargs[arg.name] = fields[arg.name].metadata["type"].coerce(arg.value)
-        except Bad as bad:
-            raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
-    if cls is _Relu:
-        return Activation("relu", 0.0)
-    if cls is _LeakyRelu:
-        return Activation("leaky_relu", kwargs.get("slope", 0.01))
-    obj = cls(**kwargs)
-    if isinstance(obj, Uniform) and obj.low > obj.high:
-        raise Bad(f"'uniform' needs low <= high (got low = {obj.low}, high = {obj.high})", call.span)
-    return obj
 
 
 __all__ = ["Bad", "describe"]

@@ -1,8 +1,9 @@
 """Load: results stores -> xarray. `load` gives a DataTree of runs, `load_sweep` one Dataset per sweep.
 
-A results root holds `ROOT/<experiment>/<run id>/vNNNN.zarr`, one version per execution. By default
-a run is read at its newest *complete* version (`status == "complete"`); an older complete version
-wins over a newer running or failed one. Every store read is checked against SCHEMA_VERSION first.
+A results root holds one version per execution of each run (the layout: sslspec.store.layout). By
+default a run is read at its newest *complete* version; an older complete version wins over a
+newer running or failed one. Every store read is checked against the schema version first, and
+read into memory at once, so that a damaged chunk is named here (sslspec.store.integrity).
 
 Sweep dimensions are named after the swept path without its leading block name, joined by `_`
 (`network.width` -> `width`, `data.polarity.low` -> `polarity_low`, `seed` -> `seed`); a name
@@ -16,125 +17,65 @@ sslspec.store.location.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sslspec.errors import Diagnostic, StoreError, did_you_mean
+from sslspec.errors import did_you_mean
+from sslspec.store.integrity import load_checked
+from sslspec.store.layout import (
+    Status,
+    error,
+    read_attrs,
+    run_dirs,
+    status,
+    version_label,
+    version_number,
+    versions,
+)
 from sslspec.store.location import Place, of
 
-SCHEMA_VERSION = 1  # the newest store schema this reader understands (runtime.store writes it)
-STATUSES = ("complete", "failed", "running", "missing")
-_VERSION = re.compile(r"^v(\d{4,})\.zarr$")
+if TYPE_CHECKING:
+    from sslspec.spec.plan import Plan
 
 Version = int | Literal["latest", "all"] | None
 
-
-def _error(message: str) -> StoreError:
-    return StoreError([Diagnostic(message)])
+__all__ = ["load", "load_sweep", "open_store", "pick", "read_attrs", "run_dirs", "versions"]
 
 
-# ---- versions and attributes ----------------------------------------------------------------
-
-
-def versions(run_dir: str | Place) -> list[tuple[int, Place]]:
-    """The (number, path) of every vNNNN.zarr under a run directory, oldest first."""
-    found = []
-    run_dir = of(run_dir)
-    for p in run_dir.iterdir() if run_dir.is_dir() else ():
-        m = _VERSION.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def read_attrs(store: str | Place) -> dict[str, Any]:
-    """A store's root attributes (zarr.json read directly: no group is opened), schema-checked."""
-    meta = of(store) / "zarr.json"
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except FileNotFoundError:
-        raise _error(f"{store}: not a zarr v3 store (no zarr.json)") from None
-    except (OSError, ValueError) as exc:
-        raise _error(f"{store}: cannot read zarr.json: {exc}") from None
-    check_schema(attrs, store)
-    return dict(attrs)
-
-
-def check_schema(attrs: dict[str, Any], store: str | Place) -> None:
-    """Raise StoreError unless `schema_version` is an int this reader knows (<= SCHEMA_VERSION)."""
-    v = attrs.get("schema_version")
-    if v is None:
-        raise _error(f"{store}: store has no 'schema_version' attribute; it was not written by sslspec")
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _error(f"{store}: store 'schema_version' must be an integer (got {v!r})")
-    if v > SCHEMA_VERSION:
-        raise _error(
-            f"{store}: store schema version {v} is newer than this sslspec reads ({SCHEMA_VERSION}); "
-            "upgrade sslspec"
-        )
-
-
-def pick(run_dir: str | Place, version: int | Literal["latest"] | None = None) -> tuple[Place | None, str]:
+def pick(run_dir: str | Place, version: int | Literal["latest"] | None = None) -> tuple[Place | None, Status]:
     """The store to read for a run and the run's status.
 
     `None`: the newest complete version, else (None, status of the newest version); "latest":
     the newest version whatever its status; N: vNNNN (StoreError when absent). A run directory
-    without versions is (None, "missing").
+    without versions is (None, MISSING).
     """
     vs = versions(run_dir)
     if isinstance(version, int):
         for n, p in vs:
             if n == version:
-                return p, str(read_attrs(p).get("status", "running"))
+                return p, status(p)
         have = ", ".join(p.name for _, p in vs) or "none"
-        raise _error(f"{run_dir}: no version {version} (have {have})")
-    newest_status = "missing"
+        raise error(f"{run_dir}: no version {version} (have {have})")
+    newest = Status.MISSING
     for i, (_, p) in enumerate(reversed(vs)):
-        status = str(read_attrs(p).get("status", "running"))
+        st = status(p)
         if i == 0:
-            newest_status = status
+            newest = st
             if version == "latest":
-                return p, status
-        if status == "complete":
-            return p, status
-    return None, newest_status
+                return p, st
+        if st == Status.COMPLETE:
+            return p, st
+    return None, newest
 
 
 def open_store(store: str | Place) -> Any:
-    """One store as an xarray.Dataset (lazy; schema-checked first)."""
+    """One store as an xarray.Dataset, schema-checked first and read into memory, so that a
+    damaged chunk is found (and named: DamagedStore) here, not later inside xarray."""
     import xarray as xr
 
     read_attrs(store)
-    return xr.open_zarr(str(store), consolidated=False)
-
-
-# ---- layout ---------------------------------------------------------------------------------
-
-
-def _is_run_dir(d: Place) -> bool:
-    return d.is_dir() and any(_VERSION.match(p.name) for p in d.iterdir())
-
-
-def run_dirs(path: str | Place) -> Iterator[tuple[str, Place]]:
-    """(experiment, run dir) of every run under a results root, an experiment dir or a run dir."""
-    path = of(path)
-    if not path.is_dir():
-        raise _error(f"{path}: no such results directory")
-    if _is_run_dir(path):
-        yield path.parent.name, path
-        return
-    subs = sorted(p for p in path.iterdir() if p.is_dir())
-    if any(_is_run_dir(p) for p in subs):
-        for d in subs:
-            if _is_run_dir(d):
-                yield path.name, d
-        return
-    for exp in subs:
-        for d in sorted(p for p in exp.iterdir() if p.is_dir()):
-            if _is_run_dir(d):
-                yield exp.name, d
+    return load_checked(of(store), xr.open_zarr(str(store), consolidated=False))
 
 
 # ---- load: a tree of runs -------------------------------------------------------------------
@@ -153,12 +94,12 @@ def load(path: str | Place, version: Version = None) -> Any:
     skipped: dict[str, str] = {}
     for exp, d in run_dirs(of(path)):
         if version == "all":
-            for n, p in versions(d):
-                nodes[f"/{exp}/{d.name}/v{n:04d}"] = open_store(p)
+            for _, p in versions(d):
+                nodes[f"/{exp}/{d.name}/{version_label(p)}"] = open_store(p)
             continue
-        store, status = pick(d, version)
+        store, st = pick(d, version)
         if store is None:
-            skipped[f"{exp}/{d.name}"] = status
+            skipped[f"{exp}/{d.name}"] = str(st)
         else:
             nodes[f"/{exp}/{d.name}"] = open_store(store)
     tree = xr.DataTree.from_dict(nodes) if nodes else xr.DataTree()
@@ -189,19 +130,25 @@ def _coord_value(v: Any) -> Any:
 
 
 def load_sweep(
-    path_or_spec: str | Place,
+    path_or_spec: str | Place | Plan,
     root: str | Place | None = None,
     sets: Sequence[str] = (),
     experiment: str | None = None,
     version: int | Literal["latest"] | None = None,
 ) -> Any:
-    """A spec (.ssl, lowered with `sets`) or a results directory -> one xarray.Dataset of a sweep.
+    """A spec (.ssl, lowered with `sets`), a Plan or a results directory -> one xarray.Dataset of a
+    sweep (a Plan is taken as it is: `sets` does not apply to it).
 
     Every swept path is a dimension (see `dim_names`) with the swept values as coordinates.
     Variables of runs that are missing or have no complete version are NaN; the variable
     `status` (complete, failed, running, missing), `run_id` and `version` (0: none) have the
     sweep dims. With a results directory the points are the `swept` attrs of the stores.
     """
+    from sslspec.spec.plan import Plan
+
+    if isinstance(path_or_spec, Plan):
+        exp, axes, points = _from_plan(path_or_spec, None if root is None else of(root), experiment)
+        return _assemble(exp, axes, points, version, path_or_spec.spec, sort=False)
     src = of(path_or_spec)
     if isinstance(src, Path) and (src.suffix == ".ssl" or src.is_file()):
         exp, axes, points = _from_spec(src, None if root is None else of(root), sets, experiment)
@@ -217,11 +164,11 @@ Point = tuple[str, str, Place, tuple[Any, ...]]
 def _one_experiment(names: Sequence[str], experiment: str | None, where: str) -> str:
     if experiment is not None:
         if experiment not in names:
-            raise _error(f"{where}: no experiment '{experiment}'{did_you_mean(experiment, names)}")
+            raise error(f"{where}: no experiment '{experiment}'{did_you_mean(experiment, names)}")
         return experiment
     if len(set(names)) != 1:
         listed = ", ".join(sorted(set(names))) or "none"
-        raise _error(f"{where}: holds experiments {listed}; pick one with experiment=")
+        raise error(f"{where}: holds experiments {listed}; pick one with experiment=")
     return names[0]
 
 
@@ -230,8 +177,11 @@ def _from_spec(
 ) -> tuple[str, list[str], list[Point]]:
     from sslspec.spec.lower import lower
 
-    plan = lower(spec, sets)
-    exp = _one_experiment([r.experiment for r in plan.runs], experiment, str(spec))
+    return _from_plan(lower(spec, sets), root, experiment)
+
+
+def _from_plan(plan: Plan, root: Place | None, experiment: str | None) -> tuple[str, list[str], list[Point]]:
+    exp = _one_experiment([r.experiment for r in plan.runs], experiment, plan.spec)
     if root is None:  # the root the spec names (`results = "..."`, default ./results)
         root = of(next(r.config.results for r in plan.runs if r.experiment == exp))
     axes = list(dict(plan.axes).get(exp, ()))
@@ -256,13 +206,13 @@ def _from_results(path: Place, experiment: str | None) -> tuple[str, list[str], 
     seen: dict[tuple[Any, ...], str] = {}
     for run_id, d, s in swept:
         if set(s) != set(axes):
-            raise _error(
+            raise error(
                 f"{d}: swept over {sorted(s)} but other runs of '{exp}' over {sorted(axes)}; "
                 "load these with load_sweep(spec, root=...)"
             )
         key = tuple(_coord_value(s[a]) for a in axes)
         if key in seen:
-            raise _error(
+            raise error(
                 f"{path}: runs {seen[key]} and {run_id} of '{exp}' have the same swept values {s} "
                 "(other settings differ); load them with load_sweep(spec, root=..., sets=...)"
             )
@@ -288,11 +238,11 @@ def _assemble(exp: str, axes: list[str], points: list[Point], version: Any, sour
     import xarray as xr
 
     opened: list[tuple[tuple[Any, ...], Any]] = []
-    status: dict[tuple[Any, ...], tuple[str, str, int]] = {}
+    found: dict[tuple[Any, ...], tuple[Status, str, int]] = {}
     for _, run_id, d, key in points:
-        store, st = pick(d, version) if d.is_dir() else (None, "missing")
-        number = int(_VERSION.match(store.name).group(1)) if store is not None else 0  # type: ignore[union-attr]
-        status[key] = (st, run_id, number)
+        store, st = pick(d, version) if d.is_dir() else (None, Status.MISSING)
+        number = version_number(store) if store is not None else 0
+        found[key] = (st, run_id, number)
         if store is not None:
             opened.append((key, open_store(store)))
     taken = sorted({str(n) for _, ds in opened[:1] for n in (*ds.variables, *ds.dims)})
@@ -318,12 +268,12 @@ def _assemble(exp: str, axes: list[str], points: list[Point], version: Any, sour
     else:
         data = xr.Dataset(coords=order)
     shape = tuple(len(order[d]) for d in dims)
-    st_arr = np.full(shape, "missing", dtype=object)
+    st_arr = np.full(shape, str(Status.MISSING), dtype=object)
     id_arr = np.full(shape, "", dtype=object)
     v_arr = np.zeros(shape, dtype=np.int64)
-    for key, (st, run_id, number) in status.items():
+    for key, (st, run_id, number) in found.items():
         idx = tuple(order[d].index(k) for d, k in zip(dims, key, strict=True))
-        st_arr[idx], id_arr[idx], v_arr[idx] = st, run_id, number
+        st_arr[idx], id_arr[idx], v_arr[idx] = str(st), run_id, number
     data["status"] = (dims, st_arr.astype(str), {"long_name": "status of the run read (or missing)"})
     data["run_id"] = (dims, id_arr.astype(str), {"long_name": "run id"})
     data["version"] = (dims, v_arr, {"long_name": "version read (vNNNN; 0: none)"})

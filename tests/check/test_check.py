@@ -45,6 +45,9 @@ REQUIRED_CASES = {
     "samples_not_multiple_of_batch",
     "states_with_random_sign",
     "several_errors",
+    "theorem_check_node_past_tree",
+    "theorem_check_epoch_past_training",
+    "negatives_not_below_batch",
 }
 
 

@@ -12,7 +12,7 @@ import xarray as xr
 from click.testing import Result
 
 from sslspec.report.figures import fig_eigvals, fig_theorem
-from sslspec.report.sweep import Sweep
+from sslspec.report.sweep import SweepResults
 from sslspec.spec.lower import lower
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
@@ -58,6 +58,8 @@ def test_report_writes_markdown_and_valid_pngs(report: dict[str, object]) -> Non
         "6_operator_levels.png",
         "6_operator_eigvals.png",
         "6_operator_theorem.png",
+        "1_emergence_luck_scatter.png",
+        "2_width_polarity_luck_topk.png",
     }
     assert expected <= set(pngs)
     for name in pngs:
@@ -75,6 +77,16 @@ def test_tables_have_swept_fields_and_seed_counts(report: dict[str, object]) -> 
     fields = "| network.bias | network.normalize | optimizer.lr | loss.reduction | loss.kind | node |"
     assert fields + " M=1 | M=4 | M=16 | M=64 | M=256 |" in md
     assert "5 seeds per setting; 10 of 10 runs complete" in md
+
+
+def test_luck_section_appears_for_sweeps_with_corr(report: dict[str, object]) -> None:
+    """Every spec storing `corr` at two epochs gets the luck-matters section; the width sweep also
+    gets the over-parameterization table, with the chance rate beside every hit rate."""
+    md = str(report["md"])
+    assert md.count("### Luck matters") == 6  # every paper spec records corr at epoch 0 and the last
+    assert "| width | best initial \\|corr\\| | best final \\|corr\\| | top-1 hit vs chance |" in md
+    width_1 = next(r for r in md.split("best final")[1].splitlines() if r.startswith("| 1 | "))
+    assert width_1.endswith("| — vs — | — vs — |")  # one unit: a top-k hit is certain, so no number
 
 
 def test_deleted_run_is_listed_as_missing(report: dict[str, object]) -> None:
@@ -141,8 +153,24 @@ def test_theorem_and_spectrum_figures_survive_data_log_axes_cannot_show(fill: fl
         attrs={"swept_paths": {"seed": "seed"}, "experiment": "x"},
     )
     runs = [{"seed": s, "status": "failed", "run_id": f"r{s}", "attrs": {}} for s in (1, 2)]
-    sw = Sweep(tmp_path, ds, None, "", runs)
+    sw = SweepResults(tmp_path, ds, None, "", runs)
     for draw in (fig_theorem, fig_eigvals):
         png = tmp_path / f"{draw.__name__}.png"
         assert draw(sw, png)
         assert png.read_bytes().startswith(PNG)
+
+
+def test_report_of_a_root_holding_one_run_without_a_sweep(
+    sslspec_cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sslspec run specs/quickstart.ssl` then `sslspec report results` reports that one run (issue 15)."""
+    monkeypatch.chdir(tmp_path)
+    quickstart = PAPER.parent / "quickstart.ssl"
+    shrink = ["train.samples=128", "train.batch=32", "train.epochs=1", "measure.samples=256"]
+    assert sslspec_cli("run", quickstart, *(a for s in shrink for a in ("--set", s))).exit_code == 0
+    result = sslspec_cli("report", "results")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "1 distinct runs over 1 source(s): 1 complete." in md
+    assert "swept: nothing" in md and "| root correlation after training |" in md
+    assert (tmp_path / "report" / "results_levels.png").read_bytes().startswith(PNG)

@@ -9,12 +9,10 @@ import torch
 from ref_network import RefTree, official_nce, ref_loss
 
 from runtime.layout import Layout
-from runtime.losses import LOSSES, check_supported, loss_value
+from runtime.losses import LOSSES, loss_value
 from runtime.network import TreeNet
 from runtime.optim import OPTIMIZERS, build_optimizer
-from sslspec.errors import CheckError
 from sslspec.spec import schema
-from sslspec.spec.lower import lower
 
 F64 = torch.float64
 
@@ -185,21 +183,8 @@ def test_adam_first_step_moves_by_lr_times_sign() -> None:
     )
 
 
-BYOL_SPEC = """experiment e {
-  data hltm { depth = 2 }
-  network tree_relu { }
-  loss byol { }
-  optimizer sgd { }
-}"""
-
-
-def test_byol_is_rejected_with_a_message() -> None:
-    """check_supported and loss_value refuse byol with a CheckError naming the losses that run."""
-    cfg = lower("x.ssl", text=BYOL_SPEC).runs[0].config
-    message = "loss 'byol' is not run yet by this runtime; use simple, triplet or infonce"
-    with pytest.raises(CheckError) as err:
-        check_supported(cfg)
-    assert [d.message for d in err.value.diagnostics] == [message]
-    with pytest.raises(CheckError, match="not run yet"):
-        loss_value(cfg.loss, Z, ZP, ZN)
-    check_supported(lower("x.ssl", text=BYOL_SPEC.replace("byol", "simple")).runs[0].config)
+def test_loss_value_refuses_a_loss_without_a_function() -> None:
+    """loss_value raises ValueError for a loss kind it has no function for (byol, which the
+    checker refuses before anything runs)."""
+    with pytest.raises(ValueError, match="no contrastive loss 'byol'"):
+        loss_value(schema.BYOLLoss(), Z, ZP, ZN)

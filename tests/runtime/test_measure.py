@@ -9,7 +9,14 @@ import ref_measure as ref
 import torch
 
 from runtime.layout import Layout
-from runtime.measure import CovarianceOperator, LatentCorrelation, class_index, n_classes, tree_fan_in
+from runtime.measure import (
+    MAX_CLASSES,
+    CovarianceOperator,
+    LatentCorrelation,
+    class_index,
+    n_classes,
+    tree_fan_in,
+)
 from runtime.network import TreeNet
 from sslspec.spec import schema
 from sslspec.spec.fields import Tree, uniform_tree
@@ -63,6 +70,13 @@ def test_n_classes_rejects_share_beyond_latents() -> None:
     """share must name a latent level."""
     with pytest.raises(ValueError, match="share"):
         n_classes(Layout.from_shape([[2, 2], [2, 2]]), 3, 2)
+
+
+def test_n_classes_boundary_is_max_classes() -> None:
+    """The class count may reach MAX_CLASSES (2 ** 12 joint values) but not exceed it (2 ** 13)."""
+    assert n_classes(Layout.from_shape([2] * 11), 1, 2) == MAX_CLASSES == 4096
+    with pytest.raises(ValueError, match="8192 classes; at most 4096"):
+        n_classes(Layout.from_shape([2] * 12), 1, 2)
 
 
 # ---- latent correlation -------------------------------------------------------------------------
@@ -308,3 +322,23 @@ def test_root_operator_is_input_covariance_times_identity() -> None:
     )
     vals = acc.result()["eigvals"][0, :6]
     torch.testing.assert_close(vals[:3], vals[:1].expand(3), rtol=1e-8, atol=0)
+
+
+def test_best_is_the_largest_magnitude_with_three_states_and_an_anti_correlated_unit() -> None:
+    """With 3 states the indicators do not negate each other: a unit anti-correlated with one state
+    makes `best` the magnitude of that negative correlation, above every positive one."""
+    lay = Layout.from_shape([[2, 2], [2, 2]], states=3)
+    g = gen(13)
+    z = torch.randint(0, 3, (600, lay.n_latent), generator=g)
+    h = 0.3 * torch.randn(600, lay.n_latent, 2, generator=g, dtype=F64)
+    h[:, :, 0] -= (z == 2).to(F64)  # unit 0: low exactly when the latent is in state 2
+    h[:, :, 1] += 0.2 * (z == 0).to(F64)  # unit 1: weakly high in state 0
+    acc = LatentCorrelation(lay, 2)
+    acc.update(split_levels(z, lay.sizes), split_levels(h, lay.sizes))
+    res = acc.result()
+    anti = [abs(ref.pearson((z[:, n] == 2).to(F64), h[:, n, 0])) for n in range(lay.n_latent)]
+    want = torch.tensor(anti, dtype=F64)
+    torch.testing.assert_close(res["best"], want, rtol=0, atol=1e-12)
+    assert torch.all(res["best"] > res["corr"].flatten(1).amax(dim=1) + 0.2)  # the negative one wins
+    level = torch.stack([want[0], want[1:3].mean(), want[3:].mean()])
+    torch.testing.assert_close(res["level_mean"], level, rtol=0, atol=1e-12)

@@ -333,3 +333,21 @@ def test_padding_is_masked_even_if_written() -> None:
     for lvl, w in enumerate(net.level_weights()):
         assert (w[net.get_buffer(f"wmask{lvl}").expand(w.shape) == 0] == 0).all()
     torch.testing.assert_close(net(x).out, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [TreeNet, MLP])
+def test_state_dict_holds_only_what_training_changes(cls: type) -> None:
+    """A checkpoint saves parameters and batch-norm statistics only; the index and mask tensors
+    derived from the tree are rebuilt, not stored (a checkpoint then loads into any fresh build)."""
+    lay = Layout.from_shape(((2, 3), (1,), (2, 2, 1)))
+    net = cls(lay if cls is TreeNet else lay.n_leaves, NET_CFG[cls], torch.Generator().manual_seed(0))
+    stats = {"running_mean", "running_var", "num_batches_tracked"}
+    params = {name for name, _ in net.named_parameters()}
+    extra = {k for k in net.state_dict() if k not in params}
+    assert extra and all(k.rsplit(".", 1)[-1] in stats for k in extra), extra
+
+
+NET_CFG = {
+    TreeNet: schema.TreeReLU(width=3, batch_norm=True),
+    MLP: schema.MLP(widths=(4, 3), batch_norm=True),
+}

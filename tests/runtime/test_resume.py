@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from test_run import ROOT, SSLSPEC, TINY  # the same tiny reference run
+from test_run import MEASURED, ROOT, SSLSPEC, TINY  # the same tiny reference run
 
-from runtime.checkpoint import checkpoint_path
 from sslspec.spec.lower import lower
+from sslspec.store.layout import checkpoint_path
 
 # Long enough epochs (400 steps) for a test to kill the process while it trains.
 SLOW = TINY.replace("train.samples      = 320", "train.samples      = 6400").replace(
@@ -209,3 +209,81 @@ def test_results_root_named_in_the_spec_is_used_without_out(sslspec_cli, tmp_pat
     assert result.exit_code == 0, result.stderr
     assert len(list(root.glob("hltm_simclr/*/v0001.zarr"))) == 1
     assert sslspec.load_sweep(spec).status.item() == "complete"
+
+
+def test_interrupted_final_measurement_is_not_complete_and_resumes(
+    sslspec_cli, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the last measurement (after every epoch trained) leaves the version `running`
+    with its last epoch NaN; the next `sslspec run` resumes it, bit-identical to an uninterrupted run."""
+    from runtime.measure import LatentCorrelation
+
+    spec = write_spec(TINY)
+    whole = sslspec_cli("run", spec, "--out", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.stderr
+    result, calls = LatentCorrelation.result, []
+
+    def interrupted(self: LatentCorrelation) -> dict:
+        calls.append(1)
+        if len(calls) == 4:  # measured epochs 0, 2, 4, 5: the fourth is the final one
+            raise KeyboardInterrupt
+        return result(self)
+
+    monkeypatch.setattr(LatentCorrelation, "result", interrupted)
+    cut = sslspec_cli("run", spec, "--out", tmp_path / "out")
+    assert cut.exit_code == 130 and "interrupted" in cut.stderr
+    (store,) = versions(tmp_path / "out")
+    at = root_attrs(store)
+    assert at["status"] == "running" and at["epochs_done"] == 5, at
+    assert "finished" not in at and "wall_time_s" not in at
+    best = xr.open_zarr(store, consolidated=False).best_corr.values
+    assert np.isfinite(best[:3]).all() and np.isnan(best[3]).all()
+    assert checkpoint_path(store).exists()
+    monkeypatch.setattr(LatentCorrelation, "result", result)
+    (run_id,) = [r.id for r in lower(spec).runs]
+    dry = sslspec_cli("run", spec, "--out", tmp_path / "out", "--dry-run")
+    assert dry.stdout.splitlines() == [f"would resume: {run_id} ({store}, after epoch 5 of 5)"]
+    again = sslspec_cli("run", spec, "--out", tmp_path / "out")
+    assert again.exit_code == 0, again.stderr
+    assert versions(tmp_path / "out") == [store]
+    at = root_attrs(store)
+    assert at["status"] == "complete" and [r["epoch"] for r in at["resumed"]] == [5]
+    identical(store, versions(tmp_path / "whole")[0])
+
+
+def test_status_is_written_last_and_the_index_after_the_checkpoint(
+    sslspec_cli, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`complete` is the run's last attribute write, after every array row and the closing attrs; each
+    index entry is appended once the store and the checkpoint say what the entry says."""
+    from sslspec.store import index
+    from sslspec.store.write import RunStore
+
+    writes: list[dict] = []
+    update = RunStore.update_attrs
+
+    def logged(self: RunStore, **attrs: object) -> None:
+        if attrs.get("status") == "complete":  # what a reader sees at the moment it reads complete
+            ds = xr.open_zarr(self.path, consolidated=False)
+            writes.append({"finite": bool(np.isfinite(ds.best_corr.values).all()), **root_attrs(self.path)})
+        writes.append(dict(attrs))
+        update(self, **attrs)
+
+    entries: list[tuple[str, int, bool, str]] = []
+    record = index.record
+
+    def indexed(root: object, entry: dict, *rest: object) -> None:
+        store = Path(str(root)) / entry["path"]
+        on_disk = (checkpoint_path(store).exists(), root_attrs(store)["status"])
+        entries.append((entry["status"], entry["epochs_done"], *on_disk))
+        record(root, entry, *rest)
+
+    monkeypatch.setattr(RunStore, "update_attrs", logged)
+    monkeypatch.setattr(index, "record", indexed)
+    spec = write_spec(TINY)
+    assert sslspec_cli("run", spec, "--out", tmp_path / "out").exit_code == 0
+    before, last = writes[-2], writes[-1]
+    assert last == {"status": "complete"}
+    assert before["finite"] and before["status"] == "running" and before["epochs_done"] == 5
+    assert {"finished", "wall_time_s"} <= set(before) and before["measured_epochs"] == MEASURED
+    assert entries == [("running", 0, False, "running"), ("complete", 5, False, "complete")]

@@ -16,9 +16,8 @@ import xarray as xr
 import zarr
 
 import sslspec
-from runtime.losses import BYOL_MESSAGE
-from runtime.store import SCHEMA_VERSION
 from sslspec.spec.lower import lower
+from sslspec.store.layout import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"
@@ -192,6 +191,35 @@ def _shortened(spec: Path) -> list[str]:
     return sets + [f"{p}={_literal(v)}" for p, v in first if p != "seed"]
 
 
+def test_stored_corr_is_the_pearson_correlation_of_pre_activations(tiny) -> None:
+    """Epoch 0's stored corr equals a direct Pearson correlation of each latent's state indicators
+    with the initial network's pre-activations (not its activations) on the same draws, rebuilt
+    from the run's seeds."""
+    import ref_measure as ref
+
+    from runtime.layout import Layout
+    from runtime.network import build_network
+    from runtime.sampler import draw_edges, draw_measure_batch
+
+    spec, _, path = tiny
+    run = lower(spec).runs[0]
+    cfg, seeds = run.config, run.seeds
+    gen = lambda seed: torch.Generator().manual_seed(seed)
+    layout = Layout.from_shape(cfg.data.tree, cfg.data.states)
+    edges = draw_edges(cfg.data, layout, gen(seeds.tree))
+    net = build_network(cfg, layout, gen(seeds.init), torch.float32).eval()
+    assert cfg.measure.samples == 1024  # one chunk of draws from the fresh measurement stream
+    sample = draw_measure_batch(layout, edges, cfg.data, 1024, gen(seeds.measure), "cpu")
+    with torch.no_grad():
+        pre = torch.cat(net(sample.inputs(torch.float32)).pre, dim=1)  # (B, n_latent, W)
+    z = torch.cat(sample.latents, dim=1)  # (B, n_latent)
+    stored = open_store(path).corr.isel(epoch=0).values  # (n_latent, S, W)
+    want = ref.correlation(z, pre, cfg.data.states).numpy()
+    np.testing.assert_allclose(stored, want, rtol=0, atol=1e-5)
+    post = ref.correlation(z, torch.relu(pre), cfg.data.states).numpy()
+    assert np.abs(stored - post).max() > 0.05  # the activations would give other numbers
+
+
 @pytest.mark.parametrize("spec", sorted(SPECS.rglob("*.ssl")), ids=lambda p: str(p.relative_to(SPECS)))
 def test_every_shipped_spec_runs(spec: Path, sslspec_cli, tmp_path: Path) -> None:
     """Each spec under specs/, shortened with --set (sweeps cut to the seed axis), completes every run."""
@@ -283,10 +311,16 @@ def test_device_cuda_without_cuda_is_refused(sslspec_cli, write_spec, tmp_path: 
 
 
 def test_byol_in_a_sweep_is_refused_before_any_run(sslspec_cli, write_spec, tmp_path: Path) -> None:
-    """A sweep whose second run uses `byol` exits 2 with the runtime's message and writes no store at all."""
+    """A sweep whose second run uses `byol` exits 2 with the checker's message at the swept kind
+    and writes no store at all (the same spec fails `sslspec check`)."""
     spec = write_spec(TINY + "sweep hltm_simclr {\n  loss.kind = [infonce, byol]\n}\n")
     out = tmp_path / "out"
-    assert _refused(sslspec_cli("run", spec, "--out", out), out) == [f"error: {BYOL_MESSAGE}", "1 error"]
+    lines = _refused(sslspec_cli("run", spec, "--out", out), out)
+    assert lines[0] == (
+        f"{spec}:12:3: error: loss 'byol' is not implemented yet; use simple, triplet or infonce"
+    )
+    assert lines[-1] == "1 error"
+    assert sslspec_cli("check", spec).exit_code == 2
 
 
 def test_bad_set_path_exits_2_through_the_cli(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ def test_views_match_reference(shape, states, sign, negative, flip, share, H, no
     layout, data, edges = setup(shape, states, sign, leaf_noise=noise, seed=5)
     augment = schema.Augment(share=share, flip=flip, negative=negative)
     vu = draw_view_uniforms(layout, data, augment, 16, H, gen(6), "cpu", torch.float64)
+    assert vu.tree.leaves.dtype == torch.float64  # the uniforms come in the dtype asked for
     views = views_from_uniforms(layout, edges, data, augment, vu)
     x, pos, negs = ref_views(shape, states, edges, data, augment, vu)
     assert_same(views.x, x)

@@ -99,6 +99,30 @@ def test_simple_loss_gradient_converges_to_prediction() -> None:
     assert torch.all(res.cosine[:, -1] > 0.98), res.cosine
 
 
+def test_prediction_holds_with_a_shared_level_and_several_negatives() -> None:
+    """share = 1 (8 classes: root and level 1 jointly) with 3 negatives per example: the operator over
+    those classes still predicts the mean gradient (the binary, root-only, one-negative case is not
+    the only one that works)."""
+    cfg, lay, edges, net = setup()
+    cfg = attrs.evolve(cfg, augment=attrs.evolve(cfg.augment, share=1))
+    g = gen(6)
+    draw = lambda: draw_views(lay, edges, cfg.data, cfg.augment, 128, 3, g, "cpu").inputs(F64)
+    cov = CovarianceOperator.for_tree(lay, 4, n_classes(lay, 1, 2))
+    m = gen(7)
+    with torch.no_grad():
+        for _ in range(24):
+            s = draw_measure_batch(lay, edges, cfg.data, 4096, m, "cpu")
+            fwd = net(s.inputs(F64))
+            cov.update(class_index(s.latents, 1, 2), fwd.inputs, net.jacobians(fwd))
+    assert int((cov.result()["count"] > 0).sum()) == 8
+    res = theorem_check(net, cfg.loss, draw, cov, NODES, (1, 256))
+    assert res.rel_error[:, -1].mean() < 0.15, res.rel_error
+    assert torch.all(res.cosine[:, -1] > 0.98), res.cosine
+    root_only = measure(cfg, lay, edges, net)  # the classes of share = 0 predict another gradient
+    p, _ = predictions(net, root_only, NODES, 1.0, 0.0)
+    assert any((res.grad[n, -1, : len(q)] - q).norm() > 0.3 * q.norm() for n, q in enumerate(p))
+
+
 def test_simple_loss_with_beta_uses_within_class_term() -> None:
     """With beta != 0, p = -2 (OP - beta V) vec W matches the gradient; -2 OP vec W alone does not."""
     cfg, lay, edges, net = setup()
@@ -178,3 +202,33 @@ def test_unknown_node_is_rejected() -> None:
     cov = measure(cfg, lay, edges, net, n=4096)
     with pytest.raises(ValueError, match="7"):
         theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(9)), cov, (7,), (1,))
+
+
+def test_every_result_field_follows_from_the_gradients_and_predictions() -> None:
+    """rel_error, cosine, their own-block versions and the norms are the stated functions of the mean
+    gradients g and the two predictions (level row, own block), node by node and M by M."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    res = theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(10)), cov, NODES, (1, 3))
+    full, own = predictions(net, cov, NODES, 1.0, 0.0)
+    for n, (p, q) in enumerate(zip(full, own, strict=True)):
+        g = res.grad[n, :, : len(p)]  # (m, P)
+        assert torch.isnan(res.grad[n, :, len(p) :]).all()
+        torch.testing.assert_close(res.pred[n, : len(p)], p)
+        torch.testing.assert_close(res.grad_norm[n], g.norm(dim=-1))
+        torch.testing.assert_close(res.pred_norm[n], p.norm())
+        torch.testing.assert_close(res.pred_norm_own[n], q.norm())
+        for name, pred in (("", p), ("_own", q)):
+            rel = (g - pred).norm(dim=-1) / g.norm(dim=-1)
+            cos = (g @ pred) / (g.norm(dim=-1) * pred.norm())
+            torch.testing.assert_close(getattr(res, f"rel_error{name}")[n], rel)
+            torch.testing.assert_close(getattr(res, f"cosine{name}")[n], cos)
+    assert not torch.equal(res.rel_error, res.rel_error_own)  # the other nodes' blocks count
+
+
+def test_losses_without_a_prediction_are_refused() -> None:
+    """byol has no covariance-operator prediction: a ValueError naming the supported losses."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    with pytest.raises(ValueError, match="supports simple, triplet and infonce"):
+        theorem_check(net, schema.BYOLLoss(), batches(cfg, lay, edges, gen(9)), cov, (0,), (1,))

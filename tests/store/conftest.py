@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from sslspec.store.write import COMPRESSORS
+
 EPOCHS, DEPTH, NODES = 2, 3, 7
 
 
@@ -20,9 +22,13 @@ def write_store(
     status: str = "complete",
     swept: dict[str, Any] | None = None,
     value: float = 0.5,
+    measured: int = EPOCHS + 1,
     **attrs: Any,
 ) -> Path:
-    """Write ROOT/<experiment>/<run_id>/vNNNN.zarr: best_corr, level_corr and loss all equal to `value`."""
+    """Write ROOT/<experiment>/<run_id>/vNNNN.zarr whose root best_corr, level-0 level_corr and loss
+    end at `value`; they differ from epoch to epoch, node to node and step to step (so a reader that
+    takes the first value, or another node's, reads a different number). Epochs from `measured` on
+    are NaN, as in a run killed before measuring them."""
     path = Path(root) / experiment / run_id / f"v{version:04d}.zarr"
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     g.attrs.update(
@@ -46,17 +52,36 @@ def write_store(
         ("level", np.arange(DEPTH)),
         ("node", np.arange(NODES)),
     ):
-        g.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=[name])[...] = values
-    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"])[...] = np.arange(
-        1, EPOCHS + 1
-    )
+        g.create_array(
+            name, shape=values.shape, dtype=values.dtype, dimension_names=[name], compressors=COMPRESSORS
+        )[...] = values
+    g.create_array("step", shape=(EPOCHS,), dtype="int64", dimension_names=["step"], compressors=COMPRESSORS)[
+        ...
+    ] = np.arange(1, EPOCHS + 1)
     for name, dims, shape in (
         ("best_corr", ("epoch", "node"), (EPOCHS + 1, NODES)),
         ("level_corr", ("epoch", "level"), (EPOCHS + 1, DEPTH)),
         ("loss", ("step",), (EPOCHS,)),
     ):
         arr = g.create_array(
-            name, shape=shape, dtype="float32", fill_value=np.nan, dimension_names=list(dims)
+            name,
+            shape=shape,
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=list(dims),
+            compressors=COMPRESSORS,
         )
-        arr[...] = np.full(shape, value, dtype=np.float32)
+        arr[...] = _varying(shape, value, measured if name != "loss" else shape[0])
     return path
+
+
+def _varying(shape: tuple[int, ...], value: float, rows: int) -> np.ndarray:
+    """(lead, rest): value - 1/8 per row before the last, + 1/16 per index of the second dim; rows
+    from `rows` on NaN (eighths and sixteenths are exact in float32)."""
+    lead = np.arange(shape[0], dtype=np.float64) - (shape[0] - 1)
+    out = value + lead.reshape(-1, *([1] * (len(shape) - 1))) / 8
+    if len(shape) > 1:
+        out = out + np.arange(shape[1]) / 16
+    out = np.broadcast_to(out, shape).astype(np.float32)
+    out[rows:] = np.nan
+    return out

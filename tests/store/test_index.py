@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
 import zarr
 from click.testing import CliRunner
-from tests.store.conftest import write_store
 
 from sslspec.cli import app
 from sslspec.store import index
+from tests.store.conftest import write_store
 
 
 def synthetic_entries(root: Path, n: int) -> None:
@@ -118,3 +120,54 @@ def test_show_refuses_unknown_ambiguous_and_newer_schema_with_exit_2(tmp_path: P
     new = runner.invoke(app, ["show", "abc2", "--root", str(tmp_path)])
     assert new.exit_code == 2 and "newer than this sslspec reads (1)" in new.output
     assert "Traceback" not in new.output
+
+
+def test_index_metrics_are_the_last_measured_values_of_the_root(tmp_path: Path) -> None:
+    """The index and `ls` show the root's best_corr at the last measured epoch and the last loss, not
+    the first finite values nor another node's; for a killed run, the last epoch it measured."""
+    write_store(tmp_path, "e", "done", value=0.875)
+    write_store(tmp_path, "e", "killed", status="running", value=0.875, measured=2)
+    entries = index.refresh(tmp_path)
+    assert entries[("e", "done", 1)]["metrics"] == {"root_corr": 0.875, "loss": 0.875}
+    assert entries[("e", "killed", 1)]["metrics"] == {"root_corr": 0.75, "loss": 0.875}
+    lines = CliRunner().invoke(app, ["ls", str(tmp_path)]).output.splitlines()
+    assert [line.split()[:6] for line in lines[1:]] == [
+        ["e", "done", "complete", "1", "0.8750", "0.8750"],
+        ["e", "killed", "running", "1", "0.7500", "0.8750"],
+    ]
+
+
+def test_index_line_limit_is_exact_and_long_entries_are_shortened(tmp_path: Path) -> None:
+    """A line of exactly MAX_LINE bytes is written as is; one byte more shortens long swept values
+    (metrics kept); when that is not enough the metrics go; an entry still too long is refused."""
+
+    def entry(swept: dict, version: int = 1) -> dict:
+        return {
+            "experiment": "e",
+            "run_id": "r",
+            "version": version,
+            "swept": swept,
+            "metrics": {"loss": 0.5},
+            "time": 0,  # fixed, so the line's length is known
+        }
+
+    def line(e: dict) -> bytes:  # as the index writes it
+        return (json.dumps(e, separators=(",", ":")) + "\n").encode()
+
+    base = len(line(entry({"tree": ""})))
+    exact = entry({"tree": "x" * (index.MAX_LINE - base)})
+    index.record(tmp_path, exact)
+    written = (tmp_path / index.INDEX).read_bytes()
+    assert written == line(exact) and len(written) == index.MAX_LINE
+    index.record(tmp_path, entry({"tree": "x" * (index.MAX_LINE - base + 1)}, version=2))
+    shortened = index.read(tmp_path)[("e", "r", 2)]
+    assert shortened["swept"]["tree"].endswith("...") and len(shortened["swept"]["tree"]) == 200
+    assert shortened["metrics"] == {"loss": 0.5}
+    # 22 values, each short enough to be kept whole, that overflow the line only with the metrics
+    sized = ({f"k{i:02d}": "x" * n for i in range(22)} for n in range(150, 198))
+    many = next(m for m in sized if len(line(entry(m))) > index.MAX_LINE)
+    index.record(tmp_path, entry(many, version=3))
+    dropped = index.read(tmp_path)[("e", "r", 3)]
+    assert "metrics" not in dropped and dropped["swept"] == many
+    with pytest.raises(ValueError, match="index entry is"):
+        index.record(tmp_path, entry({f"k{i}": "x" * 150 for i in range(40)}, version=4))

@@ -1,13 +1,17 @@
 """The store writer: one zarr group per run execution, arrays pre-sized and written epoch by epoch.
 
-Layout: `OUT/<experiment>/<run id>/v0001.zarr` (a new version directory per execution, claimed
-with an atomic mkdir, never overwritten). OUT may be an fsspec URL (a `Location`): there a version
-is claimed by creating its group with mode "w-", which refuses an existing one but is a check
-then a write, not atomic, and there is no run lock; so only local roots guarantee that concurrent
-processes never write the same version or duplicate a complete run. Arrays are created up front
-with NaN fill and chunked one epoch per chunk; the root attribute `epochs_done` is raised after each epoch's
-writes and `status` is set to `complete` only after the last one, so a killed run reads as
-`running` with the unwritten epochs NaN.
+A new version directory per execution (see sslspec.store.layout), claimed with an atomic mkdir,
+never overwritten. The root may be an fsspec URL (a `Location`): there a version is claimed by
+creating its group with mode "w-", which refuses an existing one but is a check then a write, not
+atomic, and there is no run lock; so only local roots guarantee that concurrent processes never
+write the same version or duplicate a complete run. Arrays are declared from the variable table
+(sslspec.store.variables) with NaN fill and chunked one epoch per chunk; the root attribute
+`epochs_done` is raised after each epoch's writes and `status` is set to complete only after the
+last one, so a killed run reads as running with the unwritten epochs NaN.
+
+Every chunk is zstd-compressed and then checksummed (crc32c over the compressed bytes), so any
+changed byte of a stored chunk is detected when it is read (sslspec.store.integrity). Every write
+goes through a `Files` (sslspec.store.files), the seam where tests inject write errors.
 """
 
 from __future__ import annotations
@@ -20,57 +24,35 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from sslspec.store.files import Files
+from sslspec.store.layout import LOCK, SCHEMA_VERSION, run_dir, version_number, version_path
 from sslspec.store.location import Location, Place
+from sslspec.store.variables import Entry
 
-SCHEMA_VERSION = 1
-VERSION_PREFIX = "v"
+# zstd's own frame checksum covers only the decompressed content and measured slower here
+# (benchmarks/checksum_speed.py); a crc32c of the compressed bytes catches any flipped byte.
+COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 
 
-def claim_version(root: Place, experiment: str, run_id: str) -> Place:
+def claim_version(root: Place, experiment: str, run_id: str, files: Files | None = None) -> Place:
     """Create and return the next free version directory of a run (atomic: mkdir fails if taken;
     on a URL root, creating the group with mode "w-" fails if taken)."""
-    run_dir = root / experiment / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    n = 1 + max((_version_number(p.name) for p in run_dir.iterdir()), default=0)
+    files = files or Files()
+    directory = run_dir(root, experiment, run_id)
+    files.mkdir(directory, parents=True, exist_ok=True)
+    n = 1 + max((version_number(p) for p in directory.iterdir()), default=0)
     while True:
-        path = run_dir / f"{VERSION_PREFIX}{n:04d}.zarr"
+        path = version_path(directory, n)
         try:
             if isinstance(path, Location):
-                zarr.open_group(str(path), mode="w-", zarr_format=3)
+                zarr.open_group(files.zarr_store(path), mode="w-", zarr_format=3)
             else:
-                path.mkdir()
+                files.mkdir(path)
             return path
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
             n += 1
-
-
-def _version_number(name: str) -> int:
-    stem = name.removesuffix(".zarr")
-    return int(stem[1:]) if stem.startswith(VERSION_PREFIX) and stem[1:].isdigit() else 0
-
-
-def run_dir(root: Place, experiment: str, run_id: str) -> Place:
-    return root / experiment / run_id
-
-
-def versions(directory: Place) -> list[Place]:
-    """The version stores of one run directory, oldest first (none when it does not exist)."""
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if p.name.endswith(".zarr") and _version_number(p.name)]
-    return sorted(found, key=lambda p: _version_number(p.name))
-
-
-def read_attrs(path: Place) -> dict[str, Any]:
-    """The root attributes of a version store; {} when it has none yet or they cannot be read
-    (a version claimed by a process killed before its first write)."""
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    return attrs if isinstance(attrs, dict) else {}
 
 
 class RunLock:
@@ -83,7 +65,7 @@ class RunLock:
 
     A run under a URL root has no lock: acquiring always succeeds and nothing is written."""
 
-    NAME = ".lock"
+    NAME = LOCK
 
     def __init__(self, directory: Place) -> None:
         self.local = not isinstance(directory, Location)
@@ -146,58 +128,61 @@ def jsonable(value: Any) -> Any:
 
 
 class RunStore:
-    """Writes one run's arrays; every variable has named dims, `units` and `long_name`."""
+    """Writes one run's arrays; every variable has named dims, `units` and `long_name` (from the
+    variable table)."""
 
-    def __init__(self, path: Place, attrs: dict[str, Any]) -> None:
-        self.path = path
-        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    def __init__(self, path: Place, attrs: dict[str, Any], files: Files | None = None) -> None:
+        self.path, self.files = path, files or Files()
+        self.group = zarr.open_group(self.files.zarr_store(path), mode="w", zarr_format=3)
         self.group.attrs.update(jsonable({"schema_version": SCHEMA_VERSION, **attrs}))
         self.arrays: dict[str, Any] = {}
 
-    def coord(self, name: str, values: Any, units: str, long_name: str, dim: str | None = None) -> None:
-        """A 1-d coordinate written at once (an index coordinate when `dim` is None)."""
-        values = np.asarray(values)
+    def coord(self, entry: Entry, values: Any, names: dict[str, Any]) -> None:
+        """A 1-d coordinate of the table, written at once; `names` fill its long name's fields."""
+        values = np.asarray(values, dtype=entry.dtype)
         arr = self.group.create_array(
-            name,
+            entry.name,
             shape=values.shape,
             dtype=values.dtype,
-            dimension_names=[dim or name],
-            attributes={"units": units, "long_name": long_name},
+            dimension_names=list(entry.dims),
+            attributes={"units": entry.units, "long_name": entry.long_name.format(**names)},
             fill_value=_fill(values.dtype),
+            compressors=COMPRESSORS,
         )
         arr[...] = values
-        self.arrays[name] = arr
+        self.arrays[entry.name] = arr
 
     def variable(
         self,
-        name: str,
+        entry: Entry,
         dims: tuple[str, ...],
         shape: tuple[int, ...],
-        units: str,
-        long_name: str,
-        dtype: str = "float32",
-        lead_chunk: int = 1,
-        **extra: Any,
+        lead_chunk: int,
+        names: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """A NaN-filled array chunked `lead_chunk` along its first dim (one epoch per chunk)."""
+        """A NaN-filled variable of the table with resolved `dims` and `shape`, chunked `lead_chunk`
+        along its first dim; `names` fill its long name's fields, `extra` adds attributes."""
         chunks = (max(1, min(lead_chunk, shape[0])), *shape[1:]) if shape else ()
-        attrs = jsonable({"units": units, "long_name": long_name, **extra})
-        self.arrays[name] = self.group.create_array(
-            name,
+        long_name = entry.long_name.format(**names)
+        attrs = jsonable({"units": entry.units, "long_name": long_name, **entry.attrs, **(extra or {})})
+        self.arrays[entry.name] = self.group.create_array(
+            entry.name,
             shape=shape,
-            chunks=chunks or None,
-            dtype=dtype,
-            fill_value=_fill(np.dtype(dtype)),
+            chunks=chunks if shape else "auto",
+            dtype=entry.dtype,
+            fill_value=_fill(np.dtype(entry.dtype)),
             dimension_names=list(dims),
             attributes=attrs,
+            compressors=COMPRESSORS,
         )
 
     @classmethod
-    def reopen(cls, path: Place) -> RunStore:
+    def reopen(cls, path: Place, files: Files | None = None) -> RunStore:
         """An existing store opened for writing, as it is (for a resumed run)."""
         self = cls.__new__(cls)
-        self.path = path
-        self.group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        self.path, self.files = path, files or Files()
+        self.group = zarr.open_group(self.files.zarr_store(path), mode="r+", zarr_format=3)
         self.arrays = dict(self.group.arrays())
         return self
 

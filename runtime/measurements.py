@@ -1,0 +1,179 @@
+"""Running the measurements of one epoch: the network's own nodes (tree nodes or mlp layers), one
+pass of fresh samples through the accumulators of runtime.measure, and the theorem check; the
+Recorder (runtime.record) writes what they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from runtime.context import RunContext
+from runtime.layout import Layout
+from runtime.measure import CovarianceOperator, LatentCorrelation
+from runtime.objective import Contrastive
+from runtime.theorem import TheoremResult, theorem_check
+from sslspec.spec import schema
+from sslspec.spec.schema import Config
+
+CHUNK = 4096  # measurement samples per batched pass
+
+
+@dataclass(frozen=True)
+class NetNodes:
+    """The network's own nodes, which weights and operators are indexed by: the latent nodes for
+    `tree_relu` (dim `node`), the layers for `mlp` (dim `layer`, 0 = the output layer)."""
+
+    dim: str
+    widths: tuple[int, ...]  # units of each network node
+    fan_in: tuple[int, ...]  # inputs of each network node
+    levels: tuple[int, ...]  # network nodes per level of the network (tree levels, or 1 per layer)
+
+    @classmethod
+    def of(cls, cfg: Config, layout: Layout | None, n_in: int) -> NetNodes:
+        """The nodes of `cfg.network` on inputs of size `n_in` (a tree network: of `layout`)."""
+        net = cfg.network
+        if isinstance(net, schema.MLP):
+            widths = tuple(reversed(net.widths))  # level 0 = output layer
+            fan_in = (*widths[1:], n_in)
+            return cls("layer", widths, fan_in, (1,) * len(widths))
+        assert layout is not None
+        kids = torch.cat([m.sum(1) for m in layout.child_mask])  # (n_latent,)
+        w = net.width
+        last = layout.n_latent - layout.sizes[-1]  # parents of leaves take one input per child
+        fan_in = tuple(int(k) * (w if i < last else 1) for i, k in enumerate(kids))
+        return cls("node", (w,) * layout.n_latent, fan_in, layout.sizes)
+
+    @property
+    def count(self) -> int:
+        return len(self.widths)
+
+    def level_fan_in(self) -> list[torch.Tensor]:
+        """Per network level, (N_l,) the real fan-in of each node (for CovarianceOperator)."""
+        out, i = [], 0
+        for n in self.levels:
+            out.append(torch.tensor(self.fan_in[i : i + n]))
+            i += n
+        return out
+
+
+class LayerCorrelation:
+    """Latent correlation for an `mlp`: every latent node against every unit of every layer,
+    as one LatentCorrelation per layer fed that layer's pre-activations for each latent node.
+    result(): `corr` (L, n_latent, S, W_max), `best` (L, n_latent), `level_mean` (L, depth);
+    units beyond a layer's width are NaN."""
+
+    def __init__(self, layout: Layout, widths: tuple[int, ...]) -> None:
+        self.layout, self.widths = layout, widths
+        self.layers = [LatentCorrelation(layout, w) for w in widths]
+
+    def update(self, latents: Any, pre: list[torch.Tensor]) -> None:
+        for acc, p in zip(self.layers, pre, strict=True):  # p: (B, 1, W_l)
+            acc.update(latents, [p.expand(-1, n, -1) for n in self.layout.sizes])
+
+    def result(self) -> dict[str, torch.Tensor]:
+        rs = [acc.result() for acc in self.layers]
+        w_max = max(self.widths)
+        corr = torch.stack(
+            [
+                torch.nn.functional.pad(r["corr"], (0, w_max - r["corr"].shape[-1]), value=torch.nan)
+                for r in rs
+            ]
+        )
+        return {
+            "corr": corr,
+            "best": torch.stack([r["best"] for r in rs]),
+            "level_mean": torch.stack([r["level_mean"] for r in rs]),
+        }
+
+
+def require_finite(result: dict[str, torch.Tensor], keys: tuple[str, ...], what: str) -> None:
+    """Raise FloatingPointError naming the quantity and node when a result is not finite."""
+    for key in keys:
+        bad = ~torch.isfinite(result[key].reshape(result[key].shape[0], -1)).all(dim=1)
+        if bad.any():
+            node = int(bad.nonzero()[0])
+            raise FloatingPointError(f"{what} {key} of node {node} is not finite")
+
+
+def measure_pass(
+    ctx: RunContext, corr: LatentCorrelation | LayerCorrelation | None, op: CovarianceOperator | None
+) -> int:
+    """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
+    return the count."""
+    cfg, gen = ctx.cfg, ctx.gens["measure"]
+    left = total = int(cfg.measure.samples or cfg.train.samples)
+    while (corr is not None or op is not None) and left > 0:
+        b = min(CHUNK, left)
+        left -= b
+        sample = ctx.source.measure_batch(b, gen)
+        fwd = ctx.net(sample.inputs(ctx.dtype))
+        if corr is not None:
+            corr.update(ctx.source.latents(sample), fwd.pre)
+        if op is not None:
+            op.update(ctx.source.classes(sample), fwd.inputs, ctx.net.jacobians(fwd))
+    return total
+
+
+def theorem_due(cfg: Config, epoch: int) -> bool:
+    """Whether the theorem check runs after `epoch` epochs."""
+    tc = cfg.measure.theorem_check
+    return tc is not None and (tc.epochs is None or epoch in tc.epochs)
+
+
+def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator | None:
+    """The operator accumulator when recorded or needed by a theorem check at this epoch."""
+    m = ctx.cfg.measure
+    c, tc, due = m.covariance_operator, m.theorem_check, theorem_due(ctx.cfg, epoch)
+    if c is None and not due:
+        return None
+    beta = ctx.objective.beta if isinstance(ctx.objective, Contrastive) else 0.0
+    within = tuple(tc.nodes) if due and tc is not None and beta != 0 else ()
+    return CovarianceOperator(
+        nodes.level_fan_in(),
+        ctx.source.n_classes(),
+        top=c.top if c else 1,
+        full=bool(c and c.full),
+        official=bool(c and c.official),
+        within=within,
+    )
+
+
+@dataclass
+class Measured:
+    """What one measurement pass found, for the Recorder to write: the accumulators' results (the
+    operator's only when it is recorded) and the theorem check's result."""
+
+    corr: dict[str, torch.Tensor] | None = None
+    op: dict[str, torch.Tensor] | None = None
+    theorem: TheoremResult | None = field(default=None, repr=False)
+
+
+@torch.no_grad()
+def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
+    """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
+    covariance operator and the theorem check, as the config asks."""
+    m, net = ctx.cfg.measure, ctx.net
+    net.eval()
+    corr: LatentCorrelation | LayerCorrelation | None = None
+    if m.latent_correlation is not None:
+        assert ctx.source.layout is not None  # the checker asks for a source with latents
+        corr = (
+            LayerCorrelation(ctx.source.layout, nodes.widths)
+            if nodes.dim == "layer"
+            else LatentCorrelation(ctx.source.layout, nodes.widths[0])
+        )
+    op = operator(ctx, nodes, epoch)
+    measure_pass(ctx, corr, op)
+    found = Measured(
+        corr.result() if corr is not None else None,
+        op.result() if op is not None and m.covariance_operator is not None else None,
+    )
+    tc = m.theorem_check
+    if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
+        B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
+        draw = lambda: ctx.source.views(B, H, gen).inputs(ctx.dtype)
+        with torch.enable_grad():
+            found.theorem = theorem_check(net, ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
+    return found

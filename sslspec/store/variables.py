@@ -1,0 +1,230 @@
+"""The table of what a run's store holds: every coordinate and variable with its dims, units, long
+name, dtype and the measurement that produces it. The writer declares from it (runtime.record's
+Recorder loops over it) and readers look names and dims up in it; no other module spells them.
+
+Dims depend on the network: `NET` stands for the network's own nodes (`node` for `tree_relu`,
+`layer` for `mlp`), `LAYERS` for the layer axis that an `mlp` puts in front of per-latent-node
+variables (nothing for `tree_relu`). `resolve_dims` turns them into names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+NET = "<net>"  # node (tree_relu) or layer (mlp)
+LAYERS = "<layers>"  # layer (mlp) or nothing (tree_relu)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One array of a store.
+
+    `measure`: the `measure` block that produces it (None: always written); `option`: a boolean
+    field of that block that must be true. `chunk`: along the first dim, one chunk per `row`
+    (measured epoch), per training `epoch` (the loss windows of one epoch) or the `whole` array.
+    A coordinate with `aux` is a non-index coordinate (its dim is named after another one)."""
+
+    name: str
+    dims: tuple[str, ...]
+    units: str
+    long_name: str
+    dtype: str = "float32"
+    measure: str | None = None
+    option: str | None = None
+    chunk: Literal["row", "epoch", "whole"] = "row"
+    aux: bool = False
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _c(name: str, units: str, long_name: str, dim: str | None = None, **kw: Any) -> Entry:
+    return Entry(name, (dim or name,), units, long_name, "int64", chunk="whole", aux=dim is not None, **kw)
+
+
+COORDS: tuple[Entry, ...] = (
+    _c("epoch", "epochs", "training epochs completed when measured (0 = initialization)"),
+    _c("level", "1", "latent level (0 = root)"),
+    _c("height", "1", "height above the leaves (official numbering)", dim="level"),
+    _c("node", "1", "latent node, breadth first (0 = root)"),
+    _c("node_level", "1", "level of each latent node", dim="node"),
+    _c("node_parent", "1", "parent of each latent node (-1: none)", dim="node"),
+    _c("edge", "1", "edge into each non-root latent node, then each leaf"),
+    _c("step", "steps", "SGD steps done at the end of the window", measure="loss"),
+    _c("unit", "1", "hidden unit of a node (or layer)"),
+    _c("layer", "1", "layer of the network (0 = output layer)"),
+    # a data variable to xarray (not listed in `coordinates`), as it always was
+    Entry("layer_width", ("layer",), "1", "units of each layer", "int64", chunk="whole"),
+    _c("state", "1", "latent state (one-vs-rest indicator)", measure="latent_correlation"),
+    _c("eig", "1", "eigenvalue rank (0 = largest)", measure="covariance_operator"),
+    _c(
+        "op_index",
+        "1",
+        "operator row: input i major, unit o minor (= vec(W))",
+        measure="covariance_operator",
+    ),
+    _c(
+        "op_index2",
+        "1",
+        "operator column (same order as op_index)",
+        measure="covariance_operator",
+        option="full",
+    ),
+    _c("input", "1", "input of a node (children in order, then their units)", measure="weights"),
+    _c("tc_node", "1", "network {net} checked by the theorem check", measure="theorem_check"),
+    _c("tc_batches", "batches", "M: training batches the gradient is averaged over", measure="theorem_check"),
+)
+
+_OP, _TC, _LC = "covariance_operator", "theorem_check", "latent_correlation"
+_TC_DIMS = ("epoch", "tc_node", "tc_batches")
+_TC_WHAT = "mean gradient over M batches vs -2 c sum_m OP[node, m] vec(W_m) over the node's level"
+
+VARIABLES: tuple[Entry, ...] = (
+    Entry("polarity", ("edge",), "1", "polarity delta of each edge (sign * |rho|)", "float64", chunk="whole"),
+    Entry(
+        "loss",
+        ("step",),
+        "1",
+        "training loss, mean over {every} SGD step(s)",
+        "float64",
+        "loss",
+        chunk="epoch",
+    ),
+    Entry(
+        "corr",
+        ("epoch", LAYERS, "node", "state", "unit"),
+        "1",
+        "Pearson correlation of [latent == state] with the unit's pre-activation",
+        measure=_LC,
+        attrs={"comment": "one-vs-rest per state; for 2 states, state 1 is the latent value itself"},
+    ),
+    Entry("best_corr", ("epoch", LAYERS, "node"), "1", "max over states and units of |corr|", measure=_LC),
+    Entry("level_corr", ("epoch", LAYERS, "level"), "1", "mean best_corr of each level", measure=_LC),
+    Entry(
+        "op_eigval",
+        ("epoch", NET, "eig"),
+        "1",
+        "top eigenvalues of the covariance operator V_x[K_bar(x)]",
+        measure=_OP,
+    ),
+    Entry(
+        "op_eigvec",
+        ("epoch", NET, "op_index", "eig"),
+        "1",
+        "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
+        measure=_OP,
+        option="vectors",
+    ),
+    Entry("op_trace", ("epoch", NET), "1", "trace of the covariance operator", measure=_OP),
+    Entry("op_fro", ("epoch", NET), "1", "Frobenius norm of the covariance operator", measure=_OP),
+    Entry(
+        "op_full",
+        ("epoch", NET, "op_index", "op_index2"),
+        "1",
+        "the whole covariance operator, NaN-padded",
+        measure=_OP,
+        option="full",
+    ),
+    Entry(
+        "conn_official_fro",
+        ("epoch", NET),
+        "1",
+        "Frobenius norm of the official code's 'conn' matrix (another index order; not the paper's operator)",
+        measure=_OP,
+        option="official",
+        attrs={
+            "computed": "on request (official = true), derived from the class-mean connections A "
+            "through the smaller Gram matrix; no dense P x P matrix is formed"
+        },
+    ),
+    Entry("tc_rel_error", _TC_DIMS, "1", f"relative error ||g - p|| / ||g||: {_TC_WHAT}", measure=_TC),
+    Entry("tc_cosine", _TC_DIMS, "1", f"cosine(g, p): {_TC_WHAT}", measure=_TC),
+    Entry(
+        "tc_rel_error_own",
+        _TC_DIMS,
+        "1",
+        "relative error with the node's own operator block only",
+        measure=_TC,
+    ),
+    Entry("tc_cosine_own", _TC_DIMS, "1", "cosine with the node's own operator block only", measure=_TC),
+    Entry("tc_grad_norm", _TC_DIMS, "1", "norm of the mean gradient g", measure=_TC),
+    Entry(
+        "weight",
+        ("epoch", NET, "unit", "input"),
+        "1",
+        "weight matrix of each node, NaN beyond its fan-in",
+        measure="weights",
+    ),
+    Entry("weight_norm", ("epoch", NET), "1", "Frobenius norm of each node's weights", measure="weights"),
+)
+
+BY_NAME: dict[str, Entry] = {e.name: e for e in (*COORDS, *VARIABLES)}
+THEOREM = tuple(e.name for e in VARIABLES if e.measure == _TC)
+
+
+def resolve_dims(dims: Sequence[str], net: str) -> tuple[str, ...]:
+    """Table dims -> dim names for a network whose own nodes are `net` ("node" or "layer")."""
+    out = []
+    for d in dims:
+        if d == NET:
+            out.append(net)
+        elif d == LAYERS:
+            out.extend(["layer"] if net == "layer" else [])
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+def wanted(entry: Entry, measure: Any) -> bool:
+    """Whether a config's `measure` block makes this entry's measurement (and option) produce it."""
+    if entry.measure is None:
+        return True
+    block = getattr(measure, entry.measure)
+    return block is not None and (entry.option is None or bool(getattr(block, entry.option)))
+
+
+# ---- readers' lookups -------------------------------------------------------------------------
+
+
+def _name(name: str) -> str:
+    """A name readers use, checked against the table when this module is imported."""
+    if name not in BY_NAME:
+        raise KeyError(f"{name!r} is not in the variable table")
+    return name
+
+
+CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
+OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
+TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
+
+# The root: latent node 0 (level 0); for an mlp, measured against its output layer (layer 0).
+ROOT = {"node": 0, "level": 0, "layer": 0}
+
+
+def root_index(dims: Sequence[str]) -> tuple[int | slice, ...]:
+    """An index into an array with `dims` taking each dim of ROOT at the root, keeping the rest."""
+    return tuple(ROOT[d] if d in ROOT else slice(None) for d in dims)
+
+
+def root_values(values: np.ndarray[Any, Any], dims: Sequence[str]) -> np.ndarray[Any, Any]:
+    """best_corr (epoch, [layer,] node) or level_corr (epoch, [layer,] level) -> the root's values
+    per epoch."""
+    return np.asarray(values[root_index(dims)])
+
+
+def root_of(da: Any) -> Any:
+    """An xarray variable over node or level (and, for an mlp, layer) -> its values at the root."""
+    return da.isel({d: i for d, i in ROOT.items() if d in da.dims})
+
+
+def output_layer(da: Any) -> Any:
+    """An xarray variable -> its values against an mlp's output layer (unchanged without a layer
+    axis), the layer the root correlation is read at."""
+    return da.isel(layer=ROOT["layer"]) if "layer" in da.dims else da
+
+
+def net_dim(da: Any) -> str:
+    """The dim of a variable over the network's own nodes (NET): layer for an mlp, else node."""
+    return "layer" if "layer" in da.dims else "node"

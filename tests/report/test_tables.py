@@ -1,0 +1,92 @@
+"""Report tables hold the right numbers: mean ± standard deviation (ddof 0) over seeds, per setting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from click.testing import Result
+
+from sslspec.spec.lower import lower
+from tests.store.conftest import write_store
+
+# Final root correlation per (width, seed); each setting's four seeds have a known mean and spread.
+FINAL = {
+    (2, 1): 0.125, (2, 2): 0.25, (2, 3): 0.5, (2, 4): 0.625,
+    (5, 1): 0.5, (5, 2): 0.5, (5, 3): 0.75, (5, 4): 1.0,
+}  # fmt: skip
+
+
+def test_report_tables_show_mean_and_standard_deviation_over_seeds(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`sslspec report` on 2 widths x 4 seeds prints each cell as mean ± std (not the standard error),
+    with the seed count; the level table goes from the mean at initialization to the final mean ± std."""
+    for (width, seed), value in FINAL.items():
+        swept = {"network.width": width, "seed": seed}
+        write_store(tmp_path / "results", "e", f"r{width}{seed}", swept=swept, value=value)
+    result = sslspec_cli("report", tmp_path / "results" / "e", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    two, five = ([v for (w, _), v in FINAL.items() if w == width] for width in (2, 5))
+    assert f"{np.std(two):.3f}" == "0.198" and f"{np.std(two) / 2:.3f}" == "0.099"  # std, standard error
+    assert f"{np.std(five):.3f}" == "0.207" and f"{np.mean(five):.3f}" == "0.688"
+    assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | 0.688 ± 0.207 (n=4) |" in md
+    # the fixture's level l ends at value + l/16 and starts 2/8 lower (epoch 0 of 2)
+    assert "| 2 | 0.125 → 0.375 ± 0.198 | 0.188 → 0.438 ± 0.198 | 0.250 → 0.500 ± 0.198 |" in md
+    assert "| 5 | 0.438 → 0.688 ± 0.207 | 0.500 → 0.750 ± 0.207 | 0.562 → 0.812 ± 0.207 |" in md
+
+
+SPEC = """experiment e {
+  data hltm { depth = 2 }
+  network tree_relu { width = 2 }
+  loss simple { beta = 0 }
+  optimizer sgd { lr = 0.1 }
+  train { batch = 4; samples = 8; epochs = 2 }
+}
+sweep e {
+  network.width = [2, 5]
+  seed = 1..4
+}
+"""
+
+
+def test_report_of_a_spec_with_set_finds_the_runs_the_set_plans(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A spec source with `--set` reports the runs of the plan as set (other run ids than without
+    it): the same numbers as from the results directory, nothing missing."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(SPEC)
+    sets = ["train.samples=16"]
+    assert {r.id for r in lower(spec, sets).runs}.isdisjoint(r.id for r in lower(spec).runs)
+    for run in lower(spec, sets).runs:
+        swept = dict(run.swept)
+        value = FINAL[(swept["network.width"], swept["seed"])]
+        write_store(tmp_path / "results", run.experiment, run.id, swept=swept, value=value)
+    out = tmp_path / "report"
+    result = sslspec_cli("report", spec, "--root", tmp_path / "results", "--out", out, "--set", sets[0])
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert "Runs: 8 planned; 8 complete, 0 failed, 0 running, 0 missing" in md
+    assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | 0.688 ± 0.207 (n=4) |" in md
+
+
+def test_a_setting_with_no_complete_run_shows_a_dash(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """When every seed of a setting is missing its cells are '—' (no number), and the others are unchanged."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(SPEC)
+    for run in lower(spec).runs:
+        swept = dict(run.swept)
+        if swept["network.width"] == 2:
+            value = FINAL[(2, swept["seed"])]
+            write_store(tmp_path / "results", run.experiment, run.id, swept=swept, value=value)
+    result = sslspec_cli("report", spec, "--root", tmp_path / "results", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs: 8 planned; 4 complete, 0 failed, 0 running, 4 missing" in md
+    assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | — |" in md
+    assert "| 5 | — | — | — |" in md
