@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import class_index, n_classes
 from runtime.sampler import Edges, Sample, draw_edges, draw_measure_batch, draw_views
@@ -141,7 +142,12 @@ class HLTMSource:
 
 # data kind -> (config, tree seed, device) -> its source
 SourceBuilder = Callable[[Config, int, torch.device], DataSource]
-DATA_SOURCES: dict[str, SourceBuilder] = {"hltm": HLTMSource}
+DATA_SOURCES: dict[str, SourceBuilder] = {
+    "hltm": HLTMSource,
+    "digits": ImageSource,
+    "cifar10": ImageSource,
+    "stl10": ImageSource,
+}
 
 
 def build_source(cfg: Config, tree_seed: int, device: torch.device) -> DataSource:

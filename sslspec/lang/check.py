@@ -286,10 +286,36 @@ def _operator_memory(checker: _Checker, cfg: Config, tree: Any, sec: Section) ->
             )
 
 
+def _image_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
+    """An image data set's rules: a local copy's `root` is given (nothing is ever downloaded),
+    and the HLTM's augment fields (share, flip, negative) are not set, since they mean nothing
+    for images (the image views are the data set's official augmentation pipeline)."""
+    data = cfg.data
+    kind = schema.kind_of(data)
+    if isinstance(data, schema.Cifar10 | schema.STL10) and data.root is None:
+        checker.bad(
+            f"data {kind} needs 'root', the folder holding a local copy (nothing is downloaded)",
+            (sec.blocks["data"].kind_span or sec.blocks["data"].span),
+        )
+    written = sec.blocks.get("augment")
+    for name in written.values if written is not None else ():
+        checker.bad(
+            f"augment field '{name}' applies to the HLTM; data {kind} draws its views with the "
+            "official image augmentations",
+            at("augment", name),
+        )
+    return cfg
+
+
 # Rules between blocks that only one data kind has, keyed by kind: the HLTM's tree rules run for
 # an HLTM only. A kind without an entry has none.
 DataRules = Callable[[_Checker, Config, Section, At], Config]
-DATA_RULES: dict[str, DataRules] = {"hltm": _hltm_rules}
+DATA_RULES: dict[str, DataRules] = {
+    "hltm": _hltm_rules,
+    "digits": _image_rules,
+    "cifar10": _image_rules,
+    "stl10": _image_rules,
+}
 
 
 def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection[str]) -> str:

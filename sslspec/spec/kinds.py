@@ -21,6 +21,7 @@ CAPABILITIES: dict[str, str] = {
     "latents": "a data source with latent variables (the HLTM)",
     "tree": "a data source with a latent tree (the HLTM)",
     "jacobians": "a network with per-node Jacobians (tree_relu or mlp)",
+    "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
 }
 
@@ -41,7 +42,12 @@ def _provides(*names: str) -> Support:
 
 # block -> kind -> Support. A kind of schema.BLOCKS that is not listed here has no runtime.
 SUPPORT: dict[str, dict[str, Support]] = {
-    "data": {"hltm": _provides("latents", "tree")},
+    "data": {
+        "hltm": _provides("latents", "tree"),
+        "digits": _provides("images"),
+        "cifar10": _provides("images"),
+        "stl10": _provides("images"),
+    },
     "network": {
         "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
         "mlp": _provides("jacobians"),

@@ -133,6 +133,41 @@ class HLTM(DataBlock):
     leaf_noise: float = fld(0.0, FloatT(ge=0, le=1), "probability an observed leaf is replaced by noise")
 
 
+IMAGE_SPLIT = ChoiceT(("train", "test", "train+test"))
+
+
+@frozen
+class Digits(DataBlock):
+    """scikit-learn's bundled 8 x 8 digits (1,797 images, 10 classes; no download), upscaled
+    to `size` and replicated to 3 channels; `train` is a fixed 80% of them, `test` the rest."""
+
+    size: int = fld(32, IntT(ge=8, le=256), "side of the upscaled square images, in pixels")
+    split: str = fld("train", IMAGE_SPLIT, "which images train on")
+
+
+@frozen
+class Cifar10(DataBlock):
+    """CIFAR-10 read from a local copy (the python pickles or the binary version); never downloaded."""
+
+    root: str | None = fld(None, PathT(), "folder holding cifar-10-batches-py/ or cifar-10-batches-bin/")
+    split: str = fld("train", IMAGE_SPLIT, "which images train on")
+
+
+@frozen
+class STL10(DataBlock):
+    """STL-10 read from a local copy of its binary version (stl10_binary/); never downloaded."""
+
+    root: str | None = fld(None, PathT(), "folder holding stl10_binary/")
+    split: str = fld(
+        "train+unlabeled",
+        ChoiceT(("train", "test", "unlabeled", "train+unlabeled")),
+        "which images train on (the official runs: train+unlabeled, 105,000 images)",
+    )
+
+
+IMAGE_DATA = (Digits, Cifar10, STL10)
+
+
 @frozen
 class Augment:
     """How the two views and the negatives are drawn."""
@@ -305,7 +340,7 @@ class Config:
 
 # Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
-    "data": ({"hltm": HLTM}, True),
+    "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
     "augment": ({None: Augment}, False),
     "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
     "loss": ({"simple": SimpleLoss, "triplet": TripletLoss, "infonce": InfoNCELoss, "byol": BYOLLoss}, True),
