@@ -106,6 +106,7 @@ class HLTMSource:
     def __init__(self, cfg: Config, tree_seed: int, device: torch.device) -> None:
         data = cfg.data
         assert isinstance(data, schema.HLTM) and data.tree is not None, data  # the checker made it explicit
+        assert isinstance(cfg.augment, schema.Augment), cfg.augment  # the checker refuses `augment images`
         self.data, self.augment = data, cfg.augment
         self.layout: Layout | None = Layout.from_shape(data.tree, data.states)
         self.edges: Edges | None = draw_edges(data, self.layout, _generator(tree_seed, torch.device("cpu")))

@@ -1,114 +1,68 @@
 """Batched image augmentations with kornia, reproducible from the plan's data generator.
 
-`Pipeline(steps, size)` turns a batch of uint8 images (B, 3, H, W) into float views
-(B, 3, size, size), drawing different random parameters per image (kornia), on whatever device
-the batch is on. kornia draws from torch's global generator, so each call forks the global RNG
-state and seeds it with a number drawn from the run's own data generator: the views depend only
-on that generator's state (checkpointed for resume), never on what else used the global RNG.
+`Pipeline(aug, size)` turns an `augment images` block (sslspec.spec.images) into a function from a
+batch of uint8 images (B, 3, H, W) to float views (B, 3, size, size), drawing different random
+parameters per image (kornia), on whatever device the batch is on. kornia draws from torch's
+global generator, so each call forks the global RNG state and seeds it with a number drawn from
+the run's own data generator: the views depend only on that generator's state (checkpointed for
+resume), never on what else used the global RNG.
 A CPU and a CUDA run draw different numbers for the same seed.
 
-The steps and their defaults are the official SimCLR CIFAR-10 pipeline; `STL10_STEPS` is the
-STL-10 one (blur, no normalization). A step's `p` is its probability per image.
+The block's defaults are the official SimCLR CIFAR-10 pipeline (`CIFAR10_STEPS`); `STL10_STEPS`
+is the STL-10 one (stronger jitter, blur, no normalization). A step's `p` is its probability per
+image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from attrs import frozen
+
+from sslspec.spec.images import Blur, ColorJitter, ImageAugment
 
 MAX_SEED = 2**62
 
-
-@frozen
-class ResizedCrop:
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-
-@frozen
-class HorizontalFlip:
-    p: float = 0.5
+# The official pipelines: CIFAR-10 is the language's default `augment images`; STL-10 has
+# stronger color jitter, a blur and no normalization.
+CIFAR10_STEPS = ImageAugment()
+STL10_STEPS = ImageAugment(color_jitter=ColorJitter(0.8, 0.8, 0.8, 0.2, 0.8), blur=Blur(), normalize=None)
 
 
-@frozen
-class ColorJitter:
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    p: float = 0.8
-
-
-@frozen
-class Grayscale:
-    p: float = 0.2
-
-
-@frozen
-class GaussianBlur:
-    kernel: int = 9
-    sigma: tuple[float, float] = (0.1, 2.0)
-    p: float = 1.0
-
-
-@frozen
-class Solarize:
-    p: float = 0.0
-    threshold: float = 0.5
-
-
-@frozen
-class Normalize:
-    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
-
-
-Step = ResizedCrop | HorizontalFlip | ColorJitter | Grayscale | GaussianBlur | Solarize | Normalize
-
-CIFAR10_STEPS: tuple[Step, ...] = (ResizedCrop(), HorizontalFlip(), ColorJitter(), Grayscale(), Normalize())
-STL10_STEPS: tuple[Step, ...] = (
-    ResizedCrop(),
-    HorizontalFlip(),
-    ColorJitter(0.8, 0.8, 0.8, 0.2),
-    Grayscale(),
-    GaussianBlur(),
-)
-
-
-def _module(step: Step, size: int) -> Any:
-    """One step -> its kornia module (imported here: kornia is needed only for image runs)."""
+def _modules(aug: ImageAugment, size: int) -> list[Any]:
+    """The pipeline's steps -> kornia modules, in order (kornia is imported only for image runs)."""
     import kornia.augmentation as K
 
-    if isinstance(step, ResizedCrop):
-        return K.RandomResizedCrop((size, size), scale=step.scale, ratio=step.ratio)
-    if isinstance(step, HorizontalFlip):
-        return K.RandomHorizontalFlip(p=step.p)
-    if isinstance(step, ColorJitter):
-        return K.ColorJitter(step.brightness, step.contrast, step.saturation, step.hue, p=step.p)
-    if isinstance(step, Grayscale):
-        return K.RandomGrayscale(p=step.p)
-    if isinstance(step, GaussianBlur):
-        return K.RandomGaussianBlur((step.kernel, step.kernel), step.sigma, p=step.p)
-    if isinstance(step, Solarize):
-        return K.RandomSolarize(thresholds=0.0, additions=0.0, p=step.p)
-    mean, std = torch.tensor(step.mean), torch.tensor(step.std)
-    return K.Normalize(mean=mean, std=std)
+    mods: list[Any] = []
+    if aug.crop is not None:
+        mods.append(K.RandomResizedCrop((size, size), scale=aug.crop.scale, ratio=aug.crop.ratio))
+    else:
+        mods.append(K.Resize((size, size)))
+    if aug.flip is not None:
+        mods.append(K.RandomHorizontalFlip(p=aug.flip.p))
+    if (j := aug.color_jitter) is not None:
+        mods.append(K.ColorJitter(j.brightness, j.contrast, j.saturation, j.hue, p=j.p))
+    if aug.grayscale is not None:
+        mods.append(K.RandomGrayscale(p=aug.grayscale.p))
+    if (b := aug.blur) is not None:
+        mods.append(K.RandomGaussianBlur((b.kernel, b.kernel), b.sigma, p=b.p))
+    if (s := aug.solarize) is not None:
+        # kornia's thresholds are offsets around 0.5: (t - 0.5, t - 0.5) fixes the threshold at t
+        offset = s.threshold - 0.5
+        mods.append(K.RandomSolarize(thresholds=(offset, offset), additions=0.0, p=s.p))
+    if (n := aug.normalize) is not None:
+        mods.append(K.Normalize(mean=torch.tensor(n.mean), std=torch.tensor(n.std)))
+    return mods
 
 
 class Pipeline:
-    """A sequence of steps applied to uint8 batches; one call is one view of each image."""
+    """An `augment images` pipeline applied to uint8 batches; one call is one view of each image.
+    `size` is the output side when the crop does not name one (or there is no crop)."""
 
-    def __init__(self, steps: Sequence[Step], size: int) -> None:
-        self.steps, self.size = tuple(steps), size
-        mods = [_module(s, size) for s in self.steps if not (isinstance(s, Solarize) and s.p == 0)]
-        if not any(isinstance(s, ResizedCrop) for s in self.steps):
-            import kornia.augmentation as K
-
-            mods.insert(0, K.Resize((size, size)))
-        self.mods = torch.nn.Sequential(*mods)
+    def __init__(self, aug: ImageAugment, size: int) -> None:
+        self.aug = aug
+        self.size = aug.crop.size if aug.crop is not None and aug.crop.size is not None else size
+        self.mods = torch.nn.Sequential(*_modules(aug, self.size))
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> (B, 3, size, size) float32 views; consumes one draw of `gen`."""

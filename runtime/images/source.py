@@ -4,9 +4,10 @@
 moves it to the run's device once, and draws each training batch as `batch` indices from the
 current epoch's permutation of the set (a fresh permutation from the data generator when one is
 used up; an epoch of the spec, `train.samples`, need not be a pass over the set). Each image gets
-two views from the data set's official augmentation pipeline (runtime.images.augment, seeded from
-the same data generator); negatives, when the loss wants them, are views of further images drawn
-the same way. The inputs are flattened, (B, 3 S S), for the networks that take flat inputs.
+two views from the run's `augment images` pipeline, else the data set's official one
+(runtime.images.augment, seeded from the same data generator); negatives, when the loss wants
+them, are views of further images drawn the same way. The inputs are flattened, (B, 3 S S), for
+the networks that take flat inputs.
 
 Its position is the permutation and the cursor in it (`state_dict`), so a resumed run draws the
 same batches. A measurement batch is `n` images drawn with replacement from the measure
@@ -28,6 +29,7 @@ from runtime.layout import Layout
 from runtime.sampler import Edges
 from sslspec.errors import Diagnostic, SpecError
 from sslspec.spec import schema
+from sslspec.spec.images import ImageAugment
 from sslspec.spec.plan import Plan
 from sslspec.spec.schema import Config
 
@@ -40,13 +42,21 @@ def images_of(data: schema.DataBlock) -> Images:
     return read(schema.kind_of(data) or "", data.root, data.split)
 
 
-def steps_of(data: schema.DataBlock) -> tuple[tuple[augment.Step, ...], int]:
-    """The official augmentation pipeline of a data set and its output size."""
+def side_of(data: schema.DataBlock) -> int:
+    """The side of a data set's square images, in pixels."""
     if isinstance(data, schema.STL10):
-        return augment.STL10_STEPS, 96
-    if isinstance(data, schema.Digits):
-        return augment.CIFAR10_STEPS, data.size
-    return augment.CIFAR10_STEPS, 32
+        return 96
+    return data.size if isinstance(data, schema.Digits) else 32
+
+
+def steps_of(cfg: Config) -> tuple[ImageAugment, int]:
+    """The run's augmentation pipeline (its `augment images` block, else the data set's official
+    one) and the views' side."""
+    aug = cfg.augment
+    if not isinstance(aug, ImageAugment):
+        aug = augment.STL10_STEPS if isinstance(cfg.data, schema.STL10) else augment.CIFAR10_STEPS
+    size = aug.crop.size if aug.crop is not None and aug.crop.size is not None else side_of(cfg.data)
+    return aug, size
 
 
 class Flat:
@@ -74,7 +84,7 @@ class ImageSource:
 
     def __init__(self, cfg: Config, tree_seed: int, device: torch.device) -> None:
         images = images_of(cfg.data)
-        steps, size = steps_of(cfg.data)
+        steps, size = steps_of(cfg)
         self.layout: Layout | None = None
         self.edges: Edges | None = None
         self.input_dim = 3 * size * size
@@ -82,8 +92,8 @@ class ImageSource:
         self.pixels = images.pixels.to(device)  # (N, 3, H, W) uint8, moved once
         self.labels = images.labels.to(device)  # (N,)
         self.train_views = augment.Pipeline(steps, size)
-        plain = [s for s in steps if isinstance(s, augment.Normalize)]
-        self.plain_view = augment.Pipeline(plain, size)
+        plain = ImageAugment(None, None, None, None, None, None, steps.normalize)
+        self.plain_view = augment.Pipeline(plain, size)  # resized and normalized only
         self.order = torch.empty(0, dtype=torch.long)  # this pass's permutation, on the CPU
         self.cursor = 0
 

@@ -155,6 +155,7 @@ class _Checker:
         loss = cfg.loss
         if (
             isinstance(loss, schema.InfoNCELoss)
+            and isinstance(cfg.augment, schema.Augment)
             and cfg.augment.negative == "batch"
             and loss.negatives >= cfg.train.batch
         ):
@@ -208,6 +209,8 @@ def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
     assert isinstance(cfg.data, schema.HLTM)
     data_sec = sec.blocks["data"]
     data = _tree(checker, cfg.data, data_sec, at)
+    if not isinstance(cfg.augment, schema.Augment):
+        return cfg  # `augment images` on the HLTM: refused by its needs (kinds.SUPPORT)
     if data.states > 2 and data.sign == "random":
         checker.bad(
             f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
@@ -298,13 +301,43 @@ def _image_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config
             (sec.blocks["data"].kind_span or sec.blocks["data"].span),
         )
     written = sec.blocks.get("augment")
-    for name in written.values if written is not None else ():
-        checker.bad(
-            f"augment field '{name}' applies to the HLTM; data {kind} draws its views with the "
-            "official image augmentations",
-            at("augment", name),
-        )
+    if isinstance(cfg.augment, schema.Augment):
+        for name in written.values if written is not None else ():
+            checker.bad(
+                f"augment field '{name}' applies to the HLTM; for data {kind} write "
+                "`augment images { .. }`",
+                at("augment", name),
+            )
+        return cfg
+    blur = cfg.augment.blur
+    if blur is not None and blur.kernel % 2 == 0:
+        checker.bad(f"'blur.kernel' must be odd (got {blur.kernel})", _aug_span(written, "blur", "kernel"))
+    for step in ("crop", "blur", "solarize"):
+        lo_hi = _ranges(getattr(cfg.augment, step))
+        for name, (lo, hi) in lo_hi.items():
+            if lo > hi:
+                checker.bad(
+                    f"'{step}.{name}' needs min <= max (got [{lo}, {hi}])", _aug_span(written, step, name)
+                )
     return cfg
+
+
+def _ranges(step: Any) -> dict[str, tuple[float, float]]:
+    """The [min, max] fields of an augmentation step (None: no step)."""
+    if step is None:
+        return {}
+    return {
+        a.name: getattr(step, a.name)
+        for a in attrs.fields(type(step))
+        if a.name in ("scale", "ratio", "sigma")
+    }
+
+
+def _aug_span(written: Section | None, step: str, name: str) -> ir.Span | None:
+    s = written.blocks.get(step) if written is not None else None
+    if s is None:
+        return written.span if written is not None else None
+    return s.spans.get(name) or s.span
 
 
 # Rules between blocks that only one data kind has, keyed by kind: the HLTM's tree rules run for

@@ -286,3 +286,8 @@ def build_call(cls: type, call: ir.Call) -> Any:
         except Bad as bad:
             raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
     return cls(**kwargs)
+
+
+def fld(default: Any, type_: Any, doc: str = "") -> Any:
+    """An attrs field carrying the language type and a one-line doc."""
+    return attrs.field(default=default, metadata={"type": type_, "doc": doc})

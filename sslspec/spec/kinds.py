@@ -48,6 +48,7 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "cifar10": _provides("images"),
         "stl10": _provides("images"),
     },
+    "augment": {"images": Support(needs=("images",))},
     "network": {
         "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
         "mlp": _provides("jacobians"),

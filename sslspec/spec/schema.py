@@ -26,13 +26,9 @@ from sslspec.spec.fields import (
     Tree,
     TreeT,
     describe,
+    fld,
 )
-
-
-def fld(default: Any, type_: Any, doc: str = "") -> Any:
-    """An attrs field carrying the language type and a one-line doc."""
-    return attrs.field(default=default, metadata={"type": type_, "doc": doc})
-
+from sslspec.spec.images import AUGMENT_STEPS, ImageAugment
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -330,7 +326,7 @@ class Config:
     device: str
     results: str  # results root (relative to the working directory), unless `--out` is given
     data: DataBlock
-    augment: Augment
+    augment: Augment | ImageAugment
     network: Network
     loss: Loss
     optimizer: Optimizer
@@ -341,7 +337,7 @@ class Config:
 # Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
     "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
-    "augment": ({None: Augment}, False),
+    "augment": ({None: Augment, "images": ImageAugment}, False),
     "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
     "loss": ({"simple": SimpleLoss, "triplet": TripletLoss, "infonce": InfoNCELoss, "byol": BYOLLoss}, True),
     "optimizer": ({"sgd": SGD, "adam": Adam}, True),
@@ -351,6 +347,7 @@ BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
 
 # Sub-blocks that may appear in a block (switched on by a flag, `name = true`, or `name {..}`).
 SUBBLOCKS: dict[type, dict[str, type]] = {
+    ImageAugment: AUGMENT_STEPS,
     Measure: {
         "latent_correlation": LatentCorrelation,
         "covariance_operator": CovarianceOperator,

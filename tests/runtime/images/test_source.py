@@ -126,3 +126,52 @@ def test_image_source_passes_cover_the_set_before_repeating(tmp_path: Path) -> N
     assert torch.equal(index.sort().values, torch.arange(n))
     x = src.views(16, 0, ctx.gens["data"]).inputs(torch.float32)[0]
     assert x.shape == (16, 3 * 8 * 8) and x.min() < 0  # normalized with the CIFAR mean and std
+
+
+AUGMENTED = DIGITS.replace(
+    "  network mlp",
+    """  augment images {
+    crop { scale = [0.2, 1.0] }
+    color_jitter = false
+    blur { kernel = 3 }
+    solarize { p = 0.5 }
+  }
+  network mlp""",
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        (("kernel = 3", "kernel = 4"), "7:12", "'blur.kernel' must be odd (got 4)"),
+        (("[0.2, 1.0]", "[0.9, 0.2]"), "5:12", "'crop.scale' needs min <= max (got [0.9, 0.2])"),
+        (("p = 0.5", "p = 1.5"), "8:20", "'p' must be <= 1"),
+        (("data digits { size = 8 }", "data hltm { }"), "4:11", "augment kind 'images' needs an image data"),
+        (("blur {", "blurr {"), "7:5", "'augment images' has no block 'blurr'; did you mean 'blur'?"),
+    ],
+)
+def test_check_refuses_bad_image_augmentations(
+    sslspec_cli, write_spec, change: tuple[str, str], where: str, message: str
+) -> None:
+    """Check refuses an even blur kernel, a reversed range, a probability over 1, image augments on
+    the HLTM and a misspelt step, at their positions, exit 2."""
+    spec = write_spec(AUGMENTED.replace(*change))
+    result = sslspec_cli("check", spec)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{spec}:{where}: error: {message}"), result.stderr
+
+
+def test_augment_images_steps_reach_the_views(tmp_path: Path) -> None:
+    """The written pipeline is the one the source runs: with every random step removed, the two
+    views of an image are equal (resized and normalized only); with the spec's steps they differ."""
+    plain = (
+        AUGMENTED.replace(
+            "crop { scale = [0.2, 1.0] }", "crop = false\n    flip = false\n    grayscale = false"
+        )
+        .replace("blur { kernel = 3 }", "blur = false")
+        .replace("solarize { p = 0.5 }", "")
+    )
+    for text, same in ((plain, True), (AUGMENTED, False)):
+        ctx = RunContext.build(lower(tmp_path / "a.ssl", text=text).runs[0], torch.device("cpu"))
+        x, pos, _ = ctx.source.views(16, 0, ctx.gens["data"]).inputs(torch.float32)
+        assert torch.equal(x, pos) is same
