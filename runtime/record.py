@@ -20,7 +20,16 @@ from sslspec.spec.schema import Config
 from sslspec.store.files import Files
 from sslspec.store.layout import Status
 from sslspec.store.location import Place
-from sslspec.store.variables import COORDS, LOSS, ROOT_CORR, VARIABLES, resolve_dims, root_values, wanted
+from sslspec.store.variables import (
+    COORDS,
+    LOSS,
+    READOUT,
+    ROOT_CORR,
+    VARIABLES,
+    resolve_dims,
+    root_values,
+    wanted,
+)
 from sslspec.store.write import RunStore, dumps, jsonable
 
 
@@ -171,6 +180,15 @@ class Recorder:
         self._write_measures(row, found.corr, found.op, net)
         if found.theorem is not None:
             self._write_theorem(row, found.theorem)
+        for name, value in (found.readout or {}).items():
+            self.store.write(name, row, np.float64(value))
+        if found.readout and (probe := self.cfg.measure.linear_probe) is not None:
+            rule = {"last": "the final model", "validation": "weight decay chosen on 20% of the train split"}
+            self.store.arrays[READOUT["probe"]].attrs.update(
+                selection=probe.selection,
+                selection_rule=f"{rule[probe.selection]}; never selected on the test split",
+                features="the input of the network's output layer (the encoder), not the output (the head)",
+            )
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
     def _write_theorem(self, row: int, res: TheoremResult) -> None:

@@ -14,8 +14,13 @@ expected update is exactly a weighted covariance operator.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.nn import functional as F
+
+from sslspec.spec.images import ExactCovLoss, NTXentLoss
+from sslspec.spec.schema import Config
 
 
 def _similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +28,7 @@ def _similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, tor
     excluded later, index of each anchor's positive (2B,))."""
     z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D)
     b = z1.shape[0]
-    pos = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    pos = torch.cat([torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)])
     return z @ z.T, pos
 
 
@@ -50,3 +55,40 @@ def exact_cov(
     w = torch.exp(-r_neg.detach() / temperature)
     w = w / (1 + w) / temperature / r_neg.shape[1]
     return ((1 + beta) * (w * r_pos).sum(1) - (w * r_neg).sum(1)).mean()
+
+
+class TwoViews:
+    """The objective of `loss nt_xent` and `loss exact_cov` (runtime.objective's interface): two
+    views per image and no separately drawn negatives (the batch's other views are the negatives),
+    no state of its own."""
+
+    negatives = 0
+    graphable = False  # not yet tried under CUDA graph capture
+
+    def __init__(self, cfg: Config, net: torch.nn.Module) -> None:
+        loss = cfg.loss
+        assert isinstance(loss, NTXentLoss | ExactCovLoss), loss
+        self.cfg = loss
+        self.attrs: dict[str, Any] = {"negatives": "the 2B - 2 other views of the batch"}
+
+    def loss(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """z (2, B, D) the projections of the two views -> the scalar loss."""
+        if isinstance(self.cfg, NTXentLoss):
+            return nt_xent(z[0], z[1], self.cfg.temperature)
+        return exact_cov(z[0], z[1], self.cfg.temperature, self.cfg.beta)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return None
+
+    def after_step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"a two-view objective has no state to restore (got {sorted(state)})")

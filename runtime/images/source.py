@@ -34,12 +34,13 @@ from sslspec.spec.plan import Plan
 from sslspec.spec.schema import Config
 
 
-def images_of(data: schema.DataBlock) -> Images:
-    """The images an image data block names (DataError when its copy is missing or malformed)."""
+def images_of(data: schema.DataBlock, split: str | None = None) -> Images:
+    """The images an image data block names, or those of another `split` of its data set
+    (DataError when its copy is missing or malformed)."""
     if isinstance(data, schema.Digits):
-        return read("digits", split=data.split, size=data.size)
+        return read("digits", split=split or data.split, size=data.size)
     assert isinstance(data, schema.Cifar10 | schema.STL10), data
-    return read(schema.kind_of(data) or "", data.root, data.split)
+    return read(schema.kind_of(data) or "", data.root, split or data.split)
 
 
 def side_of(data: schema.DataBlock) -> int:
@@ -96,6 +97,14 @@ class ImageSource:
         self.plain_view = augment.Pipeline(plain, size)  # resized and normalized only
         self.order = torch.empty(0, dtype=torch.long)  # this pass's permutation, on the CPU
         self.cursor = 0
+        self.data = cfg.data
+        self._labelled: tuple[Images, Images] | None = None
+
+    def labelled(self) -> tuple[Images, Images]:
+        """The data set's labelled train and test splits (read on first use), for the probe."""
+        if self._labelled is None:
+            self._labelled = (images_of(self.data, "train"), images_of(self.data, "test"))
+        return self._labelled
 
     def _indices(self, n: int, gen: torch.Generator) -> Tensor:
         """The next `n` indices of the current permutation, drawing a new one when it runs out."""

@@ -1,4 +1,6 @@
-"""The image augmentation block, `augment images { ... }`: the steps of both views' pipeline.
+"""The blocks image experiments add: `augment images { ... }`, the steps of both views'
+pipeline, the two-view losses `nt_xent` and `exact_cov`, and the measurements on labelled
+images, `linear_probe` and `knn`.
 
 Each step is a sub-block, on with the official SimCLR CIFAR-10 parameters by default (crop, flip,
 color jitter, grayscale, normalize) or off by default (blur, solarize); `name = false` removes a
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from sslspec.spec.fields import FloatT, IntT, ListT, fld
+from sslspec.spec.fields import ChoiceT, FloatT, IntT, ListT, fld
 
 PROBABILITY = FloatT(ge=0, le=1)
 RANGE = ListT(FloatT(gt=0), 2, 2)
@@ -100,3 +102,36 @@ AUGMENT_STEPS: dict[str, type] = {
     "solarize": Solarize,
     "normalize": Normalize,
 }
+
+
+@frozen
+class NTXentLoss:
+    """NT-Xent (SimCLR): over the 2B projections of a batch's two views, each view's positive is
+    the other view of its image and its negatives the 2B - 2 others; cosine similarity / tau."""
+
+    temperature: float = fld(0.5, FloatT(gt=0), "tau, dividing the cosine similarities")
+
+
+@frozen
+class ExactCovLoss:
+    """The official covariance-operator surrogate: NT-Xent's weights on the distances
+    r = 1 - cosine, detached, so that its gradient is a weighted covariance operator exactly."""
+
+    temperature: float = fld(0.5, FloatT(gt=0), "tau of the negative weights exp(-r / tau)")
+    beta: float = fld(0.0, FloatT(ge=-1), "extra weight on the positive term (1 + beta)")
+
+
+@frozen
+class LinearProbe:
+    """Logistic regression on the frozen encoder features of the data set's labelled train split,
+    accuracy on its test split (the final model, or the weight decay chosen on a held-out part of
+    the train split; never selected on the test split)."""
+
+    selection: str = fld("last", ChoiceT(("last", "validation")), "how the probe's weight decay is chosen")
+
+
+@frozen
+class KNN:
+    """Cosine k-nearest-neighbour accuracy of the test split's features against the train split's."""
+
+    k: int = fld(200, IntT(ge=1), "neighbours that vote")

@@ -57,6 +57,8 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
+        "nt_xent": Support(),
+        "exact_cov": Support(),
         "byol": Support(missing="loss 'byol' is not implemented yet; use simple, triplet or infonce"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
@@ -67,6 +69,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),
     "theorem_check": ("latents", "jacobians", "contrastive"),
+    "linear_probe": ("images",),
+    "knn": ("images",),
 }
 
 

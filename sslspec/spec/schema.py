@@ -28,7 +28,7 @@ from sslspec.spec.fields import (
     describe,
     fld,
 )
-from sslspec.spec.images import AUGMENT_STEPS, ImageAugment
+from sslspec.spec.images import AUGMENT_STEPS, KNN, ExactCovLoss, ImageAugment, LinearProbe, NTXentLoss
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -309,12 +309,14 @@ class Measure:
     weights: Weights | None = fld(None, None)
     loss: LossTrace | None = fld(LossTrace(), None)
     theorem_check: TheoremCheck | None = fld(None, None)
+    linear_probe: LinearProbe | None = fld(None, None)
+    knn: KNN | None = fld(None, None)
 
 
 # ---- the experiment -----------------------------------------------------------------------
 
 Network = TreeReLU | MLP
-Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss
+Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss | NTXentLoss | ExactCovLoss
 Optimizer = SGD | Adam
 
 
@@ -339,7 +341,17 @@ BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
     "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
     "augment": ({None: Augment, "images": ImageAugment}, False),
     "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
-    "loss": ({"simple": SimpleLoss, "triplet": TripletLoss, "infonce": InfoNCELoss, "byol": BYOLLoss}, True),
+    "loss": (
+        {
+            "simple": SimpleLoss,
+            "triplet": TripletLoss,
+            "infonce": InfoNCELoss,
+            "byol": BYOLLoss,
+            "nt_xent": NTXentLoss,
+            "exact_cov": ExactCovLoss,
+        },
+        True,
+    ),
     "optimizer": ({"sgd": SGD, "adam": Adam}, True),
     "train": ({None: Train}, False),
     "measure": ({None: Measure}, False),
@@ -354,6 +366,8 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
         "weights": Weights,
         "loss": LossTrace,
         "theorem_check": TheoremCheck,
+        "linear_probe": LinearProbe,
+        "knn": KNN,
     },
 }
 

@@ -48,9 +48,12 @@ IMAGES = """experiment a {{
   loss simple {{ beta = 0 }}
   optimizer sgd {{ lr = 0.1 }}
   train {{ batch = 1; samples = 4; epochs = 2 }}
-  measure {{ weights }}
+  measure {{ weights; linear_probe; knn }}
 }}
 """
+# Fields and kinds that only image data has (the HLTM base refuses them for that alone).
+IMAGE_ONLY = ("measure.linear_probe.", "measure.knn.")
+IMAGE_ONLY_KINDS = ("nt_xent", "exact_cov")
 
 
 def spec_for(block: str | None, kind: str | None) -> str:
@@ -76,7 +79,11 @@ class Case:
     kind: str | None = None
 
     def lower(self) -> object:
-        return lower("a.ssl", [f"{self.path}={self.text}"], text=spec_for(self.block, self.kind))
+        images = self.path.startswith(IMAGE_ONLY) or self.kind in IMAGE_ONLY_KINDS
+        text = IMAGES.format(data="digits { }") if images else spec_for(self.block, self.kind)
+        if images and self.block == "loss":
+            text = text.replace("simple { beta = 0 }", f"{self.kind} {{ }}")
+        return lower("a.ssl", [f"{self.path}={self.text}"], text=text)
 
 
 def _sides(t: IntT | FloatT) -> Iterator[tuple[float, float, str]]:
