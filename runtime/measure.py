@@ -21,12 +21,13 @@ from torch import Tensor
 
 from runtime.layout import Layout
 from runtime.spectrum import product_fro, spectrum
+from sslspec.spec import schema
 
 FLOAT = torch.float64
 _BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
 _BLOCK_NUMBERS = 1 << 22  # Jacobian entries per block of the class sums (a 32 MiB float64 copy)
 _ONEHOT_MAX = 4  # up to this many classes: one bmm over one-hot-spread inputs, else sorted groups
-MAX_CLASSES = 4096  # per-class sums cost n_classes * sum(N F W D) float64 numbers
+MAX_CLASSES = schema.MAX_CLASSES  # checked in the front end; kept here for a direct caller
 
 
 def n_classes(layout: Layout, share: int, states: int) -> int:

@@ -17,6 +17,7 @@ from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
 from sslspec.spec.schema import Config
+from sslspec.store import variables as V
 from sslspec.store.files import Files
 from sslspec.store.layout import Status
 from sslspec.store.location import Place
@@ -111,8 +112,8 @@ class Recorder:
                 shape = tuple(len(values[d]) for d in dims)
                 chunk = {"row": 1, "epoch": self._losses_per_epoch(), "whole": shape[0]}[entry.chunk]
                 st.variable(entry, dims, shape, chunk, names, self.loss_attrs if entry.name == LOSS else {})
-        if "polarity" in values:
-            st.write("polarity", slice(None), values["polarity"])
+        if V.POLARITY in values:
+            st.write(V.POLARITY, slice(None), values[V.POLARITY])
 
     def _losses_per_epoch(self) -> int:
         lt = self.cfg.measure.loss
@@ -136,7 +137,7 @@ class Recorder:
                 "node_level": lay.node_level().numpy(),
                 "node_parent": lay.node_parent().numpy(),
                 "edge": np.arange(flat.size),
-                "polarity": flat,
+                V.POLARITY: flat,
                 "state": np.arange(lay.states),
             }
         if nodes.dim == "layer":
@@ -173,7 +174,7 @@ class Recorder:
         idx = torch.arange(losses.numel(), device=losses.device) // lt.every
         sums = torch.zeros(per_epoch, dtype=losses.dtype, device=losses.device).index_add_(0, idx, losses)
         means = sums / torch.bincount(idx, minlength=per_epoch).to(losses.dtype)
-        self.store.write("loss", slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
+        self.store.write(V.LOSS, slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
 
     def write_epoch(self, row: int, found: Measured, net: Any) -> None:
         """Write row `row` of every measured variable from one measurement pass."""
@@ -192,15 +193,21 @@ class Recorder:
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
     def _write_theorem(self, row: int, res: TheoremResult) -> None:
-        for name, value in (
-            ("tc_rel_error", res.rel_error),
-            ("tc_cosine", res.cosine),
-            ("tc_rel_error_own", res.rel_error_own),
-            ("tc_cosine_own", res.cosine_own),
-            ("tc_grad_norm", res.grad_norm),
-        ):
-            self.store.write(name, row, value.detach().cpu().numpy())
-        self.store.arrays["tc_rel_error"].attrs.update(jsonable(res.attrs))
+        for e in V.results_of("theorem_check"):
+            assert e.result is not None
+            self.store.write(e.name, row, getattr(res, e.result).detach().cpu().numpy())
+        self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(res.attrs))
+
+    def _write_results(self, row: int, measure: str, result: dict[str, torch.Tensor]) -> None:
+        """Each table entry of `measure` that this store declares, from its result key, cropped to
+        the declared shape (the operator's eigenpairs are computed beyond `top`)."""
+        st = self.store
+        for e in V.results_of(measure):
+            if e.name not in st.arrays or e.result not in result:
+                continue
+            shape = st.arrays[e.name].shape[1:]
+            value = result[e.result].detach().cpu()
+            st.write(e.name, row, value[tuple(slice(0, n) for n in shape)].numpy())
 
     def _write_measures(
         self, row: int, corr: dict[str, torch.Tensor] | None, op: dict[str, torch.Tensor] | None, net: Any
@@ -209,32 +216,20 @@ class Recorder:
         if corr is not None:
             r = {k: v.cpu() for k, v in corr.items()}
             require_finite({"best": r["best"].reshape(-1, 1)}, ("best",), "latent correlation")
-            st.write("corr", row, r["corr"].numpy())
-            st.write("best_corr", row, r["best"].numpy())
-            st.write("level_corr", row, r["level_mean"].numpy())
+            self._write_results(row, "latent_correlation", r)
             root = float(r["best"].reshape(-1)[0])  # the root (for an mlp: against the output layer)
             self.first_best = root if self.first_best is None else self.first_best
             self.last_best = root
         if op is not None:
-            r = op
-            require_finite(r, ("trace", "fro"), "covariance operator")
-            top = st.arrays["op_eigval"].shape[-1]
-            st.write("op_eigval", row, r["eigvals"][:, :top].cpu().numpy())
-            if "op_eigvec" in st.arrays:
-                st.write("op_eigvec", row, r["eigvecs"][:, :, :top].cpu().numpy())
-            st.write("op_trace", row, r["trace"].cpu().numpy())
-            st.write("op_fro", row, r["fro"].cpu().numpy())
-            if "full" in r:
-                st.write("op_full", row, r["full"].cpu().numpy())
-            if "conn" in r:
-                st.write("conn_official_fro", row, r["conn"].cpu().numpy())
-        if "weight" in st.arrays:
+            require_finite(op, ("trace", "fro"), "covariance operator")
+            self._write_results(row, "covariance_operator", op)
+        if V.WEIGHT in st.arrays:
             wts = net.node_weights().detach().cpu()  # (n, W, F_max)
-            f = st.arrays["weight"].shape[-1]
+            f = st.arrays[V.WEIGHT].shape[-1]
             padded = torch.full((wts.shape[0], wts.shape[1], f), torch.nan, dtype=wts.dtype)
             padded[:, :, : wts.shape[2]] = wts
-            st.write("weight", row, padded.numpy())
-            st.write("weight_norm", row, torch.nan_to_num(padded).flatten(1).norm(dim=1).numpy())
+            st.write(V.WEIGHT, row, padded.numpy())
+            st.write(V.WEIGHT_NORM, row, torch.nan_to_num(padded).flatten(1).norm(dim=1).numpy())
 
     def epoch_done(self, epochs_done: int) -> None:
         self.store.update_attrs(epochs_done=epochs_done)

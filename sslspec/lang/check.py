@@ -36,6 +36,12 @@ class _Checker:
         for name, node in sec.values.items():
             if name in schema.TOP_FIELDS:
                 top[name] = self.coerce(schema.TOP_FIELDS[name], node, name, top[name])
+            elif name in schema.BLOCKS:
+                self.bad(
+                    f"'{name}' is a block, not a field: set its kind ({name}.kind = ...) "
+                    f"or one of its fields ({name}.FIELD = ...)",
+                    sec.spans.get(name) or node.span,
+                )
             else:
                 options = [*schema.TOP_FIELDS, *schema.BLOCKS]
                 self.bad(
@@ -234,7 +240,29 @@ def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
                 )
     if data.tree is not None:
         _operator_memory(checker, cfg, data.tree, sec)
+        _classes(checker, cfg, data, at)
     return attrs.evolve(cfg, data=data)
+
+
+def _classes(checker: _Checker, cfg: Config, data: schema.HLTM, at: At) -> None:
+    """The operator and the theorem check group samples by the joint value of the latents of levels
+    0..share: refuse more than schema.MAX_CLASSES of them (the runtime cannot hold their sums)."""
+    m = cfg.measure
+    measured = m.covariance_operator is not None or m.theorem_check is not None
+    if not measured or data.tree is None or cfg.augment.share >= data.depth:
+        return
+    nodes, level = 0, [data.tree]
+    for _ in range(cfg.augment.share + 1):
+        nodes += len(level)
+        level = [child for node in level if not isinstance(node, int) for child in node]
+    count = data.states**nodes
+    if count > schema.MAX_CLASSES:
+        checker.bad(
+            f"'share' = {cfg.augment.share} makes {data.states} ** {nodes} = {count} classes of shared "
+            f"latents for the covariance operator and theorem check (at most {schema.MAX_CLASSES}); "
+            "share fewer levels or measure neither",
+            at("augment", "share"),
+        )
 
 
 def _tree(checker: _Checker, data: schema.HLTM, written: Section, at: At) -> schema.HLTM:

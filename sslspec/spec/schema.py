@@ -84,6 +84,9 @@ MAX_LEAVES = 1 << 16
 # built) and the theorem check's within-class term (simple loss, beta != 0: a P x N_l P matrix and
 # its accumulator per checked node). The spectrum, trace, norms and the plain check need none.
 MAX_OPERATOR_BYTES = 4 << 30
+# The operator's per-class sums cost n_classes * sum(N F W D) float64 numbers: the joint values of
+# the latents the views share (states ** nodes of levels 0..share) are capped, checked before a run.
+MAX_CLASSES = 4096
 
 
 def _activation(obj: _Relu | _LeakyRelu) -> Activation:

@@ -26,7 +26,9 @@ class Entry:
     `measure`: the `measure` block that produces it (None: always written); `option`: a boolean
     field of that block that must be true. `chunk`: along the first dim, one chunk per `row`
     (measured epoch), per training `epoch` (the loss windows of one epoch) or the `whole` array.
-    A coordinate with `aux` is a non-index coordinate (its dim is named after another one)."""
+    A coordinate with `aux` is a non-index coordinate (its dim is named after another one).
+    `result`: the key of the measurement's result (the accumulator's dict, or the theorem check's
+    fields) that the writer stores under this name, cropped to the declared shape."""
 
     name: str
     dims: tuple[str, ...]
@@ -38,6 +40,7 @@ class Entry:
     chunk: Literal["row", "epoch", "whole"] = "row"
     aux: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
+    result: str | None = None  # the key of the measurement's result that the writer stores here
 
 
 def _c(name: str, units: str, long_name: str, dim: str | None = None, **kw: Any) -> Entry:
@@ -99,15 +102,31 @@ VARIABLES: tuple[Entry, ...] = (
         "Pearson correlation of [latent == state] with the unit's pre-activation",
         measure=_LC,
         attrs={"comment": "one-vs-rest per state; for 2 states, state 1 is the latent value itself"},
+        result="corr",
     ),
-    Entry("best_corr", ("epoch", LAYERS, "node"), "1", "max over states and units of |corr|", measure=_LC),
-    Entry("level_corr", ("epoch", LAYERS, "level"), "1", "mean best_corr of each level", measure=_LC),
+    Entry(
+        "best_corr",
+        ("epoch", LAYERS, "node"),
+        "1",
+        "max over states and units of |corr|",
+        measure=_LC,
+        result="best",
+    ),
+    Entry(
+        "level_corr",
+        ("epoch", LAYERS, "level"),
+        "1",
+        "mean best_corr of each level",
+        measure=_LC,
+        result="level_mean",
+    ),
     Entry(
         "op_eigval",
         ("epoch", NET, "eig"),
         "1",
         "top eigenvalues of the covariance operator V_x[K_bar(x)]",
         measure=_OP,
+        result="eigvals",
     ),
     Entry(
         "op_eigvec",
@@ -116,9 +135,12 @@ VARIABLES: tuple[Entry, ...] = (
         "eigenvectors of the covariance operator (columns), NaN beyond the node's size",
         measure=_OP,
         option="vectors",
+        result="eigvecs",
     ),
-    Entry("op_trace", ("epoch", NET), "1", "trace of the covariance operator", measure=_OP),
-    Entry("op_fro", ("epoch", NET), "1", "Frobenius norm of the covariance operator", measure=_OP),
+    Entry("op_trace", ("epoch", NET), "1", "trace of the covariance operator", measure=_OP, result="trace"),
+    Entry(
+        "op_fro", ("epoch", NET), "1", "Frobenius norm of the covariance operator", measure=_OP, result="fro"
+    ),
     Entry(
         "op_full",
         ("epoch", NET, "op_index", "op_index2"),
@@ -126,6 +148,7 @@ VARIABLES: tuple[Entry, ...] = (
         "the whole covariance operator, NaN-padded",
         measure=_OP,
         option="full",
+        result="full",
     ),
     Entry(
         "conn_official_fro",
@@ -138,18 +161,34 @@ VARIABLES: tuple[Entry, ...] = (
             "computed": "on request (official = true), derived from the class-mean connections A "
             "through the smaller Gram matrix; no dense P x P matrix is formed"
         },
+        result="conn",
     ),
-    Entry("tc_rel_error", _TC_DIMS, "1", f"relative error ||g - p|| / ||g||: {_TC_WHAT}", measure=_TC),
-    Entry("tc_cosine", _TC_DIMS, "1", f"cosine(g, p): {_TC_WHAT}", measure=_TC),
+    Entry(
+        "tc_rel_error",
+        _TC_DIMS,
+        "1",
+        f"relative error ||g - p|| / ||g||: {_TC_WHAT}",
+        measure=_TC,
+        result="rel_error",
+    ),
+    Entry("tc_cosine", _TC_DIMS, "1", f"cosine(g, p): {_TC_WHAT}", measure=_TC, result="cosine"),
     Entry(
         "tc_rel_error_own",
         _TC_DIMS,
         "1",
         "relative error with the node's own operator block only",
         measure=_TC,
+        result="rel_error_own",
     ),
-    Entry("tc_cosine_own", _TC_DIMS, "1", "cosine with the node's own operator block only", measure=_TC),
-    Entry("tc_grad_norm", _TC_DIMS, "1", "norm of the mean gradient g", measure=_TC),
+    Entry(
+        "tc_cosine_own",
+        _TC_DIMS,
+        "1",
+        "cosine with the node's own operator block only",
+        measure=_TC,
+        result="cosine_own",
+    ),
+    Entry("tc_grad_norm", _TC_DIMS, "1", "norm of the mean gradient g", measure=_TC, result="grad_norm"),
     Entry(
         "weight",
         ("epoch", NET, "unit", "input"),
@@ -191,6 +230,11 @@ BY_NAME: dict[str, Entry] = {e.name: e for e in (*COORDS, *VARIABLES)}
 THEOREM = tuple(e.name for e in VARIABLES if e.measure == _TC)
 
 
+def results_of(measure: str) -> tuple[Entry, ...]:
+    """The entries a measurement's results are written to (those with a `result` key)."""
+    return tuple(e for e in VARIABLES if e.measure == measure and e.result is not None)
+
+
 def resolve_dims(dims: Sequence[str], net: str) -> tuple[str, ...]:
     """Table dims -> dim names for a network whose own nodes are `net` ("node" or "layer")."""
     out = []
@@ -223,6 +267,7 @@ def _name(name: str) -> str:
 
 
 CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
+POLARITY, WEIGHT, WEIGHT_NORM = _name("polarity"), _name("weight"), _name("weight_norm")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 

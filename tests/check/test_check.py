@@ -36,6 +36,7 @@ REQUIRED_CASES = {
     "polarity_negative",
     "uniform_low_above_high",
     "share_not_below_depth",
+    "share_too_many_classes",
     "duplicate_field",
     "sweep_unknown_field",
     "sweep_zero_runs",

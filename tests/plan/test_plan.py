@@ -345,6 +345,17 @@ def test_set_with_a_bad_path_or_value_points_into_the_setting() -> None:
     assert shape.value.render().startswith("--set:2:1: error: a setting must look like path=value")
 
 
+def test_set_on_a_block_name_says_it_is_a_block() -> None:
+    """`--set loss=1` names the block and what to write instead, not "no field 'loss'; did you mean"."""
+    with pytest.raises(CheckError) as info:
+        lower(SIMCLR, ("loss=1",))
+    first = info.value.render().splitlines()[0]
+    assert first == (
+        "--set:1:1: error: 'loss' is a block, not a field: set its kind (loss.kind = ...) "
+        "or one of its fields (loss.FIELD = ...)"
+    )
+
+
 def test_set_errors_exit_2_through_the_cli() -> None:
     """`check --set` with a bad path and a bad value exits 2, shows both at --set:N:col, no traceback."""
     proc = subprocess.run(

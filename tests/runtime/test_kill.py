@@ -11,8 +11,8 @@ bit-identical to an uninterrupted run's; and no version seen after the pair has 
 if it was complete, changed by a byte.
 
 The processes are forks of a zygote (zygote.py) that has imported torch once, so each costs a
-fork, not ~3 s of imports. SSLSPEC_KILL_ITERATIONS sets the iterations (default 6: each moment
-once, and one kill at a random time); the README reports a run with SSLSPEC_KILL_ITERATIONS=24.
+fork, not ~3 s of imports. SSLSPEC_KILL_ITERATIONS sets the iterations (default 20, the issue's
+minimum: every moment at least three times, plus random times); the README reports the numbers.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from sslspec.spec.lower import lower
 from sslspec.store.layout import version_attrs, versions
 
 PAIR = TINY + "sweep hltm_simclr {\n  seed = 1..2\n}\n"  # two runs of about a second each
-ITERATIONS = int(os.environ.get("SSLSPEC_KILL_ITERATIONS", "6"))
+ITERATIONS = int(os.environ.get("SSLSPEC_KILL_ITERATIONS", "20"))
 SEED = int(os.environ.get("SSLSPEC_KILL_SEED", "15"))
 AT_RANDOM_TIME = "random time"
 # The most visits of a moment a victim sharing a 2-run, 5-epoch sweep is sure to make, and the
@@ -180,5 +180,5 @@ def test_sigkill_at_random_moments_loses_and_overwrites_nothing(zygote: Zygote, 
         code, listing = zygote.run("ls", root)
         assert code == 0, listing
     print(f"kill loop: {ITERATIONS} iterations, seed {SEED}, kills per moment {hits}, {resumed} resumed")
-    assert all(hits[m] >= 1 for m in MOMENTS), hits
+    assert all(hits[m] >= ITERATIONS // len(kinds) for m in MOMENTS), hits  # every moment was hit
     assert resumed >= min(ITERATIONS, 3), resumed  # mid-epoch, checkpoint and final status resume

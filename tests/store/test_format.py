@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*(ROOT / "sslspec").rglob("*.py"), *(ROOT / "runtime").rglob("*.py")])
 LAYOUT = ROOT / "sslspec" / "store" / "layout.py"
 TABLE = ROOT / "sslspec" / "store" / "variables.py"
-# The measurement pass still writes its results by name (it is moving out of record.py, issue
-# 10); measure.py and probe.py key their accumulators' results by the same words.
-MEASURING = {ROOT / "runtime" / m for m in ("record.py", "measure.py", "measurements.py")}
+# The accumulators (measure.py, and measurements.py for an mlp's layers) key their results by
+# words some variables share ("corr"); the table maps each result key to its variable
+# (Entry.result) and the writer, runtime/record.py, loops over that, spelling no name itself.
+MEASURING = {ROOT / "runtime" / m for m in ("measure.py", "measurements.py")}
 
 
 def strings(path: Path) -> Iterator[str]:
