@@ -248,6 +248,7 @@ def _classes(checker: _Checker, cfg: Config, data: schema.HLTM, at: At) -> None:
     """The operator and the theorem check group samples by the joint value of the latents of levels
     0..share: refuse more than schema.MAX_CLASSES of them (the runtime cannot hold their sums)."""
     m = cfg.measure
+    assert isinstance(cfg.augment, schema.Augment)  # `augment images` returned before (_hltm_rules)
     measured = m.covariance_operator is not None or m.theorem_check is not None
     if not measured or data.tree is None or cfg.augment.share >= data.depth:
         return
