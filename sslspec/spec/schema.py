@@ -312,8 +312,8 @@ class Measure:
     weights: Weights | None = fld(None, None)
     loss: LossTrace | None = fld(LossTrace(), None)
     theorem_check: TheoremCheck | None = fld(None, None)
-    linear_probe: LinearProbe | None = fld(None, None)
-    knn: KNN | None = fld(None, None)
+    linear_probe: LinearProbe | None = fld(None, None, added=True)
+    knn: KNN | None = fld(None, None, added=True)
 
 
 # ---- the experiment -----------------------------------------------------------------------
