@@ -47,9 +47,8 @@ def _modules(aug: ImageAugment, size: int) -> list[Any]:
     if (b := aug.blur) is not None:
         mods.append(K.RandomGaussianBlur((b.kernel, b.kernel), b.sigma, p=b.p))
     if (s := aug.solarize) is not None:
-        # kornia's thresholds are offsets around 0.5: (t - 0.5, t - 0.5) fixes the threshold at t
-        offset = s.threshold - 0.5
-        mods.append(K.RandomSolarize(thresholds=(offset, offset), additions=0.0, p=s.p))
+        # a (min, max) pair is kornia's range of thresholds itself: (t, t) fixes it at t
+        mods.append(K.RandomSolarize(thresholds=(s.threshold, s.threshold), additions=0.0, p=s.p))
     if (n := aug.normalize) is not None:
         mods.append(K.Normalize(mean=torch.tensor(n.mean), std=torch.tensor(n.std)))
     return mods

@@ -175,3 +175,17 @@ def test_augment_images_steps_reach_the_views(tmp_path: Path) -> None:
         ctx = RunContext.build(lower(tmp_path / "a.ssl", text=text).runs[0], torch.device("cpu"))
         x, pos, _ = ctx.source.views(16, 0, ctx.gens["data"]).inputs(torch.float32)
         assert torch.equal(x, pos) is same
+
+
+@pytest.mark.parametrize(("threshold", "inverted"), [(0.3, True), (0.6, False)])
+def test_solarize_inverts_exactly_above_its_threshold(threshold: float, inverted: bool) -> None:
+    """A mid-grey pixel (128/255) is inverted by solarize with p = 1 when the threshold is below
+    it and kept when it is above."""
+    from runtime.images.augment import Pipeline
+    from sslspec.spec.images import ImageAugment, Solarize
+
+    aug = ImageAugment(None, None, None, None, None, Solarize(threshold, 1.0), None)
+    x = torch.full((2, 3, 8, 8), 128, dtype=torch.uint8)
+    y = Pipeline(aug, 8)(x, torch.Generator().manual_seed(0))
+    want = 1 - 128 / 255 if inverted else 128 / 255
+    assert torch.allclose(y, torch.full_like(y, want), atol=1e-6)
