@@ -8,10 +8,13 @@ the same one at once; it never writes the index or the display, which are the dr
 - `LocalExecutor` (today's): this process, one job at a time, a run claimed by its flock
   (sslspec.store.write.RunLock) so that processes started on the same specs share the work; a run
   another process holds is put off until the others are done.
-- Next (other issues), each an implementation of this interface and nothing else changed:
-  `-j N` local workers sharing this queue, a replica-batched group executor that runs jobs of
-  equal shapes as one model and yields one outcome per replica, and a Ray executor whose tasks
-  call `run_job` on cluster workers and send events back to the driver.
+- `LocalPool` (`sslspec run -j N`): N worker processes on this machine sharing the same queue
+  and the same locks (runtime.pool).
+- `RayExecutor` (`--executor ray`): Ray tasks on a cluster or a local Ray instance
+  (runtime.ray_executor).
+An executor may set `exclusive = True` (the driver then holds the results roots' driver lease,
+sslspec.store.lease, because it claims runs without locks) and `resolves_devices = False` (device
+names are resolved where the job runs, not on the driver).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _emitter(on_event: OnEvent, i: int) -> Callable[[Event], None]:
     return lambda event: on_event(i, event)
 
 
-def _lock(job: Job) -> RunLock:
+def lock_of(job: Job) -> RunLock:
     return RunLock(run_dir(job.out, job.run.experiment, job.run.id))
 
 
@@ -61,13 +64,13 @@ def _claimed(jobs: Sequence[Job]) -> Iterator[tuple[int, RunLock]]:
     while pending:
         later = []
         for i in pending:
-            held = _lock(jobs[i])
+            held = lock_of(jobs[i])
             if held.acquire(wait=False):
                 yield i, held
             else:
                 later.append(i)
         if later and len(later) == len(pending):
-            held = _lock(jobs[later[0]])
+            held = lock_of(jobs[later[0]])
             held.acquire(wait=True)
             yield later.pop(0), held
         pending = later
@@ -75,4 +78,4 @@ def _claimed(jobs: Sequence[Job]) -> Iterator[tuple[int, RunLock]]:
 
 def held_elsewhere(job: Job) -> bool:
     """Whether another process holds the job's run now (for --dry-run)."""
-    return _lock(job).held_elsewhere()
+    return lock_of(job).held_elsewhere()

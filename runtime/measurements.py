@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from runtime.activity import DeadUnits
 from runtime.context import RunContext
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -100,21 +101,30 @@ def require_finite(result: dict[str, torch.Tensor], keys: tuple[str, ...], what:
 
 
 def measure_pass(
-    ctx: RunContext, corr: LatentCorrelation | LayerCorrelation | None, op: CovarianceOperator | None
+    ctx: RunContext,
+    corr: LatentCorrelation | LayerCorrelation | None,
+    op: CovarianceOperator | None,
+    dead: DeadUnits | None = None,
 ) -> int:
     """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
-    return the count."""
+    return the count. The latent correlation and the dead units see the plain samples; the operator
+    sees them as a view would (`DataSource.augment`: leaf flips), so that its class means average
+    over every augmentation the spec declares (a second forward only when flips are on)."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None) and left > 0:
         b = min(CHUNK, left)
         left -= b
         sample = ctx.source.measure_batch(b, gen)
-        fwd = ctx.net(sample.inputs(ctx.dtype))
-        if corr is not None:
-            corr.update(ctx.source.latents(sample), fwd.pre)
+        plain = ctx.net(sample.inputs(ctx.dtype)) if corr is not None else None
+        if corr is not None and plain is not None:
+            corr.update(ctx.source.latents(sample), plain.pre)
+            if dead is not None:
+                dead.update(plain.pre)
         if op is not None:
-            op.update(ctx.source.classes(sample), fwd.inputs, ctx.net.jacobians(fwd))
+            seen = ctx.source.augment(sample, gen)
+            fwd = plain if plain is not None and seen is sample else ctx.net(seen.inputs(ctx.dtype))
+            op.update(ctx.source.classes(seen), fwd.inputs, ctx.net.jacobians(fwd))
     return total
 
 
@@ -145,7 +155,8 @@ def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator
 @dataclass
 class Measured:
     """What one measurement pass found, for the Recorder to write: the accumulators' results (the
-    operator's only when it is recorded) and the theorem check's result."""
+    operator's only when it is recorded; the latent correlation's with the `dead_fraction` of each
+    network node) and the theorem check's result."""
 
     corr: dict[str, torch.Tensor] | None = None
     op: dict[str, torch.Tensor] | None = None
@@ -168,9 +179,10 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
             else LatentCorrelation(ctx.source.layout, nodes.widths[0])
         )
     op = operator(ctx, nodes, epoch)
-    measure_pass(ctx, corr, op)
+    dead = DeadUnits() if corr is not None else None
+    measure_pass(ctx, corr, op, dead)
     found = Measured(
-        corr.result() if corr is not None else None,
+        {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
     )
     if m.linear_probe is not None or m.knn is not None:

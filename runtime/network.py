@@ -24,6 +24,14 @@ Batch norm (`batch_norm = true`): an affine BatchNorm1d (PyTorch defaults: eps 1
 `pre` is its output. Training mode uses the batch statistics, eval mode the running ones.
 Because of it, with batch norm in training mode an example's output depends on its batch.
 `jacobians` needs eval mode when batch norm is on (a per-example Jacobian exists only there).
+
+Views and batch norm (BN_VIEWS): a training forward of V views stacked view-major, (V B, n) with
+`views = V`, normalizes each view's B samples with that view's own statistics, as V separate
+forwards would (SimCLR and BYOL implementations forward each view on its own; the BYOL argument
+about the batch mean is about one view's batch), in one batched call with a view dimension. The
+running statistics are updated as V sequential forwards in view order would: per view v,
+r <- (1 - momentum) r + momentum s_v (the unbiased variance for the running variance), and the
+batch counter grows by V. There is no joint (concatenated-batch) mode.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
 EPS_NORM = 1e-4  # official: out = raw / (||raw|| + 1e-4)
+BN_VIEWS = "separate"  # batch-norm statistics per view (recorded in the store's attributes)
 
 
 @dataclass(frozen=True)
@@ -177,14 +186,43 @@ class LevelNet(nn.Module):
             picked = below[self._buf("children", lvl)] * mask  # (N, K, B) or (N, K, B, W)
         return picked.transpose(1, 2).reshape(n, b, self.fan_in[lvl])
 
-    def _batch_norm(self, lvl: int, g: torch.Tensor) -> torch.Tensor:
-        """(N, B, W) -> (N, B, W), each (node, unit) normalized over the batch."""
-        n, b, w = g.shape
-        flat: torch.Tensor = self.norms[lvl](g.transpose(0, 1).reshape(b, n * w))  # (B, N * W)
-        return flat.view(b, n, w).transpose(0, 1)
+    def _batch_norm(self, lvl: int, g: torch.Tensor, views: int) -> torch.Tensor:
+        """(N, V B, W) -> (N, V B, W), each (node, unit) normalized over each view's B samples
+        (training) or with the running statistics (eval); see the module docstring. One view,
+        or eval mode, is BatchNorm1d itself; several views are its per-view equivalent."""
+        bn = self.norms[lvl]
+        assert isinstance(bn, nn.BatchNorm1d) and bn.weight is not None and bn.bias is not None
+        n, vb, w = g.shape
+        if not self.training or views == 1:
+            flat: torch.Tensor = bn(g.transpose(0, 1).reshape(vb, n * w))  # (V B, N * W)
+            return flat.view(vb, n, w).transpose(0, 1)
+        if vb % views:
+            raise ValueError(f"a batch of {vb} rows does not split into {views} views")
+        per_view = g.reshape(n, views, vb // views, w)  # (N, V, B, W)
+        var, mean = torch.var_mean(per_view, dim=2, keepdim=True, correction=0)  # (N, V, 1, W)
+        gamma, beta = bn.weight.view(n, 1, 1, w), bn.bias.view(n, 1, 1, w)
+        out = (per_view - mean) * torch.rsqrt(var + bn.eps) * gamma + beta
+        self._track(bn, mean, var, vb // views)
+        return out.reshape(n, vb, w)
 
-    def forward(self, x: torch.Tensor) -> Forward:
+    @torch.no_grad()
+    def _track(self, bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, b: int) -> None:
+        """Update the running statistics with each view's (N, V, 1, W) batch mean and biased
+        variance over b samples, one view after the other (as sequential forwards would)."""
+        rm, rv, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        assert rm is not None and rv is not None and count is not None and bn.momentum is not None
+        m = bn.momentum
+        unbiased = var * (b / max(b - 1, 1))
+        for v in range(mean.shape[1]):
+            rm.mul_(1 - m).add_(mean[:, v].reshape(-1), alpha=m)  # channel = node * W + unit
+            rv.mul_(1 - m).add_(unbiased[:, v].reshape(-1), alpha=m)
+        count.add_(mean.shape[1])
+
+    def forward(self, x: torch.Tensor, views: int = 1) -> Forward:
         """x: (B, n_leaves) leaf values -> Forward (one batched matmul per level, bottom up).
+
+        views: x holds that many views stacked view-major, (V B, n), which batch norm in training
+        mode normalizes one view at a time (no effect without batch norm or in eval mode).
 
         Levels are computed node-major, (N, B, .), which is what bmm wants; `inputs` and `pre`
         are (B, N, .) transposed views of those, so use reshape, not view, on them."""
@@ -198,7 +236,7 @@ class LevelNet(nn.Module):
             w = weights[lvl].transpose(1, 2)  # (N, F, W)
             g = torch.baddbmm(self.biases[lvl][:, None, :], f_in, w) if self.has_bias else torch.bmm(f_in, w)
             if self.norms and lvl > 0:
-                g = self._batch_norm(lvl, g)  # (N, B, W)
+                g = self._batch_norm(lvl, g, views)  # (N, B, W)
             inputs[lvl], pre[lvl] = f_in.transpose(0, 1), g.transpose(0, 1)
             below = self.act(pre[lvl].transpose(0, 1))  # through pre[lvl], so autograd can reach it
         raw = pre[0][:, 0]  # (B, D)

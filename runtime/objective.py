@@ -1,7 +1,8 @@
 """Objectives: a batch's network outputs -> the loss, with whatever state the objective owns.
 
 The trainer pushes the V views of a batch (x, its positive view, then `negatives` negatives:
-V = 2 + H) through the network in one forward pass and hands the objective the outputs,
+V = 2 + H) through the network in one forward pass (`views = V`: batch norm normalizes each view
+on its own, runtime.network) and hands the objective the outputs,
 (V, B, D), with the inputs they came from, (V, B, n). The objective returns the scalar loss and
 owns anything else training needs:
 

@@ -1,7 +1,9 @@
-"""Progress: a live bar on a terminal (run i/n, epoch, samples/s, loss), one line rewritten in
-place in Jupyter, nothing live otherwise (piped or redirected output gets no control codes); one
-summary line per run always goes to stderr (in Jupyter, to the cell). sslspec.terminal decides
-colour (NO_COLOR)."""
+"""Progress: a live bar on a terminal per run in progress (run i/n, epoch, samples/s, loss), one
+line rewritten in place in Jupyter, nothing live otherwise (piped or redirected output gets no
+control codes); one summary line per run always goes to stderr (in Jupyter, to the cell).
+Several runs may be in progress at once (the workers of `-j N`, Ray tasks): each has its own bar,
+keyed by the driver's job index, and the Jupyter line shows the one that reported last.
+sslspec.terminal decides colour (NO_COLOR)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ class Progress:
         self.live = self.console.is_terminal
         self.line = NotebookLine() if self.console.is_jupyter else None
         self.bar: RichProgress | None = None
-        self.task: Any = None
-        self.run_no, self.run_id, self.epochs = 0, "", 0
+        self.tasks: dict[int, Any] = {}  # job index -> its bar
+        self.runs: dict[int, tuple[int, str, int]] = {}  # job index -> (run number, run id, epochs)
+        self.run_no = 0
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -56,30 +59,37 @@ class Progress:
             )
             self.line.show(end, now=True)
 
-    def start_run(self, run: Any, epochs: int) -> None:
+    def start_run(self, run: Any, epochs: int, key: int = 0) -> None:
+        """Job `key` started (or resumed) `run`, of `epochs` epochs."""
         self.run_no += 1
-        self.epochs, self.run_id = epochs, run.id
+        self.runs[key] = (self.run_no, run.id, epochs)
+        desc = f"run {self.run_no}/{self.n_runs} {run.id} epoch"
         if self.line is not None:
-            self.line.show(f"run {self.run_no}/{self.n_runs} {run.id} epoch 0/{epochs}", now=True)
+            self.line.show(f"{desc} 0/{epochs}", now=True)
         if self.bar is not None:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            desc = f"run {self.run_no}/{self.n_runs} {run.id} epoch"
-            self.task = self.bar.add_task(desc, total=epochs, rate="")
+            self._drop(key)
+            self.tasks[key] = self.bar.add_task(desc, total=epochs, rate="")
 
-    def epoch(self, epoch: int, samples_per_s: float, loss: float) -> None:
+    def epoch(self, epoch: int, samples_per_s: float, loss: float, key: int = 0) -> None:
+        """Job `key` finished `epoch`."""
+        no, run_id, epochs = self.runs.get(key, (0, "?", 0))
+        rate = f"{samples_per_s:,.0f} samples/s  loss {loss:.4f}"
         if self.line is not None:
-            self.line.show(
-                f"run {self.run_no}/{self.n_runs} {self.run_id} epoch {epoch}/{self.epochs}  "
-                f"{samples_per_s:,.0f} samples/s  loss {loss:.4f}"
-            )
-        if self.bar is not None:
-            self.bar.update(
-                self.task, completed=epoch, rate=f"{samples_per_s:,.0f} samples/s  loss {loss:.4f}"
-            )
+            self.line.show(f"run {no}/{self.n_runs} {run_id} epoch {epoch}/{epochs}  {rate}")
+        if self.bar is not None and key in self.tasks:
+            self.bar.update(self.tasks[key], completed=epoch, rate=rate)
 
-    def end_run(self, line: str) -> None:
+    def end_run(self, line: str, key: int | None = None) -> None:
+        """Print a run's summary line; with `key`, job `key` has ended (its bar goes)."""
+        if key is not None:
+            self._drop(key)
+            self.runs.pop(key, None)
         self.console.print(line, highlight=False, soft_wrap=True)
+
+    def _drop(self, key: int) -> None:
+        task = self.tasks.pop(key, None)
+        if self.bar is not None and task is not None:
+            self.bar.remove_task(task)
 
 
 class NotebookLine:

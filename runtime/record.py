@@ -13,6 +13,7 @@ import torch
 
 from runtime.context import RunContext
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
+from runtime.network import BN_VIEWS
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
@@ -64,6 +65,7 @@ class Recorder:
                 "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
                 "plan_spec": spec,
+                **({"batch_norm_views": BN_VIEWS} if getattr(cfg.network, "batch_norm", False) else {}),
             },
             files,
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from runtime.checkpoint import decide
 from runtime.context import RunContext
 from runtime.device import resolve_device
-from runtime.executor import Executor, LocalExecutor, held_elsewhere
+from runtime.executor import Executor, LocalExecutor, OnEvent, held_elsewhere
 from runtime.images.source import check_data
 from runtime.job import EpochDone, Event, Job, Outcome, Started
 from runtime.progress import Progress
@@ -29,6 +30,7 @@ from sslspec.spec.plan import Plan, Run
 from sslspec.store import index, location
 from sslspec.store.files import Files
 from sslspec.store.layout import INDEX, Status
+from sslspec.store.lease import driver_lease
 from sslspec.store.location import Location, Place
 
 
@@ -62,7 +64,7 @@ def execute_all(
     share (same id and root) is done once; the second finds it up to date."""
     files = files or Files()
     check_data([plan for plan, _ in plans])  # a missing or broken data set: exit 2, before any run
-    jobs = make_jobs(plans, device, force, files)
+    jobs = make_jobs(plans, device, force, files, resolve=getattr(executor, "resolves_devices", True))
     if dry_run:
         for job in jobs:
             busy = held_elsewhere(job)
@@ -80,37 +82,70 @@ def execute_all(
                 if event.note:
                     progress.end_run(f"{event.run.id}: {event.note}; starting a clean version")
                 _index(jobs[i].out, event.path, files)
-                progress.start_run(event.run, event.epochs)
+                progress.start_run(event.run, event.epochs, i)
             elif isinstance(event, EpochDone):
-                progress.epoch(event.epoch, event.samples_per_s, event.loss)
+                progress.epoch(event.epoch, event.samples_per_s, event.loss, i)
 
-        for i, outcome in (executor or LocalExecutor()).run(jobs, on_event):
-            failed += _report(jobs[i], outcome, progress, files)
+        executor = executor or LocalExecutor()
+        roots = list(dict.fromkeys(job.out for job in jobs))
+        with driver_lease(roots) if getattr(executor, "exclusive", False) else nullcontext():
+            for i, outcome in executor.run(jobs, on_event):
+                failed += _report(i, jobs[i], outcome, progress, files)
     return 1 if failed else 0
 
 
+def executor_for(kind: str, jobs: int | None, address: str | None, gpus: float | None) -> Executor:
+    """The executor `sslspec run` names: `local` with `jobs` workers (None: one per core, or per
+    GPU; a pool only when more than one run is to go), or `ray`."""
+    if kind == "ray":
+        from runtime.ray_executor import RayExecutor
+
+        return RayExecutor(address, gpus)
+    return Workers(jobs)
+
+
+class Workers:
+    """The local executor with `n` workers: this process for one, runtime.pool's LocalPool else."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+
+    def run(self, jobs: Sequence[Job], on_event: OnEvent) -> Iterator[tuple[int, Outcome]]:
+        from runtime.pool import LocalPool, workers_for
+
+        n = workers_for(jobs, self.n)
+        return (LocalPool(n) if n > 1 else LocalExecutor()).run(jobs, on_event)
+
+
 def make_jobs(
-    plans: Sequence[tuple[Plan, str | Place]], device: str | None, force: bool, files: Files | None = None
+    plans: Sequence[tuple[Plan, str | Place]],
+    device: str | None,
+    force: bool,
+    files: Files | None = None,
+    resolve: bool = True,
 ) -> list[Job]:
     """One job per run of the plans, each device resolved (an unusable one is a CheckError before
-    anything runs). With `force` only the first job of a run shared by two plans is forced."""
+    anything runs; without `resolve` the name is kept as written, for workers on other machines
+    to resolve). With `force` only the first job of a run shared by two plans is forced."""
     jobs, forced, files = [], set(), files or Files()
     for plan, out in plans:
         root, origin = location.of(out), plan_origin(plan)
         for run in plan.runs:
             key = (str(root), run.experiment, run.id)
-            dev = resolve_device(device or run.config.device)
-            name = dev.type if dev.index is None else f"{dev.type}:{dev.index}"
+            name = device or run.config.device
+            if resolve:
+                dev = resolve_device(name)
+                name = dev.type if dev.index is None else f"{dev.type}:{dev.index}"
             jobs.append(Job(run, root, name, plan.spec, origin, force and key not in forced, files))
             forced.add(key)
     return jobs
 
 
-def _report(job: Job, outcome: Outcome, progress: Progress, files: Files) -> bool:
-    """Index and report one job's end; True when it failed."""
+def _report(i: int, job: Job, outcome: Outcome, progress: Progress, files: Files) -> bool:
+    """Index and report the end of job `i`; True when it failed."""
     if outcome.status != "up to date" and outcome.path is not None:
         _index(job.out, outcome.path, files)
-    progress.end_run(outcome.line)
+    progress.end_run(outcome.line, i)
     if outcome.trace:
         print(outcome.trace, end="", file=sys.stderr)
     return outcome.status == Status.FAILED

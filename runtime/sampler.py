@@ -305,6 +305,17 @@ def flip_leaves(leaves: Tensor, u: Tensor, p: float, S: int) -> Tensor:
     return torch.where(u < p, (leaves + r) % S, leaves)
 
 
+def augment_sample(
+    layout: Layout, augment: schema.Augment, s: Sample, gen: torch.Generator, device: torch.device | str
+) -> Sample:
+    """The B draws of `s` as a view sees them: the same latents, each leaf flipped as in
+    `views_from_uniforms` (one (B, n_leaves) rand call); `s` itself when augment.flip = 0 (no draw)."""
+    if augment.flip == 0:
+        return s
+    u = torch.rand(s.batch, layout.n_leaves, generator=gen, device=device)
+    return Sample(s.latents, flip_leaves(s.leaves, u, augment.flip, layout.states))
+
+
 def _tie_last_to_first(B: int) -> Tie:
     """Make the last B rows (pos) copy the first B rows (x)."""
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import class_index, n_classes
-from runtime.sampler import Edges, Sample, draw_edges, draw_measure_batch, draw_views
+from runtime.sampler import Edges, Sample, augment_sample, draw_edges, draw_measure_batch, draw_views
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
@@ -68,6 +68,13 @@ class DataSource(Protocol):
 
     def measure_batch(self, n: int, gen: torch.Generator) -> MeasureBatch:
         """`n` fresh plain samples for a measurement pass."""
+        ...
+
+    def augment(self, batch: MeasureBatch, gen: torch.Generator) -> MeasureBatch:
+        """The samples of a measure batch passed through the part of the view augmentation that
+        keeps their class (the HLTM's leaf flips), for the covariance operator, whose class means
+        average over every augmentation; `batch` itself (and no draw) when there is none. Only
+        for sources with latents."""
         ...
 
     def latents(self, batch: MeasureBatch) -> Sequence[Tensor]:
@@ -107,7 +114,7 @@ class HLTMSource:
         data = cfg.data
         assert isinstance(data, schema.HLTM) and data.tree is not None, data  # the checker made it explicit
         assert isinstance(cfg.augment, schema.Augment), cfg.augment  # the checker refuses `augment images`
-        self.data, self.augment = data, cfg.augment
+        self.data, self.augmentation = data, cfg.augment
         self.layout: Layout | None = Layout.from_shape(data.tree, data.states)
         self.edges: Edges | None = draw_edges(data, self.layout, _generator(tree_seed, torch.device("cpu")))
         self.input_dim = self.layout.n_leaves
@@ -116,22 +123,26 @@ class HLTMSource:
 
     def views(self, batch: int, negatives: int, gen: torch.Generator) -> ViewBatch:
         return draw_views(
-            self._layout, self._edges, self.data, self.augment, batch, negatives, gen, self.device
+            self._layout, self._edges, self.data, self.augmentation, batch, negatives, gen, self.device
         )
 
     def measure_batch(self, n: int, gen: torch.Generator) -> MeasureBatch:
         return draw_measure_batch(self._layout, self._edges, self.data, n, gen, self.device)
+
+    def augment(self, batch: MeasureBatch, gen: torch.Generator) -> MeasureBatch:
+        assert isinstance(batch, Sample)
+        return augment_sample(self._layout, self.augmentation, batch, gen, self.device)
 
     def latents(self, batch: MeasureBatch) -> Sequence[Tensor]:
         assert isinstance(batch, Sample)
         return batch.latents
 
     def classes(self, batch: MeasureBatch) -> Tensor:
-        return class_index(self.latents(batch), self.augment.share, self.data.states)
+        return class_index(self.latents(batch), self.augmentation.share, self.data.states)
 
     def n_classes(self) -> int:
         assert self.layout is not None
-        return n_classes(self.layout, self.augment.share, self.data.states)
+        return n_classes(self.layout, self.augmentation.share, self.data.states)
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # every sample is fresh: the data generator's state is the whole position

@@ -108,7 +108,7 @@ def predictions(
 def _batch_loss(net: LevelNet, loss_cfg: schema.Loss, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     """The training loss of one batch, one forward over all views (as runtime.train does)."""
     b, h = x.shape[0], neg.shape[0]
-    out = net(torch.cat([x, pos, neg.reshape(h * b, -1)])).out  # (B (2 + H), D)
+    out = net(torch.cat([x, pos, neg.reshape(h * b, -1)]), views=2 + h).out  # (B (2 + H), D)
     return loss_value(loss_cfg, out[:b], out[b : 2 * b], out[2 * b :].reshape(h, b, -1))
 
 

@@ -48,7 +48,7 @@ class Trainer:
         x, pos, neg = views.inputs(ctx.dtype)  # (B, n), (B, n), (H, B, n)
         b = x.shape[0]
         inputs = torch.cat([x, pos, neg.flatten(0, 1)])  # (V B, n), V = 2 + H views
-        out = ctx.net(inputs).out  # (V B, D)
+        out = ctx.net(inputs, views=2 + neg.shape[0]).out  # (V B, D); batch norm per view
         loss = ctx.objective.loss(out.reshape(-1, b, out.shape[-1]), inputs.reshape(-1, b, *x.shape[1:]))
         own = ctx.objective.optimizer()
         if zero_grad:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # The name a spec given as text goes by in messages and provenance; its directory is `base`.
 TEXT_NAME = "<text>"
 
-Executor = Literal["local"]
+Executor = Literal["local", "ray"]
 
 
 @frozen
@@ -105,8 +105,10 @@ def run(
     device: str | None = None,
     force: bool = False,
     experiment: str | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     executor: Executor = "local",
+    address: str | None = None,
+    gpus: float | None = None,
 ) -> xarray.Dataset:
     """Run a spec as `sslspec run` does and return its sweep as one xarray.Dataset (what
     `sslspec.load_sweep` gives: a dimension per swept field, a `status` variable; failed runs are
@@ -124,7 +126,16 @@ def run(
     import xarray
 
     the_plan = _one_experiment(Source.of(spec, text, base).lower(sets), experiment)
-    outcome = execute([the_plan], out=out, device=device, force=force, jobs=jobs, executor=executor)
+    outcome = execute(
+        [the_plan],
+        out=out,
+        device=device,
+        force=force,
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        gpus=gpus,
+    )
     [(done, root)] = outcome.targets
     from sslspec.store.read import load_sweep
 
@@ -159,20 +170,32 @@ def execute(
     device: str | None = None,
     force: bool = False,
     dry_run: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     executor: Executor = "local",
+    address: str | None = None,
+    gpus: float | None = None,
 ) -> Outcome:
     """What `sslspec run` does (the CLI and `run` both call this): lower every spec with `sets`
     (all are checked before anything runs; SpecError otherwise), then run every run that has no
     complete version under its results root (`out`, else the spec's `results`), resuming killed
-    ones; with `dry_run` only say what each would do. A Plan is taken as it is."""
-    _check_workers(jobs, executor)
+    ones; with `dry_run` only say what each would do. A Plan is taken as it is.
+
+    Where runs execute: `executor="local"` runs them on this machine in `jobs` worker processes
+    (default: one per core, or one per GPU for CUDA runs; 1 runs them in this process);
+    `executor="ray"` makes each a Ray task, on a local Ray instance, or on the cluster at
+    `address` ("auto", "ray://host:port"), each asking for `gpus` GPUs (default: 1 for a GPU
+    run). Wrong combinations raise ValueError before anything runs."""
+    _check_workers(jobs, executor, address, gpus)
     lowered = [s if isinstance(s, Plan) else _source(s).lower(sets) for s in sources]
     _refuse_empty(lowered)
     targets = tuple((p, of(str(out)) if out is not None else results_root(p)) for p in lowered)
     for root in dict.fromkeys(root for _, root in targets):  # a root that cannot be written: exit 2
         (ready_root if dry_run else writable_root)(root)
-    return Outcome(targets, _run_plans(targets, device, force, dry_run))
+    if executor == "ray" and any(str(root).startswith("memory://") for _, root in targets):
+        message = "a memory:// results root lives in this process; Ray workers cannot write to it"
+        raise SpecError([Diagnostic(f"{message} (use a shared directory or an object store URL)")])
+    where = Where(jobs, executor, address, gpus)
+    return Outcome(targets, _run_plans(targets, device, force, dry_run, where))
 
 
 def _refuse_empty(plans: Sequence[Plan]) -> None:
@@ -198,18 +221,42 @@ def _source(s: Source | str | Path) -> Source:
     return s if isinstance(s, Source) else Source(str(s))
 
 
-def _run_plans(targets: Sequence[tuple[Plan, Place]], device: str | None, force: bool, dry_run: bool) -> int:
+@frozen
+class Where:
+    """Where the runs execute: `execute`'s jobs, executor, address and gpus."""
+
+    jobs: int | None = None
+    executor: Executor = "local"
+    address: str | None = None
+    gpus: float | None = None
+
+
+def _run_plans(
+    targets: Sequence[tuple[Plan, Place]], device: str | None, force: bool, dry_run: bool, where: Where
+) -> int:
     """The one call into the runtime (torch is imported here and only here)."""
-    from runtime.run import execute_all
+    from runtime.run import execute_all, executor_for
 
-    return execute_all(targets, device=device, force=force, dry_run=dry_run)
+    if where.executor == "ray":
+        from runtime.ray_executor import import_ray
+
+        import_ray()  # without the extra: a clear error, before anything runs
+    shared = not any(str(root).startswith("memory://") for _, root in targets)
+    executor = executor_for(where.executor, where.jobs if shared else 1, where.address, where.gpus)
+    return execute_all(targets, device=device, force=force, dry_run=dry_run, executor=executor)
 
 
-def _check_workers(jobs: int, executor: str) -> None:
-    if jobs != 1:
-        raise ValueError(f"jobs={jobs}: parallel workers are not available yet; use jobs=1")
-    if executor != "local":
-        raise ValueError(f"executor={executor!r}: only the 'local' executor exists so far")
+def _check_workers(jobs: int | None, executor: str, address: str | None, gpus: float | None) -> None:
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor={executor!r}: use 'local' or 'ray'")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs={jobs!r}: must be a whole number >= 1 (or None: one per core)")
+    if executor == "local" and (address is not None or gpus is not None):
+        raise ValueError("address= and gpus= apply to executor='ray'")
+    if executor == "ray" and jobs is not None:
+        raise ValueError("jobs= applies to executor='local'; Ray runs as many tasks as the cluster holds")
+    if gpus is not None and gpus < 0:
+        raise ValueError(f"gpus={gpus}: must be >= 0")
 
 
 def results_root(plan: Plan) -> Place:

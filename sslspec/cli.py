@@ -189,6 +189,28 @@ def _read(f: Path) -> str:
 )
 @click.option("--force", is_flag=True, help="Run again into a new version even when up to date.")
 @click.option("--dry-run", is_flag=True, help="Print what each run would do; write nothing.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: one per core, or one per GPU for CUDA runs).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where runs execute: this machine, or Ray tasks (needs the `ray` extra).",
+)
+@click.option("--address", default=None, help="With --executor ray: auto or ray://HOST:PORT of a cluster.")
+@click.option(
+    "--gpus-per-run",
+    "gpus",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --executor ray: GPUs each run asks for (e.g. 0.25 to share a card; default 1 on GPU).",
+)
 def run(
     files: tuple[Path, ...],
     set_: tuple[str, ...],
@@ -196,26 +218,39 @@ def run(
     out: str | None,
     force: bool,
     dry_run: bool,
+    jobs: int | None,
+    executor: str,
+    address: str | None,
+    gpus: float | None,
 ) -> None:
     """Run every run of the specs that has no complete version under OUT (resuming killed ones)
     and write one zarr store per run.
 
-    Several specs make one queue of runs: start the same command in several processes (one per
-    core, or one per GPU) and they share the runs between them, a run another process holds being
-    put off until the end. `--set` applies to every spec."""
+    Several specs make one queue of runs, shared by -j N worker processes on this machine (and
+    with any other `sslspec run` on the same root through per-run locks), or by the tasks of a
+    Ray cluster with --executor ray. `--set` applies to every spec."""
     from sslspec.api import execute
 
+    if executor == "ray" and jobs is not None:
+        guarded(lambda: _usage("-j applies to the local executor; Ray places the runs itself"))
+    if executor == "local" and (address is not None or gpus is not None):
+        guarded(lambda: _usage("--address and --gpus-per-run apply to --executor ray"))
+    where: dict[str, Any] = {"jobs": jobs, "executor": executor, "address": address, "gpus": gpus}
     try:
         outcome = guarded(
-            lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run)
+            lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run, **where)
         )
     except KeyboardInterrupt:
         _err(
-            "interrupted: the run in progress stays `running` with its last checkpoint; "
-            "run the same command again to resume it"
+            "interrupted: the runs in progress stay `running` with their last checkpoints; "
+            "run the same command again to resume them"
         )
         raise SystemExit(130) from None
     raise SystemExit(outcome.code)
+
+
+def _usage(message: str) -> None:
+    raise SpecError([Diagnostic(message)])
 
 
 @app.command("ls")

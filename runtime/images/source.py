@@ -133,6 +133,9 @@ class ImageSource:
         index = torch.randint(len(self.pixels), (n,), generator=gen, device=gen.device).to(self.device)
         return Plain(self.plain_view(self.pixels[index], gen), self.labels[index])
 
+    def augment(self, batch: Any, gen: torch.Generator) -> Any:
+        raise AssertionError("the checker refuses measurements that need latents on image data")
+
     def latents(self, batch: Any) -> Sequence[Tensor]:
         raise AssertionError("the checker refuses measurements that need latents on image data")
 

@@ -18,6 +18,7 @@ from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, SweepResults, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
     THEOREM,
+    dead_table,
     level_table,
     machines,
     provenance,
@@ -25,7 +26,7 @@ from sslspec.report.tables import (
     total_wall,
     value_table,
 )
-from sslspec.store.variables import LEVEL_CORR, root_of
+from sslspec.store.variables import DEAD_FRACTION, LEVEL_CORR, root_of
 
 __all__ = ["build", "load_source", "section"]
 
@@ -41,6 +42,8 @@ def section(sw: SweepResults, out: Path, stem: str) -> str:
     if LEVEL_CORR in ds:
         root = final(root_of(ds[LEVEL_CORR]))
         parts += [value_table(sw, root, "root correlation after training"), "", level_table(sw), ""]
+        if DEAD_FRACTION in ds:
+            parts += [dead_table(sw), ""]
     parts += [theorem_table(sw, var) + "\n" for var in THEOREM if var in ds]
     for var, draw, name, caption in FIGURES:
         if var not in ds:

@@ -10,7 +10,15 @@ import numpy as np
 
 from sslspec.report.sweep import SweepResults, combos, final, fmt_stats, over_seeds, seeds_note, show, stats
 from sslspec.store.layout import Status
-from sslspec.store.variables import LEVEL_CORR, TC_COSINE, TC_REL_ERROR, output_layer
+from sslspec.store.variables import (
+    DEAD_FRACTION,
+    LEVEL_CORR,
+    NODE_LEVEL,
+    TC_COSINE,
+    TC_REL_ERROR,
+    output_layer,
+    root_of,
+)
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -58,6 +66,50 @@ def level_table(sw: SweepResults) -> str:
     text = (
         "Mean best correlation per level (0 = root), at initialization → after training "
         f"± std over seeds ({seeds_note(sw)}):"
+    )
+    return text + "\n\n" + md_table(head, rows)
+
+
+ZERO_CORR = 0.01  # a root correlation below this after training reads as "nothing learned"
+
+
+def _dead_by_level(sw: SweepResults) -> tuple[str, list[Any]]:
+    """dead_fraction after training, averaged over the nodes of each tree level (or per mlp layer):
+    the axis name and one array per level, root first."""
+    dead = final(sw.ds[DEAD_FRACTION])
+    if "layer" in dead.dims:
+        return "layer", [dead.isel(layer=i) for i in range(dead.sizes["layer"])]
+    lv = sw.ds[NODE_LEVEL]  # the same in every run: drop the sweep dims the reader stacked it over
+    levels = np.asarray(lv.max([d for d in lv.dims if d != "node"]).values).astype(int)
+    return "level", [dead.isel(node=np.flatnonzero(levels == lv)).mean("node") for lv in np.unique(levels)]
+
+
+def dead_table(sw: SweepResults) -> str:
+    """Per setting, the runs whose root correlation ends near 0 and how many of them had no live unit
+    at the root or in the level below it (dead_fraction = 1), with the mean dead fraction per level."""
+    root = final(root_of(sw.ds[LEVEL_CORR]))
+    axis, per_level = _dead_by_level(sw)
+    head = [
+        *(sw.path(d) for d in sw.settings),
+        f"root corr < {ZERO_CORR}",
+        "of them: no live unit",
+        *(f"dead {axis} {i}" for i in range(len(per_level))),
+    ]
+    rows = []
+    for c in combos(sw):
+        corr = np.asarray(over_seeds(root, c).values, dtype=float).ravel()
+        dead = [np.asarray(over_seeds(d, c).values, dtype=float).ravel() for d in per_level]
+        zero = np.isfinite(corr) & (corr < ZERO_CORR)
+        none_live = zero & np.any([d >= 1 for d in dead[:2]], axis=0)
+        cells = [fmt_stats(*stats(d[np.isfinite(d)])) for d in dead]
+        rows.append(
+            [*(show(c[d]) for d in sw.settings), str(int(zero.sum())), str(int(none_live.sum())), *cells]
+        )
+    text = (
+        f"Dead units after training: runs whose root correlation ends below {ZERO_CORR}, and how many "
+        f"of them had every unit of the root, or of the {axis} below it, inactive on every measured "
+        f"sample (no live unit: nothing could be learned there); then the fraction of such units per "
+        f"{axis}, mean ± std over seeds ({seeds_note(sw)}):"
     )
     return text + "\n\n" + md_table(head, rows)
 

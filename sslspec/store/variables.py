@@ -121,11 +121,21 @@ VARIABLES: tuple[Entry, ...] = (
         result="level_mean",
     ),
     Entry(
+        "dead_fraction",
+        ("epoch", NET),
+        "1",
+        "fraction of the {net}'s units inactive (pre-activation <= 0) on every measured sample",
+        measure=_LC,
+        attrs={"comment": "1 at a node: no unit ever active there, so its correlation cannot leave 0"},
+        result="dead_fraction",
+    ),
+    Entry(
         "op_eigval",
         ("epoch", NET, "eig"),
         "1",
         "top eigenvalues of the covariance operator V_x[K_bar(x)]",
         measure=_OP,
+        attrs={"comment": "K_bar averages over every augmentation of the spec, leaf flips included"},
         result="eigvals",
     ),
     Entry(
@@ -269,6 +279,7 @@ def _name(name: str) -> str:
 CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
 POLARITY, WEIGHT, WEIGHT_NORM = _name("polarity"), _name("weight"), _name("weight_norm")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
+DEAD_FRACTION = _name("dead_fraction")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 
 # The root: latent node 0 (level 0); for an mlp, measured against its output layer (layer 0).

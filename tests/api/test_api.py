@@ -112,15 +112,31 @@ def test_spec_or_text_exactly_one(kwargs: dict[str, str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"jobs": 2}, "jobs=2: parallel workers are not available yet"), ({"executor": "ray"}, "'ray'")],
+    [
+        ({"jobs": 0}, "jobs=0: must be a whole number >= 1"),
+        ({"executor": "dask"}, "'dask': use 'local' or 'ray'"),
+        ({"executor": "ray", "jobs": 2}, "jobs= applies to executor='local'"),
+        ({"address": "auto"}, "address= and gpus= apply to executor='ray'"),
+        ({"executor": "ray", "gpus": -1.0}, "gpus=-1.0: must be >= 0"),
+    ],
 )
-def test_other_workers_and_executors_are_refused_before_anything_runs(
+def test_wrong_workers_and_executors_are_refused_before_anything_runs(
     base: Path, tmp_path: Path, kwargs: dict[str, object], message: str
 ) -> None:
-    """jobs other than 1 and executors other than 'local' raise ValueError; nothing is written."""
+    """Unknown executors, jobs < 1 and options of the other executor raise ValueError; nothing is
+    written."""
     with pytest.raises(ValueError, match=message):
         sslspec.run(base / "base.ssl", out=tmp_path / "out", **kwargs)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+
+
+def test_jobs_reach_the_local_worker_pool(base: Path, tmp_path: Path, kept: None) -> None:
+    """run(jobs=2) over a 2-run sweep runs both runs in worker processes (the same executor as
+    `sslspec run -j 2`) and returns both complete."""
+    spec = tmp_path / "two.ssl"
+    spec.write_text(f'include "{base / "base.ssl"}"\nsweep tiny {{ seed = 1..2 }}\n')
+    ds = sslspec.run(spec, out=tmp_path / "out", jobs=2)
+    assert list(ds.status.values.ravel()) == ["complete", "complete"]
 
 
 def test_run_with_a_spec_error_raises_before_anything_runs(tmp_path: Path) -> None:

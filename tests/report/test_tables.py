@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import zarr
 from click.testing import Result
 
 from sslspec.spec.lower import lower
@@ -90,3 +91,31 @@ def test_a_setting_with_no_complete_run_shows_a_dash(
     assert "Runs: 8 planned; 4 complete, 0 failed, 0 running, 4 missing" in md
     assert "| 2 | 0.375 ± 0.198 (n=4) |\n| 5 | — |" in md
     assert "| 5 | — | — | — |" in md
+
+
+def _add_dead(path: Path, root: float, level1: float) -> None:
+    """Give a synthetic store node levels and a dead_fraction: `root` at node 0, `level1` at nodes 1-2,
+    0.25 below; earlier epochs hold other values (the table reads the last)."""
+    g = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    levels = np.array([0, 1, 1, 2, 2, 2, 2])
+    arr = g.create_array("node_level", shape=(7,), dtype="int64", dimension_names=["node"])
+    arr[...] = levels
+    dead = np.where(levels == 0, root, np.where(levels == 1, level1, 0.25)).astype(np.float32)
+    arr = g.create_array("dead_fraction", shape=(3, 7), dtype="float32", dimension_names=["epoch", "node"])
+    arr[...] = np.stack([np.full(7, 0.75, np.float32), np.full(7, 0.75, np.float32), dead])
+
+
+def test_dead_units_table_separates_no_live_unit_from_nothing_learned(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Of the runs whose root correlation ends near 0, the dead-unit table counts those with a dead
+    root or a dead level below it, and gives each level's final dead fraction as mean ± std."""
+    cases = {1: (0.0, 1.0, 0.0), 2: (0.0, 0.0, 1.0), 3: (0.0, 0.0, 0.0), 4: (0.5, 0.5, 0.0)}
+    for seed, (value, root, level1) in cases.items():
+        path = write_store(tmp_path / "results", "e", f"r{seed}", swept={"seed": seed}, value=value)
+        _add_dead(path, root, level1)
+    result = sslspec_cli("report", tmp_path / "results" / "e", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| root corr < 0.01 | of them: no live unit | dead level 0 | dead level 1 | dead level 2 |" in md
+    assert "| 3 | 2 | 0.375 ± 0.415 (n=4) | 0.250 ± 0.433 (n=4) | 0.250 ± 0.000 (n=4) |" in md

@@ -129,7 +129,8 @@ def kill_once(zygote: Zygote, spec: Path, root: Path, kind: str, visit: int, rng
     env = {ENV: f"{kind}:{visit}"} if kind != AT_RANDOM_TIME else {}
     first_is_victim = rng.random() < 0.5
     envs = [env, {}] if first_is_victim else [{}, env]  # which one starts first is random too
-    started = [zygote.start("run", spec, "--out", root, env=e) for e in envs]
+    # one process each (-j 1): the processes themselves share the runs through the run locks
+    started = [zygote.start("run", spec, "--out", root, "-j", "1", env=e) for e in envs]
     (victim, victim_err), (other, other_err) = started if first_is_victim else started[::-1]
     if kind == AT_RANDOM_TIME:
         time.sleep(rng.uniform(0.0, 3.0))

@@ -165,6 +165,44 @@ def test_batch_norm_training_normalizes_each_unit() -> None:
     assert net.norms[1].running_mean.abs().sum() > 0
 
 
+def test_batch_norm_statistics_are_per_view() -> None:
+    """Shifting one view's inputs moves no other view's normalized pre-activations (training mode)."""
+    net = TreeNet(Layout.from_shape(BINARY), tree_cfg(batch_norm=True), gen(), dtype=F64)
+    x = torch.rand(3, 32, 32, generator=gen(2), dtype=F64)  # (V, B, n)
+    shifted = x.clone()
+    shifted[2] = 3 * shifted[2] + 1
+    a, b = net(x.flatten(0, 1), views=3), net(shifted.flatten(0, 1), views=3)
+    for lvl in range(1, 5):
+        pa, pb = a.pre[lvl].reshape(3, 32, -1), b.pre[lvl].reshape(3, 32, -1)  # (V, B, N W)
+        torch.testing.assert_close(pa[:2], pb[:2], rtol=0, atol=1e-12)
+        assert (pa[2] - pb[2]).abs().max() > 1e-3  # the shifted view itself did change
+    joint = net(shifted.flatten(0, 1))  # one batch of 96: the shift does move the other views
+    assert (joint.pre[1].reshape(3, 32, -1)[0] - a.pre[1].reshape(3, 32, -1)[0]).abs().max() > 1e-3
+
+
+def test_batch_norm_per_view_equals_sequential_forwards() -> None:
+    """One forward of V stacked views gives the outputs and running statistics of V forwards in view
+    order (each a plain BatchNorm1d forward of one batch)."""
+    layout, x = Layout.from_shape(RAGGED), leaves(RAGGED, batch=3 * 8, seed=4)
+    batched = TreeNet(layout, tree_cfg(batch_norm=True), gen(), dtype=F64)
+    one_by_one = TreeNet(layout, tree_cfg(batch_norm=True), gen(), dtype=F64)
+    for step in range(2):
+        out = batched(x + step, views=3).out
+        seq = torch.cat([one_by_one(v + step).out for v in x.view(3, 8, -1)])
+        torch.testing.assert_close(out, seq, rtol=0, atol=1e-12)
+    for a, b in zip(batched.norms[1:], one_by_one.norms[1:], strict=True):
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a.running_var, b.running_var, rtol=0, atol=1e-12)
+        assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 6
+
+
+def test_batch_norm_views_must_divide_the_batch() -> None:
+    """A batch that does not split into the given number of views is refused."""
+    net = TreeNet(Layout.from_shape(BINARY), tree_cfg(batch_norm=True), gen(), dtype=F64)
+    with pytest.raises(ValueError, match="does not split into 3 views"):
+        net(leaves(BINARY, batch=8), views=3)
+
+
 def test_batch_norm_eval_matches_reference() -> None:
     """In eval mode batch norm is the per-unit affine map of the running statistics, as in the reference."""
     net = trained_bn_net(RAGGED)

@@ -44,6 +44,7 @@ VARIABLES = {
     "corr": ("epoch", "node", "state", "unit"),
     "best_corr": ("epoch", "node"),
     "level_corr": ("epoch", "level"),
+    "dead_fraction": ("epoch", "node"),
     "op_eigval": ("epoch", "node", "eig"),
     "op_eigvec": ("epoch", "node", "op_index", "eig"),
     "op_trace": ("epoch", "node"),
@@ -269,6 +270,18 @@ def test_operator_without_vectors_stores_no_eigenvectors(sslspec_cli, write_spec
     assert "op_eigvec" not in ds and ds["op_eigval"].notnull().any()
 
 
+def test_batch_norm_run_records_its_view_statistics(tiny, sslspec_cli, write_spec, tmp_path: Path) -> None:
+    """A batch-norm run says in its root attrs that batch norm sees each view on its own; a run
+    without batch norm does not carry the attribute; dead_fraction is a fraction per node."""
+    spec = write_spec(TINY.replace("}\n", "  network.batch_norm = true\n}\n", 1))
+    assert sslspec_cli("run", spec, "--out", tmp_path / "out").exit_code == 0
+    ds = open_store(only_store(tmp_path / "out"))
+    assert ds.attrs["batch_norm_views"] == "separate"
+    dead = ds["dead_fraction"].values
+    assert dead.shape == (len(MEASURED), 7) and ((dead >= 0) & (dead <= 1)).all()
+    assert "batch_norm_views" not in open_store(tiny[2]).attrs
+
+
 # ---- 3. determinism -------------------------------------------------------------------------
 
 
@@ -373,7 +386,7 @@ def test_diverging_run_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert bad.attrs["epochs_done"] == 0 and bad.attrs["measured_epochs"] == [0]
     assert not np.isnan(bad["best_corr"].sel(epoch=0).values).any()  # what was measured is kept
     assert completes(only_store(tmp_path / "out" / "hltm_simclr" / good_run.id))
-    lines = proc.stderr.strip().splitlines()
+    lines = sorted(proc.stderr.strip().splitlines())  # the runs' workers (-j) end in any order
     assert f"run 1 {bad_run.id} FAILED: training loss became nan at epoch 1" in lines[0]
     assert lines[1].startswith(f"run 2 {good_run.id} complete")
 

@@ -13,7 +13,7 @@ from runtime.losses import loss_value
 from runtime.measure import CovarianceOperator, class_index, n_classes
 from runtime.network import build_network
 from runtime.optim import build_optimizer
-from runtime.sampler import draw_edges, draw_measure_batch, draw_views
+from runtime.sampler import augment_sample, draw_edges, draw_measure_batch, draw_views
 from runtime.theorem import mean_gradients, predictions, theorem_check
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
@@ -73,13 +73,18 @@ def batches(cfg, lay, edges, g: torch.Generator):
     return lambda: draw_views(lay, edges, cfg.data, cfg.augment, 128, 1, g, "cpu").inputs(F64)
 
 
-def measure(cfg, lay, edges, net, n: int = 24 * 4096, within: tuple[int, ...] = ()) -> CovarianceOperator:
-    """The operator over n fresh measurement samples, classes = the root value (share = 0)."""
+def measure(
+    cfg, lay, edges, net, n: int = 24 * 4096, within: tuple[int, ...] = (), augmented: bool = True
+) -> CovarianceOperator:
+    """The operator over n fresh measurement samples, classes = the root value (share = 0), each
+    sample flipped as a view is (cfg.augment.flip; as the measure pass does) unless not `augmented`."""
     cov = CovarianceOperator.for_tree(lay, 4, n_classes(lay, 0, 2), within=within)
     g = gen(4)
     with torch.no_grad():
         for _ in range(n // 4096):
             s = draw_measure_batch(lay, edges, cfg.data, 4096, g, "cpu")
+            if augmented:
+                s = augment_sample(lay, cfg.augment, s, g, "cpu")
             fwd = net(s.inputs(F64))
             cov.update(class_index(s.latents, 0, 2), fwd.inputs, net.jacobians(fwd))
     return cov
@@ -97,6 +102,23 @@ def test_simple_loss_gradient_converges_to_prediction() -> None:
     assert last < 0.15, res.rel_error
     assert last < 0.4 * first, res.rel_error
     assert torch.all(res.cosine[:, -1] > 0.98), res.cosine
+
+
+def test_prediction_with_leaf_flips_averages_over_them() -> None:
+    """augment.flip = 0.2: with K_bar averaged over flipped views the error falls with M as without
+    flips; the operator of unflipped samples (the estimate before issue 18) stays off for every M."""
+    cfg, lay, edges, net = setup()
+    cfg = attrs.evolve(cfg, augment=attrs.evolve(cfg.augment, flip=0.2))
+    res = theorem_check(
+        net, cfg.loss, batches(cfg, lay, edges, gen(5)), measure(cfg, lay, edges, net), NODES, MS
+    )
+    first, last = res.rel_error[:, 0].mean(), res.rel_error[:, -1].mean()
+    assert last < 0.15, res.rel_error
+    assert last < 0.4 * first, res.rel_error
+    unflipped = measure(cfg, lay, edges, net, augmented=False)
+    old = theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(5)), unflipped, NODES, MS)
+    assert old.rel_error[:, -1].mean() > 2 * last, (old.rel_error, res.rel_error)
+    assert old.rel_error[:, -1].mean() > 0.5 * old.rel_error[:, 0].mean(), old.rel_error
 
 
 def test_prediction_holds_with_a_shared_level_and_several_negatives() -> None:
