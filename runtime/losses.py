@@ -66,6 +66,6 @@ def loss_value(
         raise ValueError(f"no contrastive loss {kind!r}")
     if isinstance(cfg_loss, schema.InfoNCELoss) and z_neg.shape[0] != cfg_loss.negatives:
         raise ValueError(f"infonce has negatives = {cfg_loss.negatives} but got {z_neg.shape[0]}")
-    assert not isinstance(cfg_loss, schema.BYOLLoss)
+    assert isinstance(cfg_loss, schema.SimpleLoss | schema.TripletLoss | schema.InfoNCELoss), cfg_loss
     pos, neg = distances(cfg_loss.reduction, z, z_pos, z_neg)
     return LOSSES[kind](cfg_loss, pos, neg)

@@ -11,6 +11,8 @@ import torch
 
 from runtime.activity import DeadUnits
 from runtime.context import RunContext
+from runtime.images.readout import readout
+from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
 from runtime.objective import Contrastive
@@ -159,6 +161,7 @@ class Measured:
     corr: dict[str, torch.Tensor] | None = None
     op: dict[str, torch.Tensor] | None = None
     theorem: TheoremResult | None = field(default=None, repr=False)
+    readout: dict[str, float] | None = None  # linear probe and k-NN accuracies (image data)
 
 
 @torch.no_grad()
@@ -182,6 +185,9 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
     )
+    if m.linear_probe is not None or m.knn is not None:
+        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+        found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
     tc = m.theorem_check
     if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]

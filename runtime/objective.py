@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from runtime.images.objectives import TwoViews
 from runtime.losses import loss_value
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
@@ -99,6 +100,8 @@ OBJECTIVES: dict[str, ObjectiveBuilder] = {
     "simple": Contrastive,
     "triplet": Contrastive,
     "infonce": Contrastive,
+    "nt_xent": TwoViews,
+    "exact_cov": TwoViews,
 }
 
 

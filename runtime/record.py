@@ -22,7 +22,16 @@ from sslspec.store import variables as V
 from sslspec.store.files import Files
 from sslspec.store.layout import Status
 from sslspec.store.location import Place
-from sslspec.store.variables import COORDS, LOSS, ROOT_CORR, VARIABLES, resolve_dims, root_values, wanted
+from sslspec.store.variables import (
+    COORDS,
+    LOSS,
+    READOUT,
+    ROOT_CORR,
+    VARIABLES,
+    resolve_dims,
+    root_values,
+    wanted,
+)
 from sslspec.store.write import RunStore, dumps, jsonable
 
 Row = tuple[str, int, Any]  # (variable, row, value): one row of a variable to write
@@ -180,6 +189,15 @@ class Recorder:
         self.store.write_many(rows)
         if found.theorem is not None:
             self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))
+        for name, value in (found.readout or {}).items():
+            self.store.write(name, row, np.float64(value))
+        if found.readout and (probe := self.cfg.measure.linear_probe) is not None:
+            rule = {"last": "the final model", "validation": "weight decay chosen on 20% of the train split"}
+            self.store.arrays[READOUT["probe"]].attrs.update(
+                selection=probe.selection,
+                selection_rule=f"{rule[probe.selection]}; never selected on the test split",
+                features="the input of the network's output layer (the encoder), not the output (the head)",
+            )
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 
     def _theorem_rows(self, row: int, res: TheoremResult) -> list[Row]:

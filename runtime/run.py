@@ -22,6 +22,7 @@ from runtime.checkpoint import decide
 from runtime.context import RunContext
 from runtime.device import resolve_device
 from runtime.executor import Executor, LocalExecutor, OnEvent, held_elsewhere
+from runtime.images.source import check_data
 from runtime.job import EpochDone, Event, Job, Outcome, Started
 from runtime.progress import Progress
 from runtime.train import Trainer
@@ -62,6 +63,7 @@ def execute_all(
     done, so processes started on the same specs share the work between them. A run two plans
     share (same id and root) is done once; the second finds it up to date."""
     files = files or Files()
+    check_data([plan for plan, _ in plans])  # a missing or broken data set: exit 2, before any run
     jobs = make_jobs(plans, device, force, files, resolve=getattr(executor, "resolves_devices", True))
     if dry_run:
         for job in jobs:

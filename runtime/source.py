@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import class_index, n_classes
 from runtime.sampler import Edges, Sample, augment_sample, draw_edges, draw_measure_batch, draw_views
@@ -112,6 +113,7 @@ class HLTMSource:
     def __init__(self, cfg: Config, tree_seed: int, device: torch.device) -> None:
         data = cfg.data
         assert isinstance(data, schema.HLTM) and data.tree is not None, data  # the checker made it explicit
+        assert isinstance(cfg.augment, schema.Augment), cfg.augment  # the checker refuses `augment images`
         self.data, self.augmentation = data, cfg.augment
         self.layout: Layout | None = Layout.from_shape(data.tree, data.states)
         self.edges: Edges | None = draw_edges(data, self.layout, _generator(tree_seed, torch.device("cpu")))
@@ -152,7 +154,12 @@ class HLTMSource:
 
 # data kind -> (config, tree seed, device) -> its source
 SourceBuilder = Callable[[Config, int, torch.device], DataSource]
-DATA_SOURCES: dict[str, SourceBuilder] = {"hltm": HLTMSource}
+DATA_SOURCES: dict[str, SourceBuilder] = {
+    "hltm": HLTMSource,
+    "digits": ImageSource,
+    "cifar10": ImageSource,
+    "stl10": ImageSource,
+}
 
 
 def build_source(cfg: Config, tree_seed: int, device: torch.device) -> DataSource:

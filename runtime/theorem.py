@@ -62,7 +62,8 @@ class TheoremResult:
 def prediction_rule(loss_cfg: schema.Loss, net: LevelNet, levels: Sequence[int]) -> dict[str, Any]:
     """The factor c, beta, and whether the identity is exact for this loss and network (with why not)."""
     kind = schema.kind_of(loss_cfg)
-    reduction = None if isinstance(loss_cfg, schema.BYOLLoss) else loss_cfg.reduction
+    contrastive = schema.SimpleLoss | schema.TripletLoss | schema.InfoNCELoss
+    reduction = loss_cfg.reduction if isinstance(loss_cfg, contrastive) else None
     if kind not in ("simple", "triplet", "infonce") or reduction not in REDUCTION_FACTOR:
         raise ValueError(f"the theorem check supports simple, triplet and infonce losses (got {kind!r})")
     out_dim = int(net.widths[0])

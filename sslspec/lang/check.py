@@ -161,6 +161,7 @@ class _Checker:
         loss = cfg.loss
         if (
             isinstance(loss, schema.InfoNCELoss)
+            and isinstance(cfg.augment, schema.Augment)
             and cfg.augment.negative == "batch"
             and loss.negatives >= cfg.train.batch
         ):
@@ -214,6 +215,8 @@ def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
     assert isinstance(cfg.data, schema.HLTM)
     data_sec = sec.blocks["data"]
     data = _tree(checker, cfg.data, data_sec, at)
+    if not isinstance(cfg.augment, schema.Augment):
+        return cfg  # `augment images` on the HLTM: refused by its needs (kinds.SUPPORT)
     if data.states > 2 and data.sign == "random":
         checker.bad(
             f"a negative polarity has no meaning for states > 2 (states = {data.states}); "
@@ -245,6 +248,7 @@ def _classes(checker: _Checker, cfg: Config, data: schema.HLTM, at: At) -> None:
     """The operator and the theorem check group samples by the joint value of the latents of levels
     0..share: refuse more than schema.MAX_CLASSES of them (the runtime cannot hold their sums)."""
     m = cfg.measure
+    assert isinstance(cfg.augment, schema.Augment)  # `augment images` returned before (_hltm_rules)
     measured = m.covariance_operator is not None or m.theorem_check is not None
     if not measured or data.tree is None or cfg.augment.share >= data.depth:
         return
@@ -314,10 +318,66 @@ def _operator_memory(checker: _Checker, cfg: Config, tree: Any, sec: Section) ->
             )
 
 
+def _image_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
+    """An image data set's rules: a local copy's `root` is given (nothing is ever downloaded),
+    and the HLTM's augment fields (share, flip, negative) are not set, since they mean nothing
+    for images (the image views are the data set's official augmentation pipeline)."""
+    data = cfg.data
+    kind = schema.kind_of(data)
+    if isinstance(data, schema.Cifar10 | schema.STL10) and data.root is None:
+        checker.bad(
+            f"data {kind} needs 'root', the folder holding a local copy (nothing is downloaded)",
+            (sec.blocks["data"].kind_span or sec.blocks["data"].span),
+        )
+    written = sec.blocks.get("augment")
+    if isinstance(cfg.augment, schema.Augment):
+        for name in written.values if written is not None else ():
+            checker.bad(
+                f"augment field '{name}' applies to the HLTM; for data {kind} write "
+                "`augment images { .. }`",
+                at("augment", name),
+            )
+        return cfg
+    blur = cfg.augment.blur
+    if blur is not None and blur.kernel % 2 == 0:
+        checker.bad(f"'blur.kernel' must be odd (got {blur.kernel})", _aug_span(written, "blur", "kernel"))
+    for step in ("crop", "blur", "solarize"):
+        lo_hi = _ranges(getattr(cfg.augment, step))
+        for name, (lo, hi) in lo_hi.items():
+            if lo > hi:
+                checker.bad(
+                    f"'{step}.{name}' needs min <= max (got [{lo}, {hi}])", _aug_span(written, step, name)
+                )
+    return cfg
+
+
+def _ranges(step: Any) -> dict[str, tuple[float, float]]:
+    """The [min, max] fields of an augmentation step (None: no step)."""
+    if step is None:
+        return {}
+    return {
+        a.name: getattr(step, a.name)
+        for a in attrs.fields(type(step))
+        if a.name in ("scale", "ratio", "sigma")
+    }
+
+
+def _aug_span(written: Section | None, step: str, name: str) -> ir.Span | None:
+    s = written.blocks.get(step) if written is not None else None
+    if s is None:
+        return written.span if written is not None else None
+    return s.spans.get(name) or s.span
+
+
 # Rules between blocks that only one data kind has, keyed by kind: the HLTM's tree rules run for
 # an HLTM only. A kind without an entry has none.
 DataRules = Callable[[_Checker, Config, Section, At], Config]
-DATA_RULES: dict[str, DataRules] = {"hltm": _hltm_rules}
+DATA_RULES: dict[str, DataRules] = {
+    "hltm": _hltm_rules,
+    "digits": _image_rules,
+    "cifar10": _image_rules,
+    "stl10": _image_rules,
+}
 
 
 def _no_block(owner: str, name: str, values: Collection[str], blocks: Collection[str]) -> str:

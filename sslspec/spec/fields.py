@@ -286,3 +286,10 @@ def build_call(cls: type, call: ir.Call) -> Any:
         except Bad as bad:
             raise Bad(f"'{call.name}.{arg.name}' {bad.message}", bad.span or arg.value.span) from None
     return cls(**kwargs)
+
+
+def fld(default: Any, type_: Any, doc: str = "", *, added: bool = False) -> Any:
+    """An attrs field carrying the language type and a one-line doc. `added`: a field added to a
+    block after results existed; the Plan's canonical data leaves it out while it has its default,
+    so the run hashes of specs that do not use it stay what they were."""
+    return attrs.field(default=default, metadata={"type": type_, "doc": doc, "added": added})

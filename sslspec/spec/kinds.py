@@ -21,6 +21,7 @@ CAPABILITIES: dict[str, str] = {
     "latents": "a data source with latent variables (the HLTM)",
     "tree": "a data source with a latent tree (the HLTM)",
     "jacobians": "a network with per-node Jacobians (tree_relu or mlp)",
+    "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
 }
 
@@ -41,7 +42,13 @@ def _provides(*names: str) -> Support:
 
 # block -> kind -> Support. A kind of schema.BLOCKS that is not listed here has no runtime.
 SUPPORT: dict[str, dict[str, Support]] = {
-    "data": {"hltm": _provides("latents", "tree")},
+    "data": {
+        "hltm": _provides("latents", "tree"),
+        "digits": _provides("images"),
+        "cifar10": _provides("images"),
+        "stl10": _provides("images"),
+    },
+    "augment": {"images": Support(needs=("images",))},
     "network": {
         "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
         "mlp": _provides("jacobians"),
@@ -50,6 +57,8 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
+        "nt_xent": Support(),
+        "exact_cov": Support(),
         "byol": Support(missing="loss 'byol' is not implemented yet; use simple, triplet or infonce"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
@@ -60,6 +69,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),
     "theorem_check": ("latents", "jacobians", "contrastive"),
+    "linear_probe": ("images",),
+    "knn": ("images",),
 }
 
 

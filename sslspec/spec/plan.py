@@ -111,7 +111,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if attrs.has(type(value)):
-        out = {a.name: _plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
+        out = {
+            a.name: _plain(getattr(value, a.name))
+            for a in attrs.fields(type(value))
+            if not (a.metadata.get("added") and getattr(value, a.name) == a.default)  # see schema.fld
+        }
         kind = schema.kind_of(value) or CALL_KINDS.get(type(value))
         if kind is not None:
             out = {"kind": kind, **out}

@@ -26,13 +26,9 @@ from sslspec.spec.fields import (
     Tree,
     TreeT,
     describe,
+    fld,
 )
-
-
-def fld(default: Any, type_: Any, doc: str = "") -> Any:
-    """An attrs field carrying the language type and a one-line doc."""
-    return attrs.field(default=default, metadata={"type": type_, "doc": doc})
-
+from sslspec.spec.images import AUGMENT_STEPS, KNN, ExactCovLoss, ImageAugment, LinearProbe, NTXentLoss
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -134,6 +130,41 @@ class HLTM(DataBlock):
     sign: str = fld("random", ChoiceT(("random", "positive")), "sign of each edge's polarity")
     tree: Tree | None = fld(None, TreeT(), "explicit shape: nested lists, an integer = that many leaves")
     leaf_noise: float = fld(0.0, FloatT(ge=0, le=1), "probability an observed leaf is replaced by noise")
+
+
+IMAGE_SPLIT = ChoiceT(("train", "test", "train+test"))
+
+
+@frozen
+class Digits(DataBlock):
+    """scikit-learn's bundled 8 x 8 digits (1,797 images, 10 classes; no download), upscaled
+    to `size` and replicated to 3 channels; `train` is a fixed 80% of them, `test` the rest."""
+
+    size: int = fld(32, IntT(ge=8, le=256), "side of the upscaled square images, in pixels")
+    split: str = fld("train", IMAGE_SPLIT, "which images train on")
+
+
+@frozen
+class Cifar10(DataBlock):
+    """CIFAR-10 read from a local copy (the python pickles or the binary version); never downloaded."""
+
+    root: str | None = fld(None, PathT(), "folder holding cifar-10-batches-py/ or cifar-10-batches-bin/")
+    split: str = fld("train", IMAGE_SPLIT, "which images train on")
+
+
+@frozen
+class STL10(DataBlock):
+    """STL-10 read from a local copy of its binary version (stl10_binary/); never downloaded."""
+
+    root: str | None = fld(None, PathT(), "folder holding stl10_binary/")
+    split: str = fld(
+        "train+unlabeled",
+        ChoiceT(("train", "test", "unlabeled", "train+unlabeled")),
+        "which images train on (the official runs: train+unlabeled, 105,000 images)",
+    )
+
+
+IMAGE_DATA = (Digits, Cifar10, STL10)
 
 
 @frozen
@@ -281,12 +312,14 @@ class Measure:
     weights: Weights | None = fld(None, None)
     loss: LossTrace | None = fld(LossTrace(), None)
     theorem_check: TheoremCheck | None = fld(None, None)
+    linear_probe: LinearProbe | None = fld(None, None, added=True)
+    knn: KNN | None = fld(None, None, added=True)
 
 
 # ---- the experiment -----------------------------------------------------------------------
 
 Network = TreeReLU | MLP
-Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss
+Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss | NTXentLoss | ExactCovLoss
 Optimizer = SGD | Adam
 
 
@@ -298,7 +331,7 @@ class Config:
     device: str
     results: str  # results root (relative to the working directory), unless `--out` is given
     data: DataBlock
-    augment: Augment
+    augment: Augment | ImageAugment
     network: Network
     loss: Loss
     optimizer: Optimizer
@@ -308,10 +341,20 @@ class Config:
 
 # Blocks of an experiment: name -> (kinds, required). A kind of None means the block has none.
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
-    "data": ({"hltm": HLTM}, True),
-    "augment": ({None: Augment}, False),
+    "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
+    "augment": ({None: Augment, "images": ImageAugment}, False),
     "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
-    "loss": ({"simple": SimpleLoss, "triplet": TripletLoss, "infonce": InfoNCELoss, "byol": BYOLLoss}, True),
+    "loss": (
+        {
+            "simple": SimpleLoss,
+            "triplet": TripletLoss,
+            "infonce": InfoNCELoss,
+            "byol": BYOLLoss,
+            "nt_xent": NTXentLoss,
+            "exact_cov": ExactCovLoss,
+        },
+        True,
+    ),
     "optimizer": ({"sgd": SGD, "adam": Adam}, True),
     "train": ({None: Train}, False),
     "measure": ({None: Measure}, False),
@@ -319,12 +362,15 @@ BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
 
 # Sub-blocks that may appear in a block (switched on by a flag, `name = true`, or `name {..}`).
 SUBBLOCKS: dict[type, dict[str, type]] = {
+    ImageAugment: AUGMENT_STEPS,
     Measure: {
         "latent_correlation": LatentCorrelation,
         "covariance_operator": CovarianceOperator,
         "weights": Weights,
         "loss": LossTrace,
         "theorem_check": TheoremCheck,
+        "linear_probe": LinearProbe,
+        "knn": KNN,
     },
 }
 

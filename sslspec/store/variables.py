@@ -207,7 +207,34 @@ VARIABLES: tuple[Entry, ...] = (
         measure="weights",
     ),
     Entry("weight_norm", ("epoch", NET), "1", "Frobenius norm of each node's weights", measure="weights"),
+    Entry(
+        "probe_accuracy",
+        ("epoch",),
+        "1",
+        "linear probe on frozen encoder features: accuracy on the test split",
+        "float64",
+        measure="linear_probe",
+    ),
+    Entry(
+        "probe_train_accuracy",
+        ("epoch",),
+        "1",
+        "linear probe on frozen encoder features: accuracy on the train split it was fit on",
+        "float64",
+        measure="linear_probe",
+    ),
+    Entry(
+        "knn_accuracy",
+        ("epoch",),
+        "1",
+        "cosine k-NN accuracy of frozen encoder features",
+        "float64",
+        measure="knn",
+    ),
 )
+
+# The readout's variables by what they hold (runtime.images.readout fills them).
+READOUT = {"probe": "probe_accuracy", "probe_train": "probe_train_accuracy", "knn": "knn_accuracy"}
 
 BY_NAME: dict[str, Entry] = {e.name: e for e in (*COORDS, *VARIABLES)}
 THEOREM = tuple(e.name for e in VARIABLES if e.measure == _TC)

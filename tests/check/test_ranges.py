@@ -40,9 +40,29 @@ BASE = """experiment a {{
 """
 KINDS = {"network": "tree_relu { width = 4 }", "loss": "simple { beta = 0 }", "optimizer": "sgd { lr = 0.1 }"}
 
+# The same for image data (no latent measurements); `augment images` with every step on.
+IMAGES = """experiment a {{
+  data {data}
+  augment images {{ blur = true; solarize = true }}
+  network mlp {{ widths = [4] }}
+  loss simple {{ beta = 0 }}
+  optimizer sgd {{ lr = 0.1 }}
+  train {{ batch = 1; samples = 4; epochs = 2 }}
+  measure {{ weights; linear_probe; knn }}
+}}
+"""
+# Fields and kinds that only image data has (the HLTM base refuses them for that alone).
+IMAGE_ONLY = ("measure.linear_probe.", "measure.knn.")
+IMAGE_ONLY_KINDS = ("nt_xent", "exact_cov")
+
 
 def spec_for(block: str | None, kind: str | None) -> str:
-    """BASE with `block` of the given kind (its other fields at their defaults)."""
+    """BASE with `block` of the given kind (its other fields at their defaults); IMAGES for an
+    image data kind or the image augmentations."""
+    if block == "data" and kind != "hltm":
+        return IMAGES.format(data=f'{kind} {{ root = "." }}' if kind != "digits" else "digits { }")
+    if block == "augment":
+        return IMAGES.format(data="digits { }")
     kinds = dict(KINDS)
     if block in kinds and kind is not None:
         kinds[block] = f"{kind} {{ }}"
@@ -59,7 +79,11 @@ class Case:
     kind: str | None = None
 
     def lower(self) -> object:
-        return lower("a.ssl", [f"{self.path}={self.text}"], text=spec_for(self.block, self.kind))
+        images = self.path.startswith(IMAGE_ONLY) or self.kind in IMAGE_ONLY_KINDS
+        text = IMAGES.format(data="digits { }") if images else spec_for(self.block, self.kind)
+        if images and self.block == "loss":
+            text = text.replace("simple { beta = 0 }", f"{self.kind} {{ }}")
+        return lower("a.ssl", [f"{self.path}={self.text}"], text=text)
 
 
 def _sides(t: IntT | FloatT) -> Iterator[tuple[float, float, str]]:
@@ -106,6 +130,8 @@ def _cases() -> Iterator[tuple[str, Case, Case, str]]:
     ]
     subs = schema.SUBBLOCKS[schema.Measure]
     owners += [(cls, f"measure.{name}.", None, None) for name, cls in subs.items()]
+    steps = schema.SUBBLOCKS[schema.ImageAugment]
+    owners += [(cls, f"augment.{name}.", "augment", "images") for name, cls in steps.items()]
     for cls, prefix, block, kind in owners:
         for path, wrap, t, lo, hi in _bounded(cls, prefix):
             label = f"{path}[{kind}]" if kind else path
@@ -152,6 +178,8 @@ def test_the_schema_walk_finds_the_known_ranges() -> None:
         "measure.theorem_check.nodes",
         "measure.theorem_check.batches",
         "measure.covariance_operator.top",
+        "data.size[digits]",
+        "augment.blur.p[images]",
         "seed",
     } <= ids
     assert len(CASES) >= 50

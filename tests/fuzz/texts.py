@@ -98,7 +98,9 @@ def value_text(t: Any, valid: bool = False) -> st.SearchStrategy[str]:
     elif isinstance(t, BoolT):
         right = st.sampled_from(["true", "false"])
     elif isinstance(t, ChoiceT):
-        right = st.sampled_from(t.options) | st.sampled_from(t.options).map(json.dumps)
+        bare = [o for o in t.options if o.isidentifier()]  # "train+unlabeled" is written as a string
+        quoted = st.sampled_from(t.options).map(json.dumps)
+        right = st.sampled_from(bare) | quoted if bare else quoted
     elif isinstance(t, CallT):
         right = _call_text(t, valid)
     elif isinstance(t, ListT):

@@ -91,7 +91,8 @@ def test_plan_config_reads_back_from_its_json() -> None:
 
 
 def test_every_default_is_explicit_in_the_plan(tmp_path: Path) -> None:
-    """A spec without augment/train/measure gets them with defaults; measure.samples is train.samples."""
+    """A spec without augment/train/measure gets them with defaults; measure.samples is train.samples;
+    only fields added after results existed (schema.fld's `added`) are left out at their default."""
     (run,) = _plan(MINIMAL, tmp_path).runs
     data = config_to_data(run.config)
     assert data["augment"] == {"share": 0, "flip": 0.0, "negative": "independent"}
@@ -102,10 +103,13 @@ def test_every_default_is_explicit_in_the_plan(tmp_path: Path) -> None:
     assert data["data"]["tree"] == [[2, 2], [2, 2]]  # depth 3: root, 2 latents, 4 latents, 8 leaves
     assert data["data"]["polarity"] == {"kind": "uniform", "low": 0.7, "high": 1.0}
     assert data["network"]["activation"] == {"name": "relu", "slope": 0.0}
+    assert "linear_probe" not in data["measure"] and "knn" not in data["measure"]
     for block, kinds_required in schema.BLOCKS.items():
         kinds = kinds_required[0]
         cls = kinds[data[block].get("kind")]
-        assert set(data[block]) - {"kind"} == {a.name for a in attrs.fields(cls)}
+        assert set(data[block]) - {"kind"} == {
+            a.name for a in attrs.fields(cls) if not a.metadata.get("added")
+        }
     # The only nulls left are measurements that are switched off.
     nulls = [p for p, v in _leaves(data) if v is None]
     assert nulls == [

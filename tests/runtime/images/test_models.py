@@ -1,0 +1,148 @@
+"""Image augmentations, encoders, losses and the probe: shapes, determinism, reference values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from runtime.images.augment import CIFAR10_STEPS, STL10_STEPS, Pipeline
+from runtime.images.encoders import HeadOptions, build_encoder, mlp_head
+from runtime.images.evaluate import Split, knn, linear_probe
+from runtime.images.objectives import exact_cov, nt_xent
+
+
+def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+
+
+def test_augment_same_generator_state_same_views_and_global_rng_untouched() -> None:
+    """Views depend only on the data generator's state: equal states give equal batches, a
+    restored state (resume) repeats the next batch, and torch's global RNG is left as it was."""
+    pipe, x = Pipeline(CIFAR10_STEPS, 32), _batch()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    before = torch.random.get_rng_state()
+    a1, b1 = pipe.views(x, g1)
+    a2, b2 = pipe.views(x, g2)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and not torch.equal(a1, b1)
+    saved = g1.get_state()
+    nxt = pipe(x, g1)
+    g3 = torch.Generator()
+    g3.set_state(saved)
+    assert torch.equal(pipe(x, g3), nxt)
+    assert a1.shape == (8, 3, 32, 32) and a1.dtype == torch.float32
+
+
+def test_augment_params_differ_per_image_and_stl_pipeline_resizes() -> None:
+    """kornia draws per image: copies of one image get different views; STL-10's pipeline (blur, no
+    normalization) keeps values in [0, 1]."""
+    one = _batch(1).expand(6, -1, -1, -1).contiguous()
+    v = Pipeline(CIFAR10_STEPS, 32)(one, torch.Generator().manual_seed(0))
+    assert len({tuple(v[i].flatten()[:50].tolist()) for i in range(6)}) == 6
+    s = Pipeline(STL10_STEPS, 24)(_batch(4, 48), torch.Generator().manual_seed(0))
+    assert s.shape == (4, 3, 24, 24) and float(s.min()) >= 0 and float(s.max()) <= 1
+
+
+@pytest.mark.parametrize(
+    ("depth", "stem", "size", "feat"),
+    [(18, "cifar", 32, 512), (18, "imagenet", 64, 512), (50, "cifar", 16, 2048)],
+)
+def test_resnet_shapes_both_stems(depth: int, stem: str, size: int, feat: int) -> None:
+    """ResNet-18/50 trunks give (B, 512/2048) features on either stem and the head (B, 128)."""
+    enc = build_encoder("resnet", torch.Generator().manual_seed(0), (512, 128), depth, stem)
+    x = torch.randn(2, 3, size, size)
+    assert enc.features(x).shape == (2, feat) and enc(x).shape == (2, 128)
+    if stem == "cifar":
+        assert enc.trunk.stem[0].kernel_size == (3, 3) and enc.trunk.stem[0].stride == (1, 1)
+        assert not any(isinstance(m, torch.nn.MaxPool2d) for m in enc.trunk.stem)
+    else:
+        assert any(isinstance(m, torch.nn.MaxPool2d) for m in enc.trunk.stem)
+
+
+def test_encoder_init_depends_only_on_the_generator() -> None:
+    """Same generator seed, same weights; another seed, other weights; the global RNG is not used."""
+    torch.manual_seed(0)
+    a = build_encoder("convnet", torch.Generator().manual_seed(1), (64, 32))
+    torch.manual_seed(99)
+    b = build_encoder("convnet", torch.Generator().manual_seed(1), (64, 32))
+    c = build_encoder("convnet", torch.Generator().manual_seed(2), (64, 32))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_head_options() -> None:
+    """The head's BN, affine and bias switches appear as asked; the last layer always has a bias."""
+    plain = mlp_head(8, (16, 4), HeadOptions(batch_norm=False, bias=False))
+    assert [type(m).__name__ for m in plain] == ["Linear", "ReLU", "Linear"]
+    assert plain[0].bias is None and plain[2].bias is not None
+    bn = mlp_head(8, (16, 4), HeadOptions(affine=False))
+    assert isinstance(bn[1], torch.nn.BatchNorm1d) and bn[1].weight is None
+
+
+def _nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
+    """Per anchor, a loop over the 2B - 1 others."""
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
+    b, total = z1.shape[0], 0.0
+    for i in range(2 * b):
+        p = (i + b) % (2 * b)
+        den = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(2 * b) if j != i)
+        total += -math.log(math.exp(float(z[i] @ z[p]) / tau) / den)
+    return total / (2 * b)
+
+
+def test_nt_xent_matches_a_loop() -> None:
+    """NT-Xent over 2B anchors with 2B - 2 negatives each equals a per-anchor loop."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = (
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+    )
+    assert float(nt_xent(z1, z2, 0.5)) == pytest.approx(_nt_xent_reference(z1, z2, 0.5), rel=1e-12)
+    assert float(nt_xent(z1, z1, 0.5)) < float(nt_xent(z1, z2, 0.5))
+
+
+def test_exact_cov_gradient_is_the_detached_weighted_simple_loss() -> None:
+    """exact_cov's gradient is that of sum_k w_k (r_pos - r_neg_k) with w fixed: no gradient flows
+    through the weights, and beta scales the positive term."""
+    g = torch.Generator().manual_seed(1)
+    z1 = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    loss = exact_cov(z1, z2, 0.5, beta=0.3)
+    (grad,) = torch.autograd.grad(loss, z1)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    r = 1 - z @ z.T
+    n, total = 8, 0.0
+    for i in range(n):
+        p = (i + 4) % n
+        negs = [j for j in range(n) if j not in (i, p)]
+        w = [float(torch.exp(-r[i, j].detach() / 0.5)) for j in negs]
+        w = [x / (1 + x) / 0.5 / len(negs) for x in w]
+        total = total + sum(wk * (1.3 * r[i, p] - r[i, j]) for wk, j in zip(w, negs, strict=True))
+    (ref,) = torch.autograd.grad(total / n, z1)
+    assert torch.allclose(grad, ref, atol=1e-14)
+
+
+def test_probe_separates_separable_features_and_not_random_labels() -> None:
+    """Linearly separable features: ~100% test accuracy (both selection rules); random labels: near
+    chance; k-NN agrees on the separable set."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 20, generator=g) * 4
+
+    def split(n: int) -> Split:
+        y = torch.randint(0, 5, (n,), generator=g)
+        return Split(centers[y] + torch.randn(n, 20, generator=g), y)
+
+    tr, te = split(500), split(300)
+    assert linear_probe(tr, te).accuracy > 0.98
+    res = linear_probe(tr, te, selection="validation")
+    assert res.accuracy > 0.98 and res.selection == "validation"
+    assert knn(tr, te, k=50) > 0.98
+    noise = Split(torch.randn(500, 20, generator=g), torch.randint(0, 5, (500,), generator=g))
+    noise_te = Split(torch.randn(2000, 20, generator=g), torch.randint(0, 5, (2000,), generator=g))
+    assert abs(linear_probe(noise, noise_te).accuracy - 0.2) < 0.05
