@@ -33,6 +33,7 @@ from torch import Tensor
 
 from runtime.images.objectives import TwoViews
 from runtime.losses import loss_value
+from runtime.stateless import Stateless
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
@@ -59,7 +60,7 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class Contrastive:
+class Contrastive(Stateless):
     """The contrastive family on distances between outputs (runtime.losses): views are x, x_pos
     and H negatives; `beta` is the simple loss's extra positive weight (0 for the others), which
     the theorem check's prediction needs."""
@@ -76,22 +77,6 @@ class Contrastive:
 
     def loss(self, z: Tensor, inputs: Tensor) -> Tensor:
         return loss_value(self.cfg, z[0], z[1], z[2:])
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []
-
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        return None
-
-    def after_step(self) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"a contrastive objective has no state to restore (got {sorted(state)})")
 
 
 # loss kind -> (config, the run's network) -> its objective

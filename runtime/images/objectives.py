@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from runtime.stateless import Stateless
 from sslspec.spec.images import ExactCovLoss, NTXentLoss
 from sslspec.spec.schema import Config
 
@@ -57,7 +58,7 @@ def exact_cov(
     return ((1 + beta) * (w * r_pos).sum(1) - (w * r_neg).sum(1)).mean()
 
 
-class TwoViews:
+class TwoViews(Stateless):
     """The objective of `loss nt_xent` and `loss exact_cov` (runtime.objective's interface): two
     views per image and no separately drawn negatives (the batch's other views are the negatives),
     no state of its own."""
@@ -76,19 +77,3 @@ class TwoViews:
         if isinstance(self.cfg, NTXentLoss):
             return nt_xent(z[0], z[1], self.cfg.temperature)
         return exact_cov(z[0], z[1], self.cfg.temperature, self.cfg.beta)
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []
-
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        return None
-
-    def after_step(self) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"a two-view objective has no state to restore (got {sorted(state)})")
