@@ -30,7 +30,7 @@ from sslspec.spec.plan import Plan, Run
 from sslspec.store import index, location
 from sslspec.store.files import Files
 from sslspec.store.layout import INDEX, Status
-from sslspec.store.lease import driver_lease
+from sslspec.store.lease import check_free, driver_lease
 from sslspec.store.location import Location, Place
 
 
@@ -88,7 +88,10 @@ def execute_all(
 
         executor = executor or LocalExecutor()
         roots = list(dict.fromkeys(job.out for job in jobs))
-        with driver_lease(roots) if getattr(executor, "exclusive", False) else nullcontext():
+        exclusive = getattr(executor, "exclusive", False)
+        if not exclusive:
+            check_free(roots)  # a cluster driver's workers take no run locks
+        with driver_lease(roots) if exclusive else nullcontext():
             for i, outcome in executor.run(jobs, on_event):
                 failed += _report(i, jobs[i], outcome, progress, files)
     return 1 if failed else 0

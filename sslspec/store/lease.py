@@ -17,6 +17,10 @@ The guarantee, precisely:
 - a lease whose driver died without removing it (SIGKILL, a lost machine) stays: on the same host
   a lease whose pid no longer runs is taken over; elsewhere the message says to remove the file
   once that driver is known to be gone.
+Local runs (`sslspec run` without `--executor ray`, any `-j`) share a root through per-run flock
+locks, which a cluster driver's workers do not take: a local run therefore refuses a root whose
+lease a live driver holds (`check_free`), and a cluster driver refuses a root that a local run is
+using only through the version claims below.
 Inside a root, versions are still claimed one by one (sslspec.store.write.claim_version), so even
 two drivers never overwrite a version; they could only duplicate work.
 """
@@ -72,6 +76,18 @@ def driver_lease(roots: Sequence[Place]) -> Iterator[None]:
         for root in taken:
             with contextlib.suppress(OSError):
                 release(root)
+
+
+def check_free(roots: Sequence[Place]) -> None:
+    """For a local run: SpecError when a live cluster driver holds the lease of one of `roots`
+    (a stale lease of this host, or an unreadable one being written, is not in the way)."""
+    for root in roots:
+        path = root / LEASE
+        if not path.exists():
+            continue
+        holder = _holder(path)
+        if holder is not None and not _stale(holder):
+            raise SpecError([Diagnostic(_refusal(root, path, holder))])
 
 
 def _create(path: Place, data: bytes) -> bool:

@@ -51,3 +51,27 @@ def test_a_lease_from_another_host_is_never_taken_over(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="pid 1 on elsewhere"):
         acquire(tmp_path)
     assert (tmp_path / LEASE).exists()
+
+
+def test_a_local_run_refuses_a_root_a_live_cluster_driver_holds(tmp_path: Path) -> None:
+    """`sslspec run` without Ray takes per-run flocks that a cluster driver's workers do not: while a
+    live driver holds the root's lease a local run exits 2 naming it and writes nothing; a stale
+    lease (its pid gone) does not stop it."""
+    from inprocess import sslspec_in_process
+
+    spec = Path(__file__).resolve().parents[2] / "specs" / "quickstart.ssl"
+    out = tmp_path / "out"
+    sets = ["--set", "train.samples=128", "--set", "train.epochs=1", "--set", "measure.samples=256"]
+    with driver_lease([of(str(out))]), sslspec_in_process() as cli:
+        held = cli("run", spec, "--out", out, "-j", "1", *sets)
+        assert held.exit_code == 2 and "in use by another sslspec driver" in held.output
+        assert sorted(p.name for p in out.iterdir()) == [LEASE]
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (out / LEASE).write_text(
+        json.dumps({"host": os.uname().nodename, "pid": int(dead.stdout), "started": "x"})
+    )
+    with sslspec_in_process() as cli:
+        free = cli("run", spec, "--out", out, "-j", "1", *sets)
+    assert free.exit_code == 0, free.output
