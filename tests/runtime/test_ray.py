@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from test_executor import short_spec
 from test_resume import identical
 from test_run import stores
 
-from runtime.job import EpochDone, Event
+from runtime.executor import OnEvent
+from runtime.job import EpochDone, Event, Job, Outcome
 from runtime.run import execute_all, make_jobs
 from sslspec.errors import SpecError
 from sslspec.spec.lower import lower
@@ -136,3 +138,51 @@ def test_a_second_driver_on_the_same_root_is_refused(tmp_path: Path) -> None:
         assert execute_all([(plan, str(out))], "cpu", executor=RayExecutor()) == 0
     assert not (out / ".driver").exists()
     assert xr.open_zarr(*stores(out), consolidated=False).attrs["status"] == "complete"
+
+
+class _CtrlC(RayExecutor):
+    """A Ray executor whose driver gets Ctrl-C (KeyboardInterrupt in its event loop) once a run
+    has finished its first epoch, i.e. once a checkpoint exists."""
+
+    def run(self, jobs: Sequence[Job], on_event: OnEvent) -> Iterator[tuple[int, Outcome]]:
+        def interrupt_after_epoch_1(i: int, event: Event) -> None:
+            on_event(i, event)
+            if isinstance(event, EpochDone) and event.epoch >= 1:
+                raise KeyboardInterrupt
+
+        yield from super().run(jobs, interrupt_after_epoch_1)
+
+
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_every_run_resumable(tmp_path: Path) -> None:
+    """Ctrl-C in the driver: every task still out is cancelled (its worker process is gone), the
+    root's lease is released and no interrupted version is complete; the same command then ends
+    every run with exactly one complete version, each version interrupted after its checkpoint
+    resumed in place (one interrupted before it stays visibly `running` beside a clean one)."""
+    spec, out = short_spec(tmp_path, SWEEP), tmp_path / "out"
+    plan = lower(spec, LONGER)
+    executor = _CtrlC(gpus=0)
+    with torch_state_kept():
+        with pytest.raises(KeyboardInterrupt):
+            execute_all([(plan, str(out))], "cpu", executor=executor)
+        assert not (out / ".driver").exists()
+        interrupted = stores(out)
+        assert interrupted and {version_attrs(p)["status"] for p in interrupted} == {"running"}
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in executor.pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in executor.pids.values()), executor.pids
+        checkpointed = [p for p in interrupted if p.with_suffix(".ckpt.pt").exists()]
+        assert checkpointed, "no run was interrupted after a checkpoint"
+        assert execute_all([(plan, str(out))], "cpu", executor=RayExecutor(gpus=0)) == 0
+    complete = [p for p in stores(out) if version_attrs(p)["status"] == "complete"]
+    assert sorted(p.parent.name for p in complete) == sorted(r.id for r in plan.runs)
+    for p in checkpointed:
+        assert p in complete and "resumed" in version_attrs(p), p
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
