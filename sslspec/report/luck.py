@@ -115,13 +115,9 @@ def _rows(
             continue
         out["init_best"][i], out["final_best"][i] = x.max(), y.max()
         out["spearman"][i] = spearman(x, y)
-        # k >= units makes a hit certain: no information, so NaN like an undefined Spearman
-        out["hit"][i] = [top_k_hit(x, y, k) if k < x.size else np.nan for k in ks]
+        out["hit"][i] = hits(x, y, ks)
         out["chance"][i] = np.where(np.isfinite(out["hit"][i]), np.asarray(ks) / x.size, np.nan)
-        null = [
-            (spearman(p, y), [top_k_hit(p, y, k) if k < x.size else np.nan for k in ks])
-            for p in _permuted(x, perms, rng)
-        ]
+        null = [(spearman(p, y), hits(p, y, ks)) for p in _permuted(x, perms, rng)]
         if null:
             out["null_spearman"][i] = _finite_mean(np.array([s for s, _ in null]))
             out["null_hit"][i] = _finite_mean(np.array([h for _, h in null]))
@@ -156,7 +152,7 @@ def _cross_seed(a0: np.ndarray, a1: np.ndarray, axis: int, ks: Sequence[int]) ->
         live = np.isfinite(flat0[i]) & np.isfinite(flat1[i])
         if live.any():
             sp[i] = spearman(flat0[i][live], flat1[i][live])
-            hit[i] = [top_k_hit(flat0[i][live], flat1[i][live], k) for k in ks]
+            hit[i] = hits(flat0[i][live], flat1[i][live], ks)
     return {"spearman": sp.reshape(a0.shape[:-1]), "hit": hit.reshape(*a0.shape[:-1], len(ks))}
 
 
@@ -179,6 +175,12 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     rx, ry = ranks(x) - (x.size + 1) / 2, ranks(y) - (y.size + 1) / 2
     den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
     return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def hits(x: np.ndarray, y: np.ndarray, ks: Sequence[int]) -> list[float]:
+    """top_k_hit for each k; NaN where k >= the number of units (a hit is then certain and says
+    nothing, like an undefined Spearman). The observed, null and cross-seed hits all use this."""
+    return [top_k_hit(x, y, k) if k < x.size else float("nan") for k in ks]
 
 
 def top_k_hit(x: np.ndarray, y: np.ndarray, k: int) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sslspec.report.luck import luck, ranks, spearman, top_k_hit
+from sslspec.report.luck import hits, luck, ranks, spearman, top_k_hit
 from sslspec.report.luck_section import section
 from sslspec.report.sweep import SweepResults
 
@@ -103,6 +103,7 @@ def test_rank_statistics_on_known_values() -> None:
     y = np.array([0.0, 0.0, 1.0, 0.0])  # the best final unit is unit 2, third at initialization
     assert top_k_hit(x, y, 2) == 0.0 and top_k_hit(x, y, 3) == 1.0
     assert np.isnan(top_k_hit(np.zeros(4), y, 1))  # every unit dead at initialization
+    assert hits(x, y, (2, 3, 4))[:2] == [0.0, 1.0] and np.isnan(hits(x, y, (4,))[0])  # k >= units: NaN
 
 
 def test_report_section_has_baselines_and_figure(tmp_path: Path) -> None:
