@@ -252,10 +252,7 @@ def _classes(checker: _Checker, cfg: Config, data: schema.HLTM, at: At) -> None:
     measured = m.covariance_operator is not None or m.theorem_check is not None
     if not measured or data.tree is None or cfg.augment.share >= data.depth:
         return
-    nodes, level = 0, [data.tree]
-    for _ in range(cfg.augment.share + 1):
-        nodes += len(level)
-        level = [child for node in level if not isinstance(node, int) for child in node]
+    nodes = sum(len(level) for level in _latent_levels(data.tree)[: cfg.augment.share + 1])
     count = data.states**nodes
     if count > schema.MAX_CLASSES:
         checker.bad(
@@ -409,12 +406,20 @@ def _operator_levels(net: schema.Network, tree: Any) -> list[tuple[int, int]]:
         widths = tuple(reversed(net.widths))  # level 0 = the output layer
         fan_in = (*widths[1:], _count_leaves(tree))
         return [(1, f * w) for f, w in zip(fan_in, widths, strict=True)]
-    out, level = [], [tree]
-    while level:
+    out = []
+    for level in _latent_levels(tree):
         fans = [node if isinstance(node, int) else len(node) * net.width for node in level]
         out.append((len(level), max(fans) * net.width))
-        level = [child for node in level if not isinstance(node, int) for child in node]
     return out
+
+
+def _latent_levels(tree: Any) -> list[list[Any]]:
+    """The latent nodes of each level, root first (a node is a list of children or a leaf count)."""
+    levels, level = [], [tree]
+    while level:
+        levels.append(level)
+        level = [child for node in level if not isinstance(node, int) for child in node]
+    return levels
 
 
 def _gib(count: int) -> str:
