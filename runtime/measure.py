@@ -14,6 +14,7 @@ the class of a sample is the joint value of the latents the positive view shares
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -24,9 +25,8 @@ from runtime.spectrum import product_fro, spectrum
 from sslspec.spec import schema
 
 FLOAT = torch.float64
-_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
-_BLOCK_NUMBERS = 1 << 22  # Jacobian entries per block of the class sums (a 32 MiB float64 copy)
-_ONEHOT_MAX = 4  # up to this many classes: one bmm over one-hot-spread inputs, else sorted groups
+_BLOCK_NUMBERS = 1 << 20  # Jacobian entries per float64 copy of the class sums (8 MiB, reused)
+_MOMENT_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
 MAX_CLASSES = schema.MAX_CLASSES  # checked in the front end; kept here for a direct caller
 
 
@@ -113,47 +113,50 @@ def tree_fan_in(layout: Layout, width: int) -> tuple[Tensor, ...]:
     return tuple(m.sum(dim=1) * (1 if lvl == last else width) for lvl, m in enumerate(layout.child_mask))
 
 
-def _class_sums(cls: Tensor, n_cls: int, f: Tensor, jac: Tensor) -> Tensor:
-    """Per-class sums of K = f (x) J without forming K per sample: (C, N, F, D, W) float64.
+def _class_sums(counts: Sequence[int], f: Tensor, jac: Tensor, out: Tensor, scratch: Scratch) -> None:
+    """Add the per-class sums of K = f (x) J to out (C, N, F, D, W) float64, without forming K per sample.
 
-    cls (B,), f (B, N, F), jac (B, N, D, W). Class-grouped matrix products over blocks of samples
-    (float64 copies of at most _BLOCK_NUMBERS Jacobian entries): for few classes one bmm per block
-    whose inputs are spread into one row block per class (one-hot: (N, C F, b) @ (N, b, D W), a
-    single pass over the Jacobians); for many, the block sorted by class and one bmm per class
-    present (cost independent of C).
+    f (B, N, F), jac (B, N, D, W) with the samples grouped by class, counts[c] of class c in order
+    (`CovarianceOperator.update` sorts them). The inputs are copied to float64 (the products of
+    float32 numbers are then exact, and every sum is a float64 sum), block by block into reused
+    buffers of at most _BLOCK_NUMBERS Jacobian entries, and each class's run of a block is one bmm
+    (N, F, b) @ (N, b, D W). A Jacobian that is the same for every sample (stride 0 along the
+    batch, as the root's identity is) needs no product per sample: the class's inputs are summed
+    and multiplied by it once.
     """
     (b, n, nf), (nd, nw) = f.shape, jac.shape[-2:]
-    few = n_cls <= _ONEHOT_MAX
-    out = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)  # few: (N, C F, D W)
-    if not few:
-        out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
+    acc = out.view(out.shape[0], n, nf, nd * nw)  # (C, N, F, D W)
+    ends = list(itertools.accumulate(counts))
+    bounds = [(c, end - k, end) for c, (k, end) in enumerate(zip(counts, ends, strict=True)) if k]
+    if jac.stride(0) == 0:
+        j0 = jac[0].reshape(n, 1, nd * nw).to(FLOAT)  # (N, 1, D W)
+        for c, s, e in bounds:
+            acc[c] += f[s:e].sum(dim=0, dtype=FLOAT)[:, :, None] * j0
+        return
     step = max(1, _BLOCK_NUMBERS // (n * nd * nw))
     for s in range(0, b, step):
-        c = cls[s : s + step]  # (b,)
-        # node-major float64 copies in one pass whatever the layout (the network's is node-major)
-        fb = _node_major(f[s : s + step].permute(1, 2, 0))  # (N, F, b)
-        jb = _node_major(jac[s : s + step].transpose(0, 1)).view(n, -1, nd * nw)  # (N, b, D W)
-        if few:
-            onehot = torch.nn.functional.one_hot(c, n_cls).T.to(FLOAT)  # (C, b)
-            spread = onehot[None, :, None, :] * fb[:, None, :, :]  # (N, C, F, b)
-            out += torch.bmm(spread.reshape(n, n_cls * nf, -1), jb)
-            continue
-        order = torch.argsort(c, stable=True)
-        counts = torch.bincount(c, minlength=n_cls)
-        present = counts.nonzero().flatten()
-        fs, js = fb[:, :, order], jb[:, order]  # (N, F, b), (N, b, D W): grouped by class
-        start = 0
-        for k, size in zip(present.tolist(), counts[present].tolist(), strict=True):
-            out[k] += torch.bmm(fs[:, :, start : start + size], js[:, start : start + size])
-            start += size
-    if few:
-        return out.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
-    return out.reshape(n_cls, n, nf, nd, nw)
+        e = min(s + step, b)
+        # node-major float64 copies: plain conversions for the network's (N, B, .) layout
+        fb = scratch.copy("f", f[s:e].transpose(0, 1))  # (N, b, F)
+        jb = scratch.copy("jac", jac[s:e].transpose(0, 1)).view(n, e - s, nd * nw)  # (N, b, D W)
+        for c, lo, hi in bounds:
+            lo, hi = max(lo, s) - s, min(hi, e) - s
+            if lo < hi:
+                acc[c] += torch.bmm(fb[:, lo:hi].mT, jb[:, lo:hi])
 
 
-def _node_major(x: Tensor) -> Tensor:
-    """A contiguous float64 copy of x (one pass, whatever x's strides)."""
-    return torch.empty(x.shape, dtype=FLOAT, device=x.device).copy_(x)
+class Scratch:
+    """Float64 buffers reused across blocks and updates (no allocation per block), by name."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, Tensor] = {}
+
+    def copy(self, name: str, x: Tensor) -> Tensor:
+        """A contiguous float64 copy of x (one pass, whatever x's strides) in the buffer `name`."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < x.numel() or buf.device != x.device:
+            buf = self.buffers[name] = torch.empty(x.numel(), dtype=FLOAT, device=x.device)
+        return buf[: x.numel()].view(x.shape).copy_(x)
 
 
 def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
@@ -164,8 +167,8 @@ def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
     """
     (b, n, nf), nw, ns = f.shape, jac.shape[-1], len(sel)
     acc = torch.zeros(ns * n, nf * nf, nw * nw, dtype=FLOAT, device=f.device)
-    for s in range(0, b, _BLOCK):
-        fb, jb = f[s : s + _BLOCK].to(FLOAT), jac[s : s + _BLOCK].to(FLOAT)
+    for s in range(0, b, _MOMENT_BLOCK):
+        fb, jb = f[s : s + _MOMENT_BLOCK].to(FLOAT), jac[s : s + _MOMENT_BLOCK].to(FLOAT)
         ff = fb[:, sel, None, :, None] * fb[:, None, :, None, :]  # (b, S, N, F, F)
         jj = torch.einsum("bsdo,bmdp->bsmop", jb[:, sel], jb)  # (b, S, N, W, W)
         acc += torch.bmm(
@@ -235,6 +238,7 @@ class CovarianceOperator:
         self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
         self._factors: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
+        self._scratch = Scratch()
 
     @classmethod
     def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:
@@ -253,11 +257,17 @@ class CovarianceOperator:
             self.sums = [torch.zeros(0, device=dev)] * len(inputs)
             self.moments = [torch.zeros(0, device=dev)] * len(inputs)
         self._factors.clear()
-        self.counts += torch.bincount(cls, minlength=self.n_classes).to(FLOAT)
+        counts = torch.bincount(cls, minlength=self.n_classes)
+        self.counts += counts.to(FLOAT)
+        grouped = len(cls) < 2 or bool((cls[1:] >= cls[:-1]).all())  # measure_pass sorts by class
+        order = None if grouped else torch.argsort(cls, stable=True)
         for lvl, (f, j) in enumerate(zip(inputs, jac, strict=True)):
             f, j = f.detach(), j.detach()
-            sums = _class_sums(cls, self.n_classes, f, j)
-            self.sums[lvl] = sums if self.sums[lvl].numel() == 0 else self.sums[lvl] + sums
+            if self.sums[lvl].numel() == 0:
+                shape = (self.n_classes, *f.shape[1:], *j.shape[-2:])  # (C, N, F, D, W)
+                self.sums[lvl] = torch.zeros(shape, dtype=FLOAT, device=dev)
+            by_class = (f, j) if order is None else (f[order], j if j.stride(0) == 0 else j[order])
+            _class_sums(counts.tolist(), *by_class, self.sums[lvl], self._scratch)
             sel = self.within[lvl].to(dev)
             if len(sel):
                 mom = _cross_moment(f, j, sel)

@@ -21,6 +21,9 @@ from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
+# Samples per forward in a chunk, by device type: on the CPU a block's activations and Jacobians
+# (B N D W numbers a level) stay in cache for the accumulators that read them; a GPU wants whole chunks.
+BLOCK = {"cpu": 256}
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,38 @@ def measure_pass(
     """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
     return the count. The latent correlation and the dead units see the plain samples; the operator
     sees them as a view would (`DataSource.augment`: leaf flips), so that its class means average
-    over every augmentation the spec declares (a second forward only when flips are on)."""
+    over every augmentation the spec declares (a second forward only when flips are on).
+
+    With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
+    blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
+    then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None) and left > 0:
         b = min(CHUNK, left)
         left -= b
         sample = ctx.source.measure_batch(b, gen)
-        plain = ctx.net(sample.inputs(ctx.dtype)) if corr is not None else None
-        if corr is not None and plain is not None:
-            corr.update(ctx.source.latents(sample), plain.pre)
-            if dead is not None:
-                dead.update(plain.pre)
+        plain = seen = sample.inputs(ctx.dtype)
+        latents = ctx.source.latents(sample) if corr is not None else ()
+        cls = torch.zeros(0, dtype=torch.long)
         if op is not None:
-            seen = ctx.source.augment(sample, gen)
-            fwd = plain if plain is not None and seen is sample else ctx.net(seen.inputs(ctx.dtype))
-            op.update(ctx.source.classes(seen), fwd.inputs, ctx.net.jacobians(fwd))
+            augmented = ctx.source.augment(sample, gen)
+            cls = ctx.source.classes(augmented)
+            order = torch.argsort(cls, stable=True)
+            cls, plain = cls[order], plain[order]
+            seen = plain if augmented is sample else augmented.inputs(ctx.dtype)[order]
+            latents = [z[order] for z in latents]
+        step = BLOCK.get(plain.device.type, CHUNK)
+        for s in range(0, b, step):
+            rows = slice(s, s + step)
+            fwd = ctx.net(plain[rows]) if corr is not None or seen is plain else None
+            if corr is not None and fwd is not None:
+                corr.update([z[rows] for z in latents], fwd.pre)
+                if dead is not None:
+                    dead.update(fwd.pre)
+            if op is not None:
+                fwd = fwd if fwd is not None and seen is plain else ctx.net(seen[rows])
+                op.update(cls[rows], fwd.inputs, ctx.net.jacobians(fwd))
     return total
 
 
