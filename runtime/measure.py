@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from runtime.layout import Layout
-from runtime.spectrum import product_fro, spectrum
+from runtime.spectrum import class_contrasts, product_fro, spectrum
 from sslspec.spec import schema
 
 FLOAT = torch.float64
-_BLOCK_NUMBERS = 1 << 20  # Jacobian entries per float64 copy of the class sums (8 MiB, reused)
+_BLOCK_NUMBERS = 1 << 18  # Jacobian entries per float64 copy of the class sums (2 MiB, reused)
 _MOMENT_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
 MAX_CLASSES = schema.MAX_CLASSES  # checked in the front end; kept here for a direct caller
 
@@ -288,10 +288,13 @@ class CovarianceOperator:
         return k.transpose(-1, -2).reshape(*lead, nf * nw, nd)
 
     def level_factor(self, lvl: int) -> Tensor:
-        """(N_l, P_l, R) the factor A of every node of a level, OP = A A^T: its columns are
-        sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and output
-        d, so R = seen classes * D and OP's rank is at most R - D. Zero in padded rows. Kept until the
-        next `update` (the spectrum and the theorem check share it)."""
+        """(N_l, P_l, R) a factor A of every node of a level, OP = A A^T, with R = (C' - 1) * D
+        columns for the C' seen classes (OP's rank is at most that). The class-mean deviations
+        X = [sqrt(p_c) (Kbar_c - Kbar)]_c combine to zero with sqrt(p), so in an orthonormal basis Q
+        of sqrt(p)'s complement (`class_contrasts`) Q^T X keeps A A^T = X X^T with one class's
+        worth of columns (D) fewer; and Q^T X = Q^T [sqrt(p_c) Kbar_c]_c, from the class sums
+        directly. Columns contrast major, output d minor; rows in the paper's order; zero in padded
+        rows. Kept until the next `update` (the spectrum and the theorem check share it)."""
         if lvl not in self._factors:
             if not self.sums:
                 raise ValueError("no samples were accumulated")
@@ -299,9 +302,8 @@ class CovarianceOperator:
             if not bool((counts > 0).all()):
                 seen = (counts > 0).nonzero().flatten()
                 sums, counts = sums[seen], counts[seen]  # (C', N, F, D, W), (C',)
-            root_p = (counts / total).sqrt()[:, None, None, None, None]
-            delta = sums * (root_p / counts[:, None, None, None, None])
-            delta -= root_p * (self.sums[lvl].sum(dim=0) / total)  # sqrt(p_c) (Kbar_c - Kbar)
+            root_p = (counts / total).sqrt()
+            delta = class_contrasts(sums, root_p, scale=root_p / counts)  # (C' - 1, N, F, D, W)
             c, n, nf, nd, nw = delta.shape
             self._factors[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
         return self._factors[lvl]
@@ -363,8 +365,9 @@ class CovarianceOperator:
     def result(self) -> dict[str, Tensor]:
         """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node.
 
-        Per level from the factor A (`level_factor`) by runtime.spectrum's cheaper exact route (the
-        Gram matrix when R < P_l); the dense P x P matrices are formed for `full` only."""
+        From the factors A (`level_factor`) by runtime.spectrum's cheaper exact route (the Gram
+        matrix when R < P_l), one call for each run of consecutive levels whose factors have the
+        same shape; the dense P x P matrices are formed for `full` only."""
         factors = [self.level_factor(lvl) for lvl in range(len(self.fan_in))]
         widths = [self.sums[lvl].shape[-1] for lvl in range(len(factors))]
         dev = factors[0].device
@@ -376,11 +379,14 @@ class CovarianceOperator:
         out["trace"], out["fro"] = nan(self.n_nodes), nan(self.n_nodes)
         if self.full:
             out["full"] = nan(self.n_nodes, p_max, p_max)
-        for lvl, a in enumerate(factors):
-            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + a.shape[0]), a.shape[1]
-            spec = spectrum(a, size[rows], self.top)
+        for first, last in _same_shape_runs(factors):
+            a = factors[first] if first == last else torch.cat(factors[first : last + 1])
+            rows = slice(self.offsets[first], self.offsets[last] + factors[last].shape[0])
+            spec, p_l = spectrum(a, size[rows], self.top), a.shape[1]
             out["eigvals"][rows], out["eigvecs"][rows, :p_l] = spec["eigvals"], spec["eigvecs"]
             out["trace"][rows], out["fro"][rows] = spec["trace"], spec["fro"]
+        for lvl, a in enumerate(factors):
+            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + a.shape[0]), a.shape[1]
             if self.full:
                 real = torch.arange(p_l, device=dev)[None, :] < size[rows, None]  # (N, P_l)
                 pad = ~(real[:, :, None] & real[:, None, :])
@@ -388,3 +394,14 @@ class CovarianceOperator:
         if self.official:
             out["conn"] = torch.cat([self.level_conn(lvl) for lvl in range(len(factors))])
         return out
+
+
+def _same_shape_runs(factors: Sequence[Tensor]) -> list[tuple[int, int]]:
+    """(first, last) level of each run of consecutive levels whose factors (N_l, P, R) share P and R."""
+    runs: list[tuple[int, int]] = []
+    for lvl, a in enumerate(factors):
+        if runs and factors[runs[-1][0]].shape[1:] == a.shape[1:]:
+            runs[-1] = (runs[-1][0], lvl)
+        else:
+            runs.append((lvl, lvl))
+    return runs

@@ -21,9 +21,10 @@ from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
-# Samples per forward in a chunk, by device type: on the CPU a block's activations and Jacobians
-# (B N D W numbers a level) stay in cache for the accumulators that read them; a GPU wants whole chunks.
+# Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
+# activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
 BLOCK = {"cpu": 256}
+JACOBIAN_NUMBERS = 1 << 19  # a CPU block's Jacobians at most (2 MiB of float32), down to 16 samples
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def measure_pass(
             cls, plain = cls[order], plain[order]
             seen = plain if augmented is sample else augmented.inputs(ctx.dtype)[order]
             latents = [z[order] for z in latents]
-        step = BLOCK.get(plain.device.type, CHUNK)
+        step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
             fwd = ctx.net(plain[rows]) if corr is not None or seen is plain else None
@@ -145,6 +146,18 @@ def measure_pass(
                 fwd = fwd if fwd is not None and seen is plain else ctx.net(seen[rows])
                 op.update(cls[rows], fwd.inputs, ctx.net.jacobians(fwd))
     return total
+
+
+def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
+    """Samples per forward of a measurement chunk: BLOCK for the device (a whole CHUNK where it names
+    none), fewer when their Jacobians (D * sum_l N_l W_l numbers a sample below the root's
+    identity) would pass JACOBIAN_NUMBERS."""
+    most = BLOCK.get(device.type)
+    if most is None:
+        return CHUNK
+    net = ctx.net
+    per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
+    return max(16, min(most, JACOBIAN_NUMBERS // max(per_sample, 1))) if jacobians else most
 
 
 def theorem_due(cfg: Config, epoch: int) -> bool:

@@ -15,7 +15,7 @@ from runtime import measure
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator
 from runtime.network import TreeNet
-from runtime.spectrum import spectrum, uses_gram
+from runtime.spectrum import class_contrasts, spectrum, uses_gram
 from runtime.theorem import predictions
 from sslspec.spec import schema
 
@@ -58,6 +58,27 @@ def factor_with_classes(n: int, p: int, classes: int, d: int, seed: int) -> torc
     delta = torch.randn(classes, n, p, d, generator=g, dtype=F64)
     delta = delta - torch.einsum("c,cnpd->npd", w, delta)  # sum_c w_c delta_c = 0
     return (delta * w.sqrt()[:, None, None, None]).permute(1, 2, 0, 3).reshape(n, p, classes * d)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 12])  # 12: beyond _FEW_CLASSES, applied as a reflection
+def test_class_contrasts_keep_the_operator_with_one_class_fewer(classes: int) -> None:
+    """Class deviations x_c = sqrt(p_c) (m_c - sum_j p_j m_j): their contrasts, and those of the raw
+    class sums scaled by sqrt(p_c) / n_c, give C - 1 rows (one zero row for one class) whose sum
+    of outer products is the same operator, to float64 precision."""
+    g = gen(classes)
+    n = torch.randint(1, 50, (classes,), generator=g).to(F64)
+    p = n / n.sum()
+    means = torch.randn(classes, 7, 3, generator=g, dtype=F64)
+    x = p.sqrt()[:, None, None] * (means - torch.einsum("c,cij->ij", p, means))  # (C, 7, 3)
+    want = x.reshape(classes, -1).T @ x.reshape(classes, -1)
+    for y in (
+        class_contrasts(x, p.sqrt()),
+        class_contrasts(means * n[:, None, None], p.sqrt(), p.sqrt() / n),
+    ):
+        assert y.shape == (max(classes - 1, 1), 7, 3)
+        flat = y.reshape(len(y), -1)
+        torch.testing.assert_close(flat.T @ flat, want, rtol=0, atol=1e-13)
+        assert classes > 1 or not y.any()
 
 
 @pytest.mark.parametrize("route", [None, "gram", "dense"])
@@ -120,7 +141,8 @@ def test_operator_routes_equal_the_per_sample_reference(
             want = torch.stack([block(paper, i, m, p) @ vecs[m] for m in range(sizes[lvl])])
             torch.testing.assert_close(acc.row_products(node, vecs), want, rtol=1e-12, atol=1e-14)
     seen = int((res["count"] > 0).sum())
-    assert uses_gram(4 * width, seen * out_dim) == (n_cls == 2)  # both routes are covered
+    assert acc.level_factor(0).shape[-1] == (seen - 1) * out_dim  # one class's columns fewer
+    assert uses_gram(4 * width, (seen - 1) * out_dim) == (n_cls == 2)  # both routes are covered
 
 
 def test_theorem_prediction_equals_dense_block_row() -> None:
