@@ -11,7 +11,7 @@ import torch
 import zarr
 from test_measure import block, operator_data
 
-from runtime import measure
+from runtime import connections
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator
 from runtime.network import TreeNet
@@ -119,7 +119,7 @@ def test_operator_routes_equal_the_per_sample_reference(
 ) -> None:
     """The accumulator's spectrum, trace, norms, official norm and block-row products equal the dense
     per-sample reference, in one block or many (class sums grouped by class), with unseen classes."""
-    monkeypatch.setattr(measure, "_BLOCK_NUMBERS", block_numbers)
+    monkeypatch.setattr(connections, "_BLOCK_NUMBERS", block_numbers)
     sizes, fans, width, out_dim = (1, 3), (4, 3), 3, 2
     cls, f, j = operator_data(150, sizes, fans, width, out_dim, n_cls)
     fan_in = [torch.full((k,), fan) for k, fan in zip(sizes, fans, strict=True)]
