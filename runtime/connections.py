@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 FLOAT = torch.float64
-_BLOCK_NUMBERS = 1 << 18  # Jacobian entries per float64 copy of the class sums (2 MiB, reused)
+_BLOCK_NUMBERS = 1 << 22  # Jacobian entries per float64 copy of the class sums at most (32 MiB, reused)
 _MOMENT_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
 
 

@@ -24,7 +24,9 @@ CHUNK = 4096  # measurement samples per batched pass
 # Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
 # activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
 BLOCK = {"cpu": 256}
-JACOBIAN_NUMBERS = 1 << 19  # a CPU block's Jacobians at most (2 MiB of float32), down to 16 samples
+JACOBIAN_NUMBERS = 1 << 19  # a CPU block's Jacobians at most (2 MiB of float32), down to MIN_BLOCK
+MIN_BLOCK = 64  # samples: fewer would make each class-sum product (N, F, b) @ (N, b, D W) as costly to
+# write out as to compute (its output is F D W a node whatever b), which is what wide nets have
 
 
 @dataclass(frozen=True)
@@ -150,14 +152,14 @@ def measure_pass(
 
 def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
     """Samples per forward of a measurement chunk: BLOCK for the device (a whole CHUNK where it names
-    none), fewer when their Jacobians (D * sum_l N_l W_l numbers a sample below the root's
-    identity) would pass JACOBIAN_NUMBERS."""
+    none), fewer (down to MIN_BLOCK) when their Jacobians (D * sum_l N_l W_l numbers a sample below
+    the root's identity) would pass JACOBIAN_NUMBERS."""
     most = BLOCK.get(device.type)
     if most is None:
         return CHUNK
     net = ctx.net
     per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
-    return max(16, min(most, JACOBIAN_NUMBERS // max(per_sample, 1))) if jacobians else most
+    return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1))) if jacobians else most
 
 
 def theorem_due(cfg: Config, epoch: int) -> bool:
