@@ -112,7 +112,7 @@ def per_width(width: int, repeats: int, dense_max_gib: float) -> dict[str, Any]:
         return op
 
     op = accumulate()
-    factors = [op.level_factor(lvl) for lvl in range(len(levels))]
+    factors = [op.reduced_factor(lvl) for lvl in range(len(levels))]
     sizes = [fan * width for fan in levels]
     p_of = [a.shape[1] for a in factors]
     dense_bytes = max(3 * a.shape[0] * a.shape[1] ** 2 * F64 for a in factors)

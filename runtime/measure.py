@@ -131,9 +131,9 @@ class CovarianceOperator:
     root's operator always is one: J = I there, so OP_root = Cov_x(E[f_in | class]) (x) I_W and
     each of its eigenvalues comes W times. The rank is at most (C - 1) * D; eigenvectors past it
     belong to numerically zero eigenvalues: an orthonormal basis of the null space, no information.
-    Everything is computed from the factor OP = A A^T (`level_factor`, P x C D), through the Gram
-    matrix A^T A when C D < P (runtime.spectrum), so no P x P matrix is formed unless `full`; the
-    theorem check applies the operator as A (A^T v) (`row_products`).
+    Everything is computed from a factor OP = A A^T (`reduced_factor`, P x (C - 1) D), through the
+    Gram matrix A^T A when (C - 1) D < P (runtime.spectrum), so no P x P matrix is formed unless
+    `full`; the theorem check applies the operator as A (A^T v) (`row_products`).
     within: global node ids whose within-class term E_x[V_aug[K | x]] is also accumulated
     (`within_row(node)`), for the theorem check with beta != 0; each costs a second moment
     against every node of its level (N_l F^2 W^2 per sample, dense: not low rank).
@@ -170,7 +170,8 @@ class CovarianceOperator:
         self.counts = torch.zeros(n_classes, dtype=FLOAT)
         self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
-        self._factors: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
+        self._factors: dict[int, Tensor] = {}  # per level, `reduced_factor` until the next update
+        self._deviations: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
         self._scratch = Scratch()
 
     @classmethod
@@ -190,6 +191,7 @@ class CovarianceOperator:
             self.sums = [torch.zeros(0, device=dev)] * len(inputs)
             self.moments = [torch.zeros(0, device=dev)] * len(inputs)
         self._factors.clear()
+        self._deviations.clear()
         counts = torch.bincount(cls, minlength=self.n_classes)
         self.counts += counts.to(FLOAT)
         grouped = len(cls) < 2 or bool((cls[1:] >= cls[:-1]).all())  # measure_pass sorts by class
@@ -220,22 +222,40 @@ class CovarianceOperator:
         *lead, nf, nd, nw = k.shape
         return k.transpose(-1, -2).reshape(*lead, nf * nw, nd)
 
+    def _seen(self, lvl: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The class sums (C', N, F, D, W) and counts (C',) of the C' seen classes, and sqrt(p) (C',)."""
+        if not self.sums:
+            raise ValueError("no samples were accumulated")
+        sums, counts = self.sums[lvl], self.counts
+        if not bool((counts > 0).all()):
+            seen = (counts > 0).nonzero().flatten()
+            sums, counts = sums[seen], counts[seen]
+        return sums, counts, (counts / self.counts.sum()).sqrt()
+
     def level_factor(self, lvl: int) -> Tensor:
-        """(N_l, P_l, R) a factor A of every node of a level, OP = A A^T, with R = (C' - 1) * D
-        columns for the C' seen classes (OP's rank is at most that). The class-mean deviations
-        X = [sqrt(p_c) (Kbar_c - Kbar)]_c combine to zero with sqrt(p), so in an orthonormal basis Q
-        of sqrt(p)'s complement (`class_contrasts`) Q^T X keeps A A^T = X X^T with one class's
-        worth of columns (D) fewer; and Q^T X = Q^T [sqrt(p_c) Kbar_c]_c, from the class sums
-        directly. Columns contrast major, output d minor; rows in the paper's order; zero in padded
-        rows. Kept until the next `update` (the spectrum and the theorem check share it)."""
+        """(N_l, P_l, C' D) the class-mean deviations of every node of a level, OP = A A^T: columns
+        sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and
+        output d; zero in padded rows. `reduced_factor` spans the same operator with D columns fewer
+        (what the spectrum and the row products use); this one keeps one column block per class
+        (runtime.loss_operators weighs class pairs with it). Kept until the next `update`."""
+        if lvl not in self._deviations:
+            sums, counts, root_p = self._seen(lvl)
+            delta = sums * (root_p / counts)[:, None, None, None, None]
+            delta -= root_p[:, None, None, None, None] * (self.sums[lvl].sum(dim=0) / self.counts.sum())
+            c, n, nf, nd, nw = delta.shape
+            self._deviations[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
+        return self._deviations[lvl]
+
+    def reduced_factor(self, lvl: int) -> Tensor:
+        """(N_l, P_l, R) a factor A of every node of a level, OP = A A^T, with R = (C' - 1) D columns
+        for the C' seen classes (OP's rank is at most that). The class-mean deviations X
+        (`level_factor`) combine to zero with sqrt(p), so in an orthonormal basis Q of sqrt(p)'s
+        complement (`class_contrasts`) Q^T X keeps A A^T = X X^T with one class's worth of
+        columns fewer; and Q^T X = Q^T [sqrt(p_c) Kbar_c]_c, from the class sums directly.
+        Columns contrast major, output d minor; rows in the paper's order; zero in padded rows.
+        Kept until the next `update` (the spectrum and the theorem check share it)."""
         if lvl not in self._factors:
-            if not self.sums:
-                raise ValueError("no samples were accumulated")
-            total, sums, counts = self.counts.sum(), self.sums[lvl], self.counts
-            if not bool((counts > 0).all()):
-                seen = (counts > 0).nonzero().flatten()
-                sums, counts = sums[seen], counts[seen]  # (C', N, F, D, W), (C',)
-            root_p = (counts / total).sqrt()
+            sums, counts, root_p = self._seen(lvl)
             delta = class_contrasts(sums, root_p, scale=root_p / counts)  # (C' - 1, N, F, D, W)
             c, n, nf, nd, nw = delta.shape
             self._factors[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
@@ -243,7 +263,7 @@ class CovarianceOperator:
 
     def level_operator(self, lvl: int) -> Tensor:
         """(N_l, P_l, P_l) the paper's operator of every node of a level (zeros in padded rows)."""
-        a = self.level_factor(lvl)
+        a = self.reduced_factor(lvl)
         return a @ a.mT
 
     def level_conn(self, lvl: int) -> Tensor:
@@ -261,7 +281,7 @@ class CovarianceOperator:
     def operator(self, node: int) -> Tensor:
         """(P_l, P_l) the operator of one node (global id), in the order of `W_node.T.reshape(-1)`."""
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)[i]
+        a = self.reduced_factor(lvl)[i]
         return a @ a.T
 
     def operator_row(self, node: int) -> Tensor:
@@ -272,14 +292,14 @@ class CovarianceOperator:
         Dense (N_l P_l^2 numbers); `row_products` applies it without forming it.
         """
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)
+        a = self.reduced_factor(lvl)
         return torch.einsum("ar,nbr->nab", a[i], a)
 
     def row_products(self, node: int, vecs: Tensor) -> Tensor:
         """vecs (N_l, P_l), a vector per node of the node's level -> (N_l, P_l): [m] = OP[node, m] vecs[m],
         computed as A_node (A_m^T vecs[m]) (N_l P_l R operations; no P x P block is formed)."""
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)  # (N, P, R)
+        a = self.reduced_factor(lvl)  # (N, P, R)
         coef = torch.einsum("npr,np->nr", a, vecs.to(a))  # (N, R)
         return coef @ a[i].T
 
@@ -298,10 +318,10 @@ class CovarianceOperator:
     def result(self) -> dict[str, Tensor]:
         """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node.
 
-        From the factors A (`level_factor`) by runtime.spectrum's cheaper exact route (the Gram
+        From the factors A (`reduced_factor`) by runtime.spectrum's cheaper exact route (the Gram
         matrix when R < P_l), one call for each run of consecutive levels whose factors have the
         same shape; the dense P x P matrices are formed for `full` only."""
-        factors = [self.level_factor(lvl) for lvl in range(len(self.fan_in))]
+        factors = [self.reduced_factor(lvl) for lvl in range(len(self.fan_in))]
         widths = [self.sums[lvl].shape[-1] for lvl in range(len(factors))]
         dev = factors[0].device
         size = torch.cat([f.to(dev) * w for f, w in zip(self.fan_in, widths, strict=True)])  # (n,)

@@ -141,7 +141,10 @@ def test_operator_routes_equal_the_per_sample_reference(
             want = torch.stack([block(paper, i, m, p) @ vecs[m] for m in range(sizes[lvl])])
             torch.testing.assert_close(acc.row_products(node, vecs), want, rtol=1e-12, atol=1e-14)
     seen = int((res["count"] > 0).sum())
-    assert acc.level_factor(0).shape[-1] == (seen - 1) * out_dim  # one class's columns fewer
+    assert acc.reduced_factor(0).shape[-1] == (seen - 1) * out_dim  # one class's columns fewer
+    full, reduced = acc.level_factor(0), acc.reduced_factor(0)
+    assert full.shape[-1] == seen * out_dim  # the class-mean deviations: the same operator
+    torch.testing.assert_close(reduced @ reduced.mT, full @ full.mT, rtol=0, atol=1e-13)
     assert uses_gram(4 * width, (seen - 1) * out_dim) == (n_cls == 2)  # both routes are covered
 
 
