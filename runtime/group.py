@@ -4,9 +4,11 @@
 form groups of at most `replicas` (fewer when more workers are to share them), every other run is
 a unit of its own. `run_group` runs one unit whose runs' locks the caller holds and yields each
 run's outcome as it ends. Per run it decides as `runtime.job.run_job` does: an up-to-date run is
-skipped; a run whose checkpoint was written by an unbatched execution resumes unbatched (run_job),
-so that it continues bit-identically; every other run (a new version, or one resumed from a
-batched checkpoint) trains batched, with the runs resuming after the same epoch in one group.
+skipped; a run that cannot batch, or whose checkpoint was written by an unbatched execution,
+runs unbatched (run_job); every other run (a new version, or one resumed from a batched
+checkpoint) trains batched, even alone, with the runs resuming after the same epoch in one group.
+On the CPU the batched arrays are the unbatched ones bit for bit (runtime.replicas), so the path
+taken never changes a number there; the rule keeps a resume on the path its run started on.
 
 Each replica is its run: its own context (tree, initialization, generators from its seeds), its
 own store, written by the same Recorder, and its own checkpoint after every epoch, which holds
@@ -137,6 +139,9 @@ def run_group(
         return
     by_start: dict[int, list[tuple[int, Action]]] = defaultdict(list)
     for k, job in enumerate(jobs):
+        if not batchable(job.run.config):  # a unit of its own: the unbatched job
+            yield k, run_job(job, emits[k])
+            continue
         action = decide(job.out, job.run, job.force)
         if action.kind == "up to date":
             yield k, Outcome("up to date", action.path, f"up to date: {job.run.id} ({action.path})")

@@ -178,11 +178,11 @@ class ReplicaSGD:
     ) -> None:
         self.params = list(params)
         self.spans: list[tuple[int, int, schema.SGD]] = []  # [a, b) replicas sharing one config
+        setting = lambda c: (c.lr, c.momentum, c.weight_decay)
         for r, c in enumerate(cfgs):
             assert isinstance(c, schema.SGD), c
-            same = self.spans and (self.spans[-1][2].lr, self.spans[-1][2].momentum, self.spans[-1][2].weight_decay)
-            if same == (c.lr, c.momentum, c.weight_decay):
-                self.spans[-1] = (self.spans[-1][0], r + 1, self.spans[-1][2])
+            if self.spans and setting(self.spans[-1][2]) == setting(c):
+                self.spans[-1] = (self.spans[-1][0], r + 1, c)
             else:
                 self.spans.append((r, r + 1, c))
         self.bufs: list[Tensor | None] = bufs  # (R, ...) momentum buffers, None before the first step
