@@ -85,9 +85,10 @@ def plan_groups(jobs: Sequence[Job], replicas: int, workers: int = 1) -> list[li
     return out
 
 
-# The largest group by default, per device type: on the CPU the gain per run-sample levels off
-# well before 64 (benchmarks/replicas.py); a GPU is launch-bound far beyond.
-MAX_REPLICAS = {"cpu": 64, "cuda": 256}
+# The largest group by default, per device type: on the CPU the gain per run-sample peaked at 16
+# and fell at 64 (benchmarks/replicas.py: activations outgrow the cache); a GPU is launch-bound
+# far beyond (a guess: untested here).
+MAX_REPLICAS = {"cpu": 16, "cuda": 256}
 MEMORY_SHARE = 0.25  # of the free memory a group's training step may take
 
 
