@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from runtime.context import RunContext
 from runtime.network import EPS_NORM, LevelNet
 from runtime.objective import OBJECTIVES, Contrastive
+from runtime.replica_views import ReplicaViews
 from sslspec.spec import schema
 from sslspec.spec.plan import Run, canonical_json, config_to_data
 
@@ -231,6 +232,7 @@ class ReplicaTrainer:
         self.loss_cfgs = [c.cfg.loss for c in self.ctxs]
         self.negatives = first.objective.negatives
         self.batch, self.dtype = first.cfg.train.batch, first.dtype
+        self.views = ReplicaViews.of(self.ctxs, self.batch, self.negatives)
 
     def _buffers(self) -> list[Any]:
         """The stacked momentum buffers from the replicas' optimizers (None before the first step;
@@ -249,6 +251,8 @@ class ReplicaTrainer:
 
     def _inputs(self) -> Tensor:
         """(R, V B, n) every replica's views, each drawn from its own data generator."""
+        if self.views is not None:
+            return self.views.draw([c.gens["data"] for c in self.ctxs])
         rows = []
         for c in self.ctxs:
             x, pos, neg = c.source.views(self.batch, self.negatives, c.gens["data"]).inputs(self.dtype)

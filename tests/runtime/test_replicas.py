@@ -98,14 +98,16 @@ VARIANTS = {
     "batch_negatives": ["augment.negative=batch", "loss.negatives=4", "augment.flip=0.1"],
     "leaky_no_bias": ["network.activation=leaky_relu(slope = 0.1)", "network.bias=false"],
     "ragged": ["data.tree=[[2, 3], [4]]"],
+    "flips_noise_share": ["augment.flip=0.1", "data.leaf_noise=0.05", "augment.share=1"],
+    "three_states": ["data.states=3", "data.sign=positive"],  # views drawn replica by replica
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_batched_code_path_matches_the_unbatched_trainer(variant: str, tmp_path: Path) -> None:
-    """For each loss, reduction, optimizer setting and network shape that batches, three replicas
-    (seeds 1-3, lr 0.05 / 0.1 / 0.1) trained 2 epochs give the unbatched Trainer's per-step
-    losses and parameters, bit for bit."""
+    """For each loss, reduction, optimizer setting, network shape and way of drawing the views
+    that batches, three replicas (seeds 1-3, lr 0.05 / 0.1 / 0.1) trained 2 epochs give the
+    unbatched Trainer's per-step losses and parameters, bit for bit."""
     spec = tmp_path / "v.ssl"
     text = REFERENCE.read_text()
     if variant == "ragged":  # `tree` excludes depth and branching
