@@ -181,7 +181,7 @@ class _Group:
         self.done: list[tuple[int, Outcome]] = []
 
     def run(self) -> Iterator[tuple[int, Outcome]]:
-        started = (self._start(k, job, action, emit) for k, job, action, emit in self.members)
+        started = (self._start(i, *member) for i, member in enumerate(self.members))
         self.live = [r for r in started if r is not None]
         yield from self._flush()
         try:
@@ -230,11 +230,12 @@ class _Group:
         done, self.done = self.done, []
         yield from done
 
-    def _start(self, k: int, job: Job, action: Action, emit: Emit) -> _Replica | None:
-        """Build a replica's context and open its store (resumed or new); None when that failed."""
+    def _start(self, index: int, k: int, job: Job, action: Action, emit: Emit) -> _Replica | None:
+        """Build replica `index`'s context and open its store (resumed or new, recording the group
+        it trains in now); None when that failed."""
         started = time.perf_counter()
         r = _Replica(k, job, emit, RunContext.build(job.run, torch.device(job.device)), started)
-        info = {**self.info, "index": k}
+        info = {**self.info, "index": index}
 
         def open_store() -> None:
             if action.kind == "resume" and action.path is not None and action.state:

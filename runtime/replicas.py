@@ -141,29 +141,42 @@ class ReplicaNet(nn.Module):
         return raw / (raw.norm(dim=-1, keepdim=True) + EPS_NORM) if self.normalize == "l2" else raw
 
 
-def replica_losses(cfgs: Sequence[schema.Loss], z: Tensor) -> Tensor:
+LOSS_SCALARS = ("beta", "temperature", "margin")  # a loss's scalars a replica may set
+
+
+def loss_scalars(cfgs: Sequence[schema.Loss], like: Tensor) -> dict[str, Tensor]:
+    """(R,) each replica's value of every scalar its loss kind has, on `like`'s device (made once
+    per group: building them each step would copy from the host, a sync per step on a GPU)."""
+    return {
+        name: torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=like.dtype, device=like.device)
+        for name in LOSS_SCALARS
+        if hasattr(cfgs[0], name)
+    }
+
+
+def replica_losses(cfg: schema.Loss, scalars: dict[str, Tensor], z: Tensor) -> Tensor:
     """z (R, V, B, D) outputs of x, x_pos and H negatives per replica -> (R,) each replica's loss,
-    as runtime.losses computes it alone (same kind and reduction; per-replica scalars)."""
-    first = cfgs[0]
-    assert isinstance(first, schema.SimpleLoss | schema.TripletLoss | schema.InfoNCELoss), first
-    per = lambda name: torch.tensor([float(getattr(c, name)) for c in cfgs], dtype=z.dtype, device=z.device)
+    as runtime.losses computes it alone: `cfg` gives the kind and reduction (the group's), and
+    `scalars` (loss_scalars) each replica's beta, temperature or margin."""
+    assert isinstance(cfg, schema.SimpleLoss | schema.TripletLoss | schema.InfoNCELoss), cfg
+    r = z.shape[0]
     x, pos_view, neg_view = z[:, 0], z[:, 1], z[:, 2:]  # (R, B, D), (R, B, D), (R, H, B, D)
-    if first.reduction == "batch":
+    if cfg.reduction == "batch":
         pos = (x - pos_view).square().mean(dim=(1, 2))  # (R,)
         neg = (x[:, None] - neg_view).square().mean(dim=(2, 3))  # (R, H)
     else:
         pos = 0.5 * (x - pos_view).square().sum(-1)  # (R, B)
         neg = 0.5 * (x[:, None] - neg_view).square().sum(-1)  # (R, H, B)
     shape = (-1,) + (1,) * (neg.dim() - 1)  # a per-replica scalar against (R, H[, B])
-    if isinstance(first, schema.SimpleLoss):
-        beta = per("beta").view(-1, *[1] * (pos.dim() - 1))  # against (R[, B])
-        return ((1 + beta) * pos - neg.mean(1)).reshape(len(cfgs), -1).mean(1)
-    tau = per("temperature").view(shape)
-    if isinstance(first, schema.TripletLoss):
-        arg = (pos[:, None] - neg + per("margin").view(shape)) / tau  # (R, H[, B])
-        return (tau * torch.logaddexp(arg, torch.zeros_like(arg))).reshape(len(cfgs), -1).mean(1)
+    if isinstance(cfg, schema.SimpleLoss):
+        beta = scalars["beta"].view(-1, *[1] * (pos.dim() - 1))  # against (R[, B])
+        return ((1 + beta) * pos - neg.mean(1)).reshape(r, -1).mean(1)
+    tau = scalars["temperature"].view(shape)
+    if isinstance(cfg, schema.TripletLoss):
+        arg = (pos[:, None] - neg + scalars["margin"].view(shape)) / tau  # (R, H[, B])
+        return (tau * torch.logaddexp(arg, torch.zeros_like(arg))).reshape(r, -1).mean(1)
     logits = torch.cat([-pos[:, None], -neg], dim=1) / tau  # (R, H + 1[, B])
-    if first.reduction == "batch":
+    if cfg.reduction == "batch":
         return -torch.softmax(logits, dim=1)[:, 0]
     return (-tau[:, 0] * torch.log_softmax(logits, dim=1)[:, 0]).mean(-1)
 
@@ -229,7 +242,8 @@ class ReplicaTrainer:
         self.net = ReplicaNet([c.net for c in self.ctxs])
         params = [*self.net.weights, *self.net.biases]
         self.opt = ReplicaSGD(params, [c.cfg.optimizer for c in self.ctxs], self._buffers())
-        self.loss_cfgs = [c.cfg.loss for c in self.ctxs]
+        self.loss_cfg = first.cfg.loss
+        self.loss_scalars = loss_scalars([c.cfg.loss for c in self.ctxs], params[0])
         self.negatives = first.objective.negatives
         self.batch, self.dtype = first.cfg.train.batch, first.dtype
         self.views = ReplicaViews.of(self.ctxs, self.batch, self.negatives)
@@ -264,7 +278,7 @@ class ReplicaTrainer:
         x = self._inputs()
         out = self.net(x)  # (R, V B, D)
         z = out.view(out.shape[0], -1, self.batch, out.shape[-1])  # (R, V, B, D)
-        losses = replica_losses(self.loss_cfgs, z)
+        losses = replica_losses(self.loss_cfg, self.loss_scalars, z)
         losses.sum().backward()  # replica r's gradient is that of its own loss
         self.opt.step()
         return losses.detach()
