@@ -11,6 +11,7 @@ span of replicas sharing (lr, momentum, weight decay).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 from inprocess import sslspec_in_process
+from test_pinned import CASES, PINS, digests, short_plan
+from test_pinned import REFERENCE as PINNED_REFERENCE
 from test_resume import identical
 from test_run import REFERENCE, SSLSPEC, TINY, stores
 
@@ -215,3 +218,55 @@ def test_groups_form_from_shapes_only(tmp_path: Path) -> None:
     assert units([], 8, workers=2) == [[0, 1], [2], [3, 4], [5]]
     assert units(["optimizer.kind=adam", "optimizer.lr=0.01"], 8) == [[i] for i in range(6)]
     assert units(["network.batch_norm=true"], 8) == [[i] for i in range(6)]
+
+
+def test_the_progress_display_shows_a_group_as_one_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two runs of one group share one bar, "group ID of 2 runs", which either run's epoch moves
+    and which goes with the group's last run; a run outside any group keeps a bar of its own."""
+    from runtime.progress import Progress
+
+    class Run:
+        def __init__(self, run_id: str) -> None:
+            self.id = run_id
+
+    group = {"group": "abc123", "size": 2}
+    progress = Progress(3)
+    progress.live = True  # a bar even though the tests' stderr is no terminal
+    with progress:
+        assert progress.bar is not None
+        progress.start_run(Run("r0"), 5, 0, group)
+        progress.start_run(Run("r1"), 5, 1, group)
+        progress.start_run(Run("r2"), 5, 2)
+        bars = {t.description: t for t in progress.bar.tasks}
+        assert len(bars) == 2 and any(d.startswith("group abc123 of 2 runs") for d in bars), bars
+        progress.epoch(3, 1000.0, 0.5, 1)
+        (shared,) = [t for d, t in bars.items() if d.startswith("group")]
+        assert shared.completed == 3
+        progress.end_run("run 1 r0 complete", 0)
+        assert len(progress.bar.tasks) == 2
+        progress.end_run("run 2 r1 complete", 1)
+        assert [t.description for t in progress.bar.tasks] == ["run 3/3 r2 epoch"]
+    assert "run 2 r1 complete" in capsys.readouterr().err
+
+
+UNBATCHABLE = ("batch_norm", "adam", "images/")  # pinned cases whose runs cannot batch
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not any(u in c for u in UNBATCHABLE)])
+def test_batched_shipped_specs_give_the_pinned_arrays(case: str, tmp_path: Path) -> None:
+    """Every shipped spec and pinned variant that batches, shortened as tests/runtime/test_pinned.py
+    does and run in replica groups (of up to 16; every run trains batched), gives exactly the
+    arrays pinned for it unbatched."""
+    spec, sets = CASES[case]
+    if spec is None:
+        spec = tmp_path / "ragged.ssl"
+        text = PINNED_REFERENCE.read_text().replace("    depth     = 5", "").replace("    branching = 2", "")
+        spec.write_text(text)
+    plan = short_plan(spec, sets)
+    with sslspec_in_process():
+        assert execute_all([(plan, str(tmp_path / "out"))], "cpu", executor=LocalExecutor(16)) == 0
+    assert all("replica_group" in version_attrs(p) for p in stores(tmp_path / "out"))
+    found, pinned = digests(tmp_path / "out"), json.loads(PINS.read_text())[case]
+    assert sorted(found) == sorted(pinned)
+    changed = [k for k in pinned if found[k] != pinned[k]]
+    assert not changed, f"{len(changed)} array(s) differ from the pins, first: {changed[:5]}"
