@@ -18,11 +18,18 @@ store are made by the unbatched code from its own context.
 for a run that cannot be batched (image data, batch norm, Adam, an objective other than the
 contrastive family), which then runs alone and unbatched.
 
-Numerics: a replica's arrays equal its unbatched run's to float32 rounding, not bit for bit (the
-loss reduces over (B, D) per replica instead of over the whole tensor, and the update is
-p - lr g with lr a tensor, where torch.optim.SGD fuses p + (-lr) g); a replica's arrays do not
-depend on which other replicas share its group (every batched op treats each replica's slice on
-its own), so a batched execution is bit-identical to itself on rerun, resume and regrouping.
+Numerics: on the CPU a replica's arrays equal its unbatched run's bit for bit (tested over
+every batched code path and every shipped spec's pins, tests/runtime/test_replicas.py). Every
+batched op computes a replica's slice with the kernel, sizes and reduction order of the unbatched
+op: the per-level bmm runs over R N matrices of the unbatched shapes, the loss reduces each
+replica's (B, D) block as the unbatched loss reduces its tensor, and the update is torch's own
+single-tensor SGD step, op for op, on each span of replicas sharing (lr, momentum, weight decay)
+(a tensor lr, p - lr g, was one rounding off torch's fused p + (-lr) g, and training, being
+chaotic, grew that to visible differences within a few hundred steps). For the same reason a
+replica's arrays do not depend on which replicas share its group, so a batched execution is
+bit-identical to itself on rerun, resume and regrouping. On CUDA the batched matmul may choose
+other kernels over R N matrices than over N: equality there is expected to float32 rounding at
+first, not bit for bit (untested: no GPU was available to this work).
 """
 
 from __future__ import annotations
