@@ -64,8 +64,10 @@ def pair_weights(cfg: ContrastiveLoss, z: Tensor) -> Tensor:
         pos, neg = scale * d[0].mean(), scale * d[1:].mean(dim=1)
     else:
         pos, neg = d[0], d[1:]
+    kind = schema.kind_of(cfg)
+    assert kind is not None, cfg
     with torch.enable_grad():
-        (w,) = torch.autograd.grad(LOSSES[schema.kind_of(cfg)](cfg, pos, neg), d)
+        (w,) = torch.autograd.grad(LOSSES[kind](cfg, pos, neg), d)
     return w
 
 
@@ -83,7 +85,8 @@ def normalization_adjoint(raw: Tensor, c: Tensor) -> Tensor:
     norm = raw.norm(dim=1, keepdim=True)
     safe = torch.where(norm > 0, norm, 1.0)  # f = 0 (every gate closed): N = I / eps, as autograd has it
     along = (raw * c).sum(dim=1, keepdim=True) / (safe * (norm + EPS_NORM))
-    return (c - raw * along) / (norm + EPS_NORM)
+    out: Tensor = (c - raw * along) / (norm + EPS_NORM)
+    return out
 
 
 def chain_rule_form(

@@ -266,11 +266,12 @@ def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
     return rel.T, cos.T
 
 
-def _relative(a: Tensor | None, b: Tensor | Tensor, g: Tensor) -> Tensor:
+def _relative(a: Tensor | None, b: Tensor, g: Tensor) -> Tensor:
     """(m, n, P) a and b (b may be (n, P)) -> (n, m) ||a - b|| / ||g||; NaN when a is None."""
     if a is None:
         return torch.full(g.shape[:2], torch.nan, dtype=g.dtype, device=g.device).T
-    return ((a - b).norm(dim=-1) / g.norm(dim=-1)).T
+    out: Tensor = ((a - b).norm(dim=-1) / g.norm(dim=-1)).T
+    return out
 
 
 def theorem_check(

@@ -105,9 +105,7 @@ def test_chain_rule_form_on_an_mlp_with_leaky_relu() -> None:
         loss=schema.InfoNCELoss(temperature=0.5, negatives=2),
     )
     net = build_network(cfg, lay, gen(2), F64)
-    sw = sweep(
-        net, cfg.loss, draws(cfg, lay, edges, 2, gen(4)), [(0, 0), (1, 0)], (2,), identity=True
-    )
+    sw = sweep(net, cfg.loss, draws(cfg, lay, edges, 2, gen(4)), [(0, 0), (1, 0)], (2,), identity=True)
     assert sw.chain is not None
     assert torch.all((sw.chain - sw.grad).norm(dim=-1) < 1e-12 * sw.grad.norm(dim=-1))
 
