@@ -216,16 +216,28 @@ def sweep(
                 if identity:
                     _add_forms(net, fwd, w, levels, sums)
             for m in (j for j, mm in enumerate(batches) if mm == k):
-                for key, acc in sums.items():
-                    for n, (lvl, i) in enumerate(locate):
-                        s = acc[levels.index(lvl)]
-                        out[key][m, n, : s.shape[1]] = s[i] / k
+                _snapshot(out, sums, m, k, locate, levels)
     finally:
         net.train(mode)
         for name, buf in net.named_buffers():
             buf.copy_(saved[name])
     chain, raw = (out["chain"], out["raw"]) if identity else (None, None)
     return Sweep(out["grad"], chain, raw, scalar / max(batches), pairs)
+
+
+def _snapshot(
+    out: dict[str, Tensor],
+    sums: dict[str, list[Tensor]],
+    m: int,
+    k: int,
+    locate: Sequence[tuple[int, int]],
+    levels: list[int],
+) -> None:
+    """Write the means over the first k batches into row m of each (m, n, P_max) output."""
+    for key, acc in sums.items():
+        for n, (lvl, i) in enumerate(locate):
+            s = acc[levels.index(lvl)]
+            out[key][m, n, : s.shape[1]] = s[i] / k
 
 
 def _add(acc: list[Tensor], terms: Sequence[Tensor]) -> None:
@@ -238,7 +250,7 @@ def _add_forms(
     net: LevelNet, fwd: Forward, w: Tensor, levels: list[int], sums: dict[str, list[Tensor]]
 ) -> None:
     """Add one batch's chain-rule forms (with the output's normalization, and on the raw output)."""
-    jac = net.jacobians(fwd)
+    jac = net.jacobians(fwd, depth=max(levels) + 1)
     normalized = net.normalize != "none"
     chain = chain_rule_form(jac, fwd, w, levels, normalized)
     _add(sums["chain"], [chain[lvl] for lvl in levels])
@@ -256,6 +268,18 @@ def mean_gradients(
     """(m, n, P_max) float64: per M in `batches` the mean over the first M batches of d loss / d vec(W_node),
     node (level, index) in `locate`; zero past a level's P. One sweep of max(M) batches; weights untouched."""
     return sweep(net, loss_cfg, draw_batch, locate, batches).grad
+
+
+def _loss_prediction(
+    rule: dict[str, Any], sw: Sweep, net: LevelNet, cov: CovarianceOperator, nodes: Sequence[int]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The batch scalar's or the class pairs' prediction (module docstring); their weights go
+    into `rule` (recorded with the result)."""
+    rule["mean_weight"] = sw.scalar
+    if sw.pairs is None:
+        return predictions(net, cov, nodes, sw.scalar, 0.0)
+    rule["pair_weight_total"] = sw.pairs.total()
+    return predictions(net, cov, nodes, 1.0, 0.0, pair_laplacian(sw.pairs.omega(), cov.counts))
 
 
 def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
@@ -310,16 +334,7 @@ def theorem_check(
         n_classes=cov.n_classes if pairs else None,
     )
     simple = predictions(net, cov, nodes, rule["factor"], rule["beta"])
-    if rule["weights"] == "analytic":
-        full, own = simple
-    elif pairs:
-        assert sw.pairs is not None
-        lap = pair_laplacian(sw.pairs.omega(), cov.counts)
-        full, own = predictions(net, cov, nodes, 1.0, 0.0, lap)
-        rule["pair_weight_total"] = sw.pairs.total()
-    else:
-        full, own = predictions(net, cov, nodes, sw.scalar, 0.0)
-    rule["mean_weight"] = sw.scalar
+    full, own = _loss_prediction(rule, sw, net, cov, nodes) if rule["weights"] != "analytic" else simple
     g = sw.grad  # (m, n, P_max)
     pad = lambda ps: torch.stack([torch.nn.functional.pad(p, (0, g.shape[-1] - p.shape[0])) for p in ps]).to(
         g.device
