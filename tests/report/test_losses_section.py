@@ -7,7 +7,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import xarray as xr
 from click.testing import Result
+
+from sslspec.report.losses_section import section
+from sslspec.report.sweep import SweepResults
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SHORT = [
@@ -78,3 +83,45 @@ def test_losses_section_on_a_shrunken_run(tmp_path: Path, sslspec_cli: Callable[
     assert re.search(r"\*\*Exact in expectation\*\* .*: \d of 6 settings", md)
     assert "**A residue remains**" in md
     assert (tmp_path / "rep" / "7_loss_operators_loss_residue.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_verdict_separates_a_falling_error_from_a_residue(tmp_path: Path) -> None:
+    """A setting whose error falls with M to below the threshold is called exact; one that stays
+    at 0.9 is listed as a residue with its size; the identity's error above 1e-4 is flagged."""
+    falling, flat = np.array([0.8, 0.3, 0.05]), np.array([0.95, 0.92, 0.9])
+    rel = np.stack(
+        [np.broadcast_to(v, (2, 3, 2, 3)) for v in (falling, flat)], axis=1
+    )  # (seed, set, epoch, node, M)
+    dims = ("seed", "loss", "epoch", "tc_node", "tc_batches")
+    ident = np.full(rel.shape, 1e-7)
+    ident[:, 1] = 1e-2
+    ds = xr.Dataset(
+        {
+            "tc_rel_error": (dims, rel),
+            "tc_rel_error_simple": (dims, rel),
+            "tc_batch_rel_error": (dims, ident),
+            "tc_residue_normalization": (dims, np.zeros(rel.shape)),
+            "tc_residue_other": (dims, rel),
+        },
+        coords={
+            "seed": ("seed", [1, 2], {"swept_path": "seed"}),
+            "loss": ("loss", ["simple", "infonce"], {"swept_path": "loss.kind"}),
+            "epoch": [0, 5, 10],
+            "tc_node": [0, 1],
+            "tc_batches": [1, 16, 256],
+        },
+        attrs={"swept_paths": {"seed": "seed", "loss": "loss.kind"}, "experiment": "synthetic"},
+    )
+    ds = ds.assign(status=(("seed", "loss"), np.full((2, 2), "complete")))
+    runs = [
+        {"seed": s, "loss": k, "status": "complete", "run_id": f"{k}{s}", "attrs": {}}
+        for s in (1, 2)
+        for k in ("simple", "infonce")
+    ]
+    md = section(SweepResults(tmp_path, ds, None, "", runs), tmp_path, "syn")
+    exact = next(line for line in md.splitlines() if line.startswith("**Exact in expectation**"))
+    residue = next(line for line in md.splitlines() if line.startswith("**A residue remains**"))
+    assert "1 of 2 settings: loss.kind=simple (0.80 -> 0.05)" in exact
+    assert "in 1 settings" in residue and "loss.kind=infonce (0.90)" in residue
+    ident_rows = rows_of(md, "Exact per-batch identity")
+    assert ident_rows[0][-1] == "1.0e-07" and ident_rows[1][-1] == "1.0e-02 **not float noise**"
