@@ -250,3 +250,15 @@ def test_per_sample_infonce_uses_the_class_pair_operator() -> None:
     assert torch.all(res.batch_rel_error < 1e-12), res.batch_rel_error
     assert torch.all(res.residue_normalization > 1e-6), res.residue_normalization
     assert torch.all(res.rel_error <= res.residue_normalization + res.residue_other + 1e-12)
+
+
+def test_two_classes_make_the_weighted_operator_a_multiple_of_op() -> None:
+    """With the root's two classes any Omega gives OP_Omega = S_01 OP (only pairs of different classes
+    enter): the weighted prediction is the simple one times the symmetrized cross-class weight."""
+    cfg, lay, edges, net = small({"bias": False, "normalize": "none"})
+    cov = operator_of(cfg, lay, edges, net)
+    omega = torch.tensor([[0.3, 0.9], [0.5, 2.0]], dtype=F64)
+    weighted, _ = predictions(net, cov, NODES, 1.0, 0.0, pair_laplacian(omega, cov.counts))
+    plain, _ = predictions(net, cov, NODES, 0.7, 0.0)  # S_01 = (0.9 + 0.5) / 2
+    for a, b in zip(weighted, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
