@@ -149,6 +149,7 @@ class CovarianceOperator:
         full: bool = False,
         official: bool = False,
         within: Sequence[int] = (),
+        scratch: Scratch | None = None,
     ) -> None:
         self.fan_in = tuple(torch.as_tensor(x, dtype=torch.long).cpu() for x in fan_in)
         self.n_classes, self.top, self.full, self.official = n_classes, top, full, official
@@ -172,7 +173,7 @@ class CovarianceOperator:
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
         self._factors: dict[int, Tensor] = {}  # per level, `reduced_factor` until the next update
         self._deviations: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
-        self._scratch = Scratch()
+        self._scratch = scratch or Scratch()  # float64 staging buffers: one run's epochs can share them
 
     @classmethod
     def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:

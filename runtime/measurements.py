@@ -4,12 +4,14 @@ Recorder (runtime.record) writes what they give."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from runtime.activity import DeadUnits
+from runtime.connections import Scratch
 from runtime.context import RunContext
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -194,7 +196,14 @@ def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator
         full=bool(c and c.full),
         official=bool(c and c.official),
         within=within,
+        scratch=_SCRATCH.setdefault(ctx.net, Scratch()),
     )
+
+
+# The operator's float64 staging buffers, one set per network (so per run), reused by every
+# epoch's accumulator instead of allocated (and, in deterministic mode, NaN-filled) anew; their
+# contents are always written before they are read. Weak keys: they go with the network.
+_SCRATCH: weakref.WeakKeyDictionary[torch.nn.Module, Scratch] = weakref.WeakKeyDictionary()
 
 
 @dataclass
