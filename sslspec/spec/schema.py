@@ -105,6 +105,14 @@ def _ordered(obj: Uniform | Constant) -> Uniform | Constant:
 POLARITY = CallT({"uniform": Uniform, "constant": Constant}, scalar=_constant, finish=_ordered)
 ACTIVATION = CallT({"relu": _Relu, "leaky_relu": _LeakyRelu}, bare=True, finish=_activation)
 REDUCTION = ChoiceT(("batch", "sample"))
+BN_PART = ChoiceT(("normal", "detach", "omit"))
+BN_AFFINE_DOC = "batch norm: a learned scale and shift after normalizing"
+BN_MEAN_DOC = (
+    "batch norm: the batch mean subtracted normally, without its gradient (detach) or not at all (omit)"
+)
+BN_STD_DOC = (
+    "batch norm: divided by the batch std normally, without its gradient (detach) or not at all (omit)"
+)
 POSITIVE_INT = IntT(ge=1)
 NODE_LIST = ListT(IntT(ge=0))
 
@@ -185,6 +193,9 @@ class TreeReLU:
     activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
     batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC, added=True)
+    bn_mean: str = fld("normal", BN_PART, BN_MEAN_DOC, added=True)
+    bn_std: str = fld("normal", BN_PART, BN_STD_DOC, added=True)
 
 
 @frozen
@@ -196,6 +207,9 @@ class MLP:
     activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
     batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC, added=True)
+    bn_mean: str = fld("normal", BN_PART, BN_MEAN_DOC, added=True)
+    bn_std: str = fld("normal", BN_PART, BN_STD_DOC, added=True)
 
 
 @frozen
@@ -225,12 +239,45 @@ class InfoNCELoss:
 
 
 @frozen
-class BYOLLoss:
-    """BYOL: an EMA target network and a predictor MLP of the given hidden widths (refused by
-    `check` until the runtime runs it)."""
+class Predictor:
+    """BYOL's predictor on the online network's output (D units): `mlp` is D -> width -> D with a
+    ReLU after the hidden layer, `linear` one D -> D layer; batch norm (per view, batch statistics
+    only) after the first layer: the mlp's hidden layer, the linear predictor's output."""
 
-    momentum: float = fld(0.99, FloatT(ge=0, le=1), "EMA momentum of the target network")
-    predictor: tuple[int, ...] = fld((32,), ListT(POSITIVE_INT), "hidden widths of the predictor")
+    layers: str = fld("mlp", ChoiceT(("mlp", "linear")), "mlp: D -> width -> D; linear: D -> D")
+    width: int = fld(32, POSITIVE_INT, "hidden units of an mlp predictor")
+    bias: bool = fld(True, BoolT(), "a learned bias per unit")
+    batch_norm: bool = fld(True, BoolT(), "batch normalization after the first layer")
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC)
+    bn_mean: str = fld("normal", BN_PART, BN_MEAN_DOC)
+    bn_std: str = fld("normal", BN_PART, BN_STD_DOC)
+    optimizer: str = fld(
+        "main",
+        ChoiceT(("main", "own")),
+        "main: stepped by the run's optimizer; own: a second optimizer of the same kind and settings",
+    )
+    lr: float | None = fld(None, FloatT(gt=0), "the own optimizer's learning rate (default: the run's)")
+
+
+@frozen
+class BYOLLoss:
+    """BYOL: a predictor on the online network's output regresses a target network's output on
+    the other view (stop-gradient), symmetrized over the two views; the target is an exponential
+    moving average of the online network's parameters (batch-norm buffers are not averaged).
+    `predictor = false`: no predictor (with momentum 0, SimSiam without its predictor)."""
+
+    momentum: float = fld(0.996, FloatT(ge=0, le=1), "EMA rate m: target <- m target + (1 - m) online")
+    target: str = fld(
+        "independent",
+        ChoiceT(("independent", "copy")),
+        "the target's first weights: its own random draw (the official code) or the online network's",
+    )
+    distance: str = fld(
+        "cosine",
+        ChoiceT(("cosine", "mse")),
+        "cosine: 2 - 2 cos on l2-normalized outputs; mse: squared distance of the outputs as they are",
+    )
+    predictor: Predictor | None = fld(Predictor(), None)
 
 
 @frozen
@@ -302,6 +349,13 @@ class TheoremCheck:
 
 
 @frozen
+class Collapse:
+    """Whether the output collapsed: the per-dimension std of the l2-normalized output over the
+    measured samples (about 1/sqrt(D) when spread, 0 when collapsed) and the effective rank of its
+    covariance."""
+
+
+@frozen
 class Measure:
     """What to record, at epoch 0, every `every` epochs and after the last."""
 
@@ -314,6 +368,7 @@ class Measure:
     theorem_check: TheoremCheck | None = fld(None, None)
     linear_probe: LinearProbe | None = fld(None, None, added=True)
     knn: KNN | None = fld(None, None, added=True)
+    collapse: Collapse | None = fld(None, None, added=True)
 
 
 # ---- the experiment -----------------------------------------------------------------------
@@ -371,7 +426,9 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
         "theorem_check": TheoremCheck,
         "linear_probe": LinearProbe,
         "knn": KNN,
+        "collapse": Collapse,
     },
+    BYOLLoss: {"predictor": Predictor},
 }
 
 TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results": PathT()}
