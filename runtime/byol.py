@@ -17,7 +17,9 @@ makes it the online network, exactly); its batch-norm buffers are its own (not a
 by its own forwards in training mode. The predictor is optimized by the run's optimizer or by a
 second one of the same kind and settings with its own learning rate (`predictor.optimizer = own`),
 stepped after the run's. A checkpoint holds the target (parameters and buffers) and the predictor;
-the own optimizer's state is the run context's `objective_opt`.
+the own optimizer's state is the run context's `objective_opt`. Training is eager on every
+device for now (`graphable = False`; the store's `training` attribute says so and why): the steps
+are plain tensor ops that a CUDA graph should capture, but that was never tried on a GPU.
 
 Draw order from the init stream, after the online network: the predictor's weights, then the
 target's (independent only), so that the predictor starts the same whichever the target.
@@ -52,7 +54,7 @@ class BYOL:
     """BYOL's online predictor, EMA target and loss (see the module docstring)."""
 
     negatives = 0
-    graphable = True  # the target's forward and the EMA are plain tensor ops
+    graphable = False  # not yet tried under CUDA graph capture (no GPU was available to this work)
 
     def __init__(self, cfg: Config, net: torch.nn.Module, parts: Parts) -> None:
         loss = cfg.loss
