@@ -320,3 +320,29 @@ def test_new_fields_at_their_defaults_leave_plans_as_they_were() -> None:
     used = lower(ref, ["network.batch_norm=true", "network.bn_mean=omit", "measure.collapse=true"]).runs[0]
     assert used.to_data()["config"]["network"]["bn_mean"] == "omit"
     assert used.to_data()["config"]["measure"]["collapse"] == {}
+
+
+def test_paper_spec_rows_are_what_its_comment_says() -> None:
+    """specs/paper/8_byol.ssl plans 10 settings x 5 seeds: a kind change to infonce drops the BYOL
+    fields and the predictor sub-block (the reference's InfoNCE stays), `predictor = false` after
+    the predictor's fields leaves no predictor, and a default written in a row (bn_mean = normal
+    with batch_norm = false) gives the same run id as leaving it out."""
+    plan = lower(ROOT / "specs" / "paper" / "8_byol.ssl")
+    assert len(plan.runs) == 50
+    by_seed = [r for r in plan.runs if r.seeds and dict(r.swept)["seed"] == 1]
+    losses = [r.config.loss for r in by_seed]
+    assert isinstance(losses[-1], schema.InfoNCELoss) and losses[-1].reduction == "batch"
+    assert all(isinstance(x, schema.BYOLLoss) for x in losses[:-1])
+    assert [x.predictor is None for x in losses[:-1]] == [False] * 5 + [True, False, False, True]
+    bn_off = lower(ROOT / "specs" / "paper" / "8_byol.ssl", ["seed=1"]).runs[3]
+    include = [
+        "data.depth=5",
+        "measure.every=5",
+        "measure.covariance_operator=false",
+        "measure.weights=false",
+        "measure.collapse=true",
+        "measure.loss.every=50",
+    ]
+    written = ["seed=1", "loss.kind=byol", "loss.predictor.batch_norm=false"]
+    plain = lower(ROOT / "specs" / "hltm_simclr.ssl", [*include, *written]).runs[0]
+    assert bn_off.config == plain.config and bn_off.hash == plain.hash

@@ -332,7 +332,7 @@ def test_meaningless_field_in_a_sweep_is_refused_before_any_run(
     spec = write_spec(TINY + "sweep hltm_simclr {\n  network.bn_mean = [normal, detach]\n}\n")
     out = tmp_path / "out"
     lines = _refused(sslspec_cli("run", spec, "--out", out), out)
-    assert lines[0] == f"{spec}:12:3: error: 'bn_mean' applies only with batch_norm = true"
+    assert lines[0] == f"{spec}:12:3: error: 'bn_mean' needs batch_norm = true in the network (got detach)"
     assert lines[-1] == "1 error"
     assert sslspec_cli("check", spec).exit_code == 2
 
