@@ -23,6 +23,8 @@ from runtime.byol import BYOL, distance
 from runtime.context import RunContext
 from runtime.predictor import Predictor
 from runtime.train import Trainer
+from sslspec.report import build
+from sslspec.report.collapse import COLLAPSED
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -308,6 +310,16 @@ def test_collapse_measure_separates_simsiam_without_predictor(
         (_, healthy), (init, collapsed) = final[(True, seed)], final[(False, seed)]
         assert collapsed < healthy / 4, (seed, collapsed, healthy)
         assert collapsed < init / 2, (seed, collapsed, init)
+    # the report's collapse section counts, per setting, the runs below COLLAPSED x their start
+    report = sslspec_report(tmp_path / "out", tmp_path / "report")
+    for pred, label in ((True, "byol: mlp predictor (BN), m = 0.996"), (False, "byol: no predictor, m = 0.0")):
+        n = sum(last < COLLAPSED * first for (p, _), (first, last) in final.items() if p == pred)
+        assert f"| {label} |" in report and f"| {n} of 3 |" in report.split(f"| {label} |")[1].split("\n")[0]
+
+
+def sslspec_report(root: Path, out: Path) -> str:
+    """The report of a results directory (sslspec.report.build), as text."""
+    return build([root], out).read_text()
 
 
 def test_new_fields_at_their_defaults_leave_plans_as_they_were() -> None:
