@@ -312,7 +312,8 @@ def test_collapse_measure_separates_simsiam_without_predictor(
         assert collapsed < init / 2, (seed, collapsed, init)
     # the report's collapse section counts, per setting, the runs below COLLAPSED x their start
     report = sslspec_report(tmp_path / "out", tmp_path / "report")
-    for pred, label in ((True, "byol: mlp predictor (BN), m = 0.996"), (False, "byol: no predictor, m = 0.0")):
+    rows = ((True, "byol: mlp predictor (BN), m = 0.996"), (False, "byol: no predictor, m = 0.0"))
+    for pred, label in rows:
         n = sum(last < COLLAPSED * first for (p, _), (first, last) in final.items() if p == pred)
         assert f"| {label} |" in report and f"| {n} of 3 |" in report.split(f"| {label} |")[1].split("\n")[0]
 
