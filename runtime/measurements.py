@@ -110,9 +110,9 @@ def measure_pass(
 ) -> int:
     """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
     return the count. The latent correlation, the dead units and the output's spread (the collapse
-    measurement) see the plain samples; the operator
-    sees them as a view would (`DataSource.augment`: leaf flips), so that its class means average
-    over every augmentation the spec declares (a second forward only when flips are on)."""
+    measurement) see the plain samples; the operator sees them as a view would
+    (`DataSource.augment`: leaf flips), so that its class means average over every augmentation
+    the spec declares (a second forward only when flips are on)."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
