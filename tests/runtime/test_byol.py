@@ -359,3 +359,25 @@ def test_paper_spec_rows_are_what_its_comment_says() -> None:
     written = ["seed=1", "loss.kind=byol", "loss.predictor.batch_norm=false"]
     plain = lower(ROOT / "specs" / "hltm_simclr.ssl", [*include, *written]).runs[0]
     assert bn_off.config == plain.config and bn_off.hash == plain.hash
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("loss.distance=mse", "loss.target=copy"),
+        ("loss.predictor.layers=linear", "loss.predictor.width=32", "loss.predictor.bn_std=normal"),
+        ("loss.predictor.bn_affine=false", "loss.predictor.bn_mean=omit", "loss.predictor.bn_std=omit"),
+        ("network.bn_affine=false", "network.bn_std=omit", "loss.predictor=false", "loss.momentum=1"),
+        ("optimizer.kind=adam", "optimizer.lr=0.01", "loss.predictor.optimizer=own"),
+        ("network.kind=mlp", "network.widths=[6, 4]", "network.bn_mean=normal", "loss.predictor=false"),
+    ],
+    ids=["mse-copy", "linear", "predictor-bn-omit", "net-bn-omit-nopred", "adam-own", "mlp"],
+)
+def test_every_option_checks_and_trains(tmp_path: Path, sets: tuple[str, ...]) -> None:
+    """Each combination of BYOL's options passes check and trains: finite losses, and the online
+    network moves."""
+    ctx = context(SPEC, tmp_path, *sets)
+    before = [p.detach().clone() for p in ctx.net.parameters()]
+    losses = Trainer(ctx).run_steps(3)
+    assert torch.isfinite(losses).all()
+    assert not all(torch.equal(a, b) for a, b in zip(before, ctx.net.parameters(), strict=True))
