@@ -381,3 +381,34 @@ def test_every_option_checks_and_trains(tmp_path: Path, sets: tuple[str, ...]) -
     losses = Trainer(ctx).run_steps(3)
     assert torch.isfinite(losses).all()
     assert not all(torch.equal(a, b) for a, b in zip(before, ctx.net.parameters(), strict=True))
+
+
+DIGITS = """\
+experiment digits_byol {
+  data digits { size = 8 }
+  augment images { crop { scale = [0.5, 1.0] }; flip = false }
+  network mlp { widths = [16, 8] }
+  loss byol { momentum = 0.99 }
+  optimizer sgd { lr = 0.05 }
+  train { batch = 32; samples = 64; epochs = 1 }
+  measure { collapse; knn { k = 5 } }
+}
+"""
+
+
+def test_byol_runs_on_images(tmp_path: Path) -> None:
+    """On the digits, BYOL's target takes the image views (2, B, C, H, W) and training moves the
+    online network with finite losses."""
+    ctx = context(DIGITS, tmp_path)
+    before = [p.detach().clone() for p in ctx.net.parameters()]
+    assert torch.isfinite(Trainer(ctx).run_steps(2)).all()
+    assert not all(torch.equal(a, b) for a, b in zip(before, ctx.net.parameters(), strict=True))
+
+
+def test_kind_change_drops_the_sub_blocks_the_new_kind_lacks(tmp_path: Path) -> None:
+    """`loss.predictor.width` written for a byol row and `loss.kind = infonce` after it: the
+    predictor block goes with the kind change instead of being refused as a foreign block."""
+    spec = tmp_path / "s.ssl"
+    spec.write_text(SPEC)
+    run = lower(spec, ["loss.predictor.width=16", "loss.kind=infonce", "loss.temperature=0.5"]).runs[0]
+    assert isinstance(run.config.loss, schema.InfoNCELoss) and run.config.loss.temperature == 0.5
