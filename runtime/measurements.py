@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from runtime.activity import DeadUnits
+from runtime.collapse import OutputSpread
 from runtime.context import RunContext
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -107,18 +108,22 @@ def measure_pass(
     corr: LatentCorrelation | LayerCorrelation | None,
     op: CovarianceOperator | None,
     dead: DeadUnits | None = None,
+    spread: OutputSpread | None = None,
 ) -> int:
     """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
-    return the count. The latent correlation and the dead units see the plain samples; the operator
-    sees them as a view would (`DataSource.augment`: leaf flips), so that its class means average
-    over every augmentation the spec declares (a second forward only when flips are on)."""
+    return the count. The latent correlation, the dead units and the output's spread (the collapse
+    measurement) see the plain samples; the operator sees them as a view would
+    (`DataSource.augment`: leaf flips), so that its class means average over every augmentation
+    the spec declares (a second forward only when flips are on)."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
-    while (corr is not None or op is not None) and left > 0:
+    while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
         left -= b
         sample = ctx.source.measure_batch(b, gen)
-        plain = ctx.net(sample.inputs(ctx.dtype)) if corr is not None else None
+        plain = ctx.net(sample.inputs(ctx.dtype)) if corr is not None or spread is not None else None
+        if spread is not None and plain is not None:
+            spread.update(plain.raw)
         if corr is not None and plain is not None:
             corr.update(ctx.source.latents(sample), plain.pre)
             if dead is not None:
@@ -173,12 +178,13 @@ class Measured:
     op: dict[str, torch.Tensor] | None = None
     theorem: TheoremResult | None = field(default=None, repr=False)
     readout: dict[str, float] | None = None  # linear probe and k-NN accuracies (image data)
+    collapse: dict[str, torch.Tensor] | None = None  # the output's spread (runtime.collapse)
 
 
 @torch.no_grad()
 def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
-    covariance operator and the theorem check, as the config asks."""
+    covariance operator, the output's collapse and the theorem check, as the config asks."""
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
     corr: LatentCorrelation | LayerCorrelation | None = None
@@ -191,10 +197,12 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         )
     op = operator(ctx, nodes, epoch)
     dead = DeadUnits() if corr is not None else None
-    measure_pass(ctx, corr, op, dead)
+    spread = OutputSpread() if m.collapse is not None else None
+    measure_pass(ctx, corr, op, dead, spread)
     found = Measured(
         {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
+        collapse=spread.result() if spread is not None else None,
     )
     if m.linear_probe is not None or m.knn is not None:
         assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
