@@ -2,7 +2,8 @@
 
 `RunContext.build(run, device)` makes, in a fixed order that fixes every random draw: the data
 source (its tree and edges from the `tree` seed, on the CPU), the network (initialized from the
-`init` seed on the CPU, then moved), the objective, the optimizer over the network's and the
+`init` seed on the CPU, then moved), the objective (any parameters of its own drawn next from the
+same `init` stream: BYOL's predictor and target), the optimizer over the network's and the
 objective's parameters, and the `data` and `measure` generators on the device. Training,
 measurement, the theorem check and checkpoints all take the context instead of long argument
 lists; `state()` and `restore()` are what a checkpoint holds.
@@ -19,6 +20,7 @@ from runtime.network import LevelNet, build_network
 from runtime.objective import Objective, build_objective
 from runtime.optim import build_optimizer
 from runtime.source import DataSource, build_source
+from runtime.stateless import Parts
 from sslspec.spec.plan import Run
 from sslspec.spec.schema import Config
 
@@ -54,9 +56,13 @@ class RunContext:
         """A freshly initialized run on `device` (see the module docstring for the order)."""
         cfg, seeds, cpu = run.config, run.seeds, torch.device("cpu")
         source = build_source(cfg, seeds.tree, device)
-        net = build_network(cfg, source.layout, generator(seeds.init, cpu), dtype, cpu, source.input_dim)
-        net = net.to(device)
-        objective = build_objective(cfg, net)
+        init = generator(seeds.init, cpu)
+
+        def another() -> LevelNet:  # drawn from `init` on the CPU, then moved
+            return build_network(cfg, source.layout, init, dtype, cpu, source.input_dim).to(device)
+
+        net = another()
+        objective = build_objective(cfg, net, Parts(init, device, dtype, another))
         opt = build_optimizer(cfg.optimizer, [*net.parameters(), *objective.parameters()])
         gens = {"data": generator(seeds.data, device), "measure": generator(seeds.measure, device)}
         return cls(run, device, dtype, source, net, objective, opt, gens)

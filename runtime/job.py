@@ -173,6 +173,8 @@ def _train(
         losses = trainer.epoch()
         mean_loss = float(losses.mean())  # one device sync per epoch
         rec.losses(epoch, losses)
+        if epoch == first:  # the steps' mode is known after the first epoch of this process
+            rec.store.update_attrs(training=trainer.mode())
         faults.moment("mid-epoch")
         if not torch.isfinite(losses).all():
             bad = int((~torch.isfinite(losses)).nonzero()[0])

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from runtime.activity import DeadUnits
+from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
 from runtime.images.readout import readout
@@ -115,18 +116,20 @@ def measure_pass(
     corr: LatentCorrelation | LayerCorrelation | None,
     op: CovarianceOperator | None,
     dead: DeadUnits | None = None,
+    spread: OutputSpread | None = None,
 ) -> int:
     """Feed `measure.samples` fresh samples of the data source, in chunks, to the accumulators;
-    return the count. The latent correlation and the dead units see the plain samples; the operator
-    sees them as a view would (`DataSource.augment`: leaf flips), so that its class means average
-    over every augmentation the spec declares (a second forward only when flips are on).
+    return the count. The latent correlation, the dead units and the output's spread (the collapse
+    measurement) see the plain samples; the operator sees them as a view would
+    (`DataSource.augment`: leaf flips), so that its class means average over every augmentation
+    the spec declares (a second forward only when flips are on).
 
     With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
     blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
     then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
-    while (corr is not None or op is not None) and left > 0:
+    while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
         left -= b
         sample = ctx.source.measure_batch(b, gen)
@@ -143,7 +146,10 @@ def measure_pass(
         step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
-            fwd = ctx.net(plain[rows]) if corr is not None or seen is plain else None
+            plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
+            fwd = ctx.net(plain[rows]) if plain_needed else None
+            if spread is not None and fwd is not None:
+                spread.update(fwd.raw)
             if corr is not None and fwd is not None:
                 corr.update([z[rows] for z in latents], fwd.pre)
                 if dead is not None:
@@ -159,11 +165,11 @@ def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
     none), fewer (down to MIN_BLOCK) when their Jacobians (D * sum_l N_l W_l numbers a sample below
     the root's identity) would pass JACOBIAN_NUMBERS."""
     most = BLOCK.get(device.type)
-    if most is None:
-        return CHUNK
+    if most is None or not jacobians:
+        return CHUNK if most is None else most
     net = ctx.net
     per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
-    return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1))) if jacobians else most
+    return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1)))
 
 
 def check_batch(ctx: RunContext, views: ViewBatch) -> tuple[torch.Tensor, ...]:
@@ -216,12 +222,13 @@ class Measured:
     op: dict[str, torch.Tensor] | None = None
     theorem: TheoremResult | None = field(default=None, repr=False)
     readout: dict[str, float] | None = None  # linear probe and k-NN accuracies (image data)
+    collapse: dict[str, torch.Tensor] | None = None  # the output's spread (runtime.collapse)
 
 
 @torch.no_grad()
 def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
-    covariance operator and the theorem check, as the config asks."""
+    covariance operator, the output's collapse and the theorem check, as the config asks."""
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
     corr: LatentCorrelation | LayerCorrelation | None = None
@@ -234,10 +241,12 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         )
     op = operator(ctx, nodes, epoch)
     dead = DeadUnits() if corr is not None else None
-    measure_pass(ctx, corr, op, dead)
+    spread = OutputSpread() if m.collapse is not None else None
+    measure_pass(ctx, corr, op, dead, spread)
     found = Measured(
         {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
+        collapse=spread.result() if spread is not None else None,
     )
     if m.linear_probe is not None or m.knn is not None:
         assert isinstance(ctx.source, ImageSource)  # the checker asks for image data

@@ -24,6 +24,9 @@ Batch norm (`batch_norm = true`): an affine BatchNorm1d (PyTorch defaults: eps 1
 `pre` is its output. Training mode uses the batch statistics, eval mode the running ones.
 Because of it, with batch norm in training mode an example's output depends on its batch.
 `jacobians` needs eval mode when batch norm is on (a per-example Jacobian exists only there).
+`bn_affine = false` drops gamma and beta; `bn_mean` and `bn_std` put each batch statistic in the
+gradient normally, detached, or not at all (runtime.batchnorm; the BYOL ablation), in training and,
+with the running statistics, in eval mode.
 
 Views and batch norm (BN_VIEWS): a training forward of V views stacked view-major, (V B, n) with
 `views = V`, normalizes each view's B samples with that view's own statistics, as V separate
@@ -44,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from runtime import batchnorm
 from runtime.layout import Layout
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
@@ -81,6 +85,7 @@ class LevelNet(nn.Module):
         self.slope = cfg.activation.slope if cfg.activation.name == "leaky_relu" else 0.0
         self.normalize = cfg.normalize
         self.has_bias = cfg.bias
+        self.bn_parts = (cfg.bn_mean, cfg.bn_std)  # runtime.batchnorm: normal, detach or omit
         below = [*widths[1:], 1]  # units each child contributes: W_{l+1}, or 1 leaf value
         self.fan_in = tuple(k * b for k, b in zip(self.kids, below, strict=True))  # F_l
         self.weights = nn.ParameterList(
@@ -100,7 +105,7 @@ class LevelNet(nn.Module):
         self.norms = nn.ModuleList(
             [nn.Identity()]
             + [
-                nn.BatchNorm1d(n * w, dtype=dtype, device=device)
+                nn.BatchNorm1d(n * w, affine=cfg.bn_affine, dtype=dtype, device=device)
                 for n, w in zip(self.sizes[1:], widths[1:], strict=True)
             ]
             if cfg.batch_norm
@@ -191,18 +196,24 @@ class LevelNet(nn.Module):
         (training) or with the running statistics (eval); see the module docstring. One view,
         or eval mode, is BatchNorm1d itself; several views are its per-view equivalent."""
         bn = self.norms[lvl]
-        assert isinstance(bn, nn.BatchNorm1d) and bn.weight is not None and bn.bias is not None
+        assert isinstance(bn, nn.BatchNorm1d)
         n, vb, w = g.shape
-        if not self.training or views == 1:
+        plain = batchnorm.is_plain(*self.bn_parts)
+        if plain and (not self.training or views == 1):
             flat: torch.Tensor = bn(g.transpose(0, 1).reshape(vb, n * w))  # (V B, N * W)
             return flat.view(vb, n, w).transpose(0, 1)
         if vb % views:
             raise ValueError(f"a batch of {vb} rows does not split into {views} views")
         per_view = g.reshape(n, views, vb // views, w)  # (N, V, B, W)
-        var, mean = torch.var_mean(per_view, dim=2, keepdim=True, correction=0)  # (N, V, 1, W)
-        gamma, beta = bn.weight.view(n, 1, 1, w), bn.bias.view(n, 1, 1, w)
-        out = (per_view - mean) * torch.rsqrt(var + bn.eps) * gamma + beta
-        self._track(bn, mean, var, vb // views)
+        if self.training:
+            var, mean = torch.var_mean(per_view, dim=2, keepdim=True, correction=0)  # (N, V, 1, W)
+            self._track(bn, mean, var, vb // views)
+        else:  # eval mode with a statistic detached or omitted: the running statistics
+            assert bn.running_mean is not None and bn.running_var is not None
+            mean, var = bn.running_mean.view(n, 1, 1, w), bn.running_var.view(n, 1, 1, w)
+        out = batchnorm.normalized(per_view, mean, var, bn.eps, *self.bn_parts)
+        if bn.weight is not None and bn.bias is not None:  # affine
+            out = out * bn.weight.view(n, 1, 1, w) + bn.bias.view(n, 1, 1, w)
         return out.reshape(n, vb, w)
 
     @torch.no_grad()
@@ -250,8 +261,9 @@ class LevelNet(nn.Module):
         if not self.norms or lvl == 0:
             return None
         bn = self.norms[lvl]
-        assert isinstance(bn, nn.BatchNorm1d) and bn.running_var is not None and bn.weight is not None
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        assert isinstance(bn, nn.BatchNorm1d) and bn.running_var is not None
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        scale = gamma if self.bn_parts[1] == "omit" else gamma / torch.sqrt(bn.running_var + bn.eps)
         return scale.view(self.sizes[lvl], self.widths[lvl])
 
     def jacobians(self, fwd: Forward, depth: int | None = None) -> list[torch.Tensor]:

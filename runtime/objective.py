@@ -13,11 +13,12 @@ owns anything else training needs:
 - `graphable`: whether a step can be captured as one CUDA graph (runtime.train).
 
 The first implementation is the contrastive family (`Contrastive`: simple, triplet, InfoNCE on
-distances; no state of its own). The second will be BYOL (another issue): no negatives
+distances; no state of its own). The second is BYOL (runtime.byol): no negatives
 (`negatives` = 0), a predictor on the online outputs (its `parameters`, or its own optimizer), a
 target network built as a copy or independently and updated by EMA in `after_step` (batch-norm
 buffers not averaged), its outputs on `inputs` under no_grad, and target and predictor in
-`state_dict`.
+`state_dict`. A builder gets the config, the run's network and `Parts` (runtime.stateless: the
+init stream and a maker of another network) to build parameters of its own from.
 
 `OBJECTIVES` maps a `loss` kind to its builder (a plain dict; a test may add a toy kind to it,
 with its schema class in sslspec.spec.schema.BLOCKS and its entry in sslspec.spec.kinds.SUPPORT).
@@ -31,9 +32,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from runtime.byol import BYOL
 from runtime.images.objectives import TwoViews
 from runtime.losses import loss_value
-from runtime.stateless import Stateless
+from runtime.stateless import Parts, Stateless
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
@@ -67,7 +69,7 @@ class Contrastive(Stateless):
 
     graphable = True
 
-    def __init__(self, cfg: Config, net: torch.nn.Module) -> None:
+    def __init__(self, cfg: Config, net: torch.nn.Module, parts: Parts) -> None:
         loss = cfg.loss
         assert isinstance(loss, schema.SimpleLoss | schema.TripletLoss | schema.InfoNCELoss), loss
         self.cfg = loss
@@ -79,20 +81,21 @@ class Contrastive(Stateless):
         return loss_value(self.cfg, z[0], z[1], z[2:])
 
 
-# loss kind -> (config, the run's network) -> its objective
-ObjectiveBuilder = Callable[[Config, torch.nn.Module], Objective]
+# loss kind -> (config, the run's network, what to build its own parameters from) -> its objective
+ObjectiveBuilder = Callable[[Config, torch.nn.Module, Parts], Objective]
 OBJECTIVES: dict[str, ObjectiveBuilder] = {
     "simple": Contrastive,
     "triplet": Contrastive,
     "infonce": Contrastive,
+    "byol": BYOL,
     "nt_xent": TwoViews,
     "exact_cov": TwoViews,
 }
 
 
-def build_objective(cfg: Config, net: torch.nn.Module) -> Objective:
+def build_objective(cfg: Config, net: torch.nn.Module, parts: Parts) -> Objective:
     """The objective of `cfg.loss` (its kind was accepted by the checker, so it is here)."""
     kind = schema.kind_of(cfg.loss)
     if kind not in OBJECTIVES:
         raise ValueError(f"no objective for loss kind {kind!r}")
-    return OBJECTIVES[kind](cfg, net)
+    return OBJECTIVES[kind](cfg, net, parts)

@@ -131,6 +131,7 @@ class Recorder:
             "epoch": np.asarray(self.epochs),
             "unit": np.arange(max(nodes.widths)),
             "input": np.arange(max(nodes.fan_in)),
+            "output": np.arange(nodes.widths[0]),  # the output layer's (root's) units
         }
         if lay is not None and edges is not None:
             flat = edges.flat().numpy()
@@ -186,6 +187,8 @@ class Recorder:
         rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
             rows += self._theorem_rows(row, found.theorem)
+        if found.collapse is not None:
+            rows += self._result_rows(row, "collapse", found.collapse)
         self.store.write_many(rows)
         if found.theorem is not None:
             self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))

@@ -24,6 +24,7 @@ class Trainer:
     graphs: bool = True  # on CUDA with SGD: replay one captured CUDA graph per step
     _graph: Any = field(default=None, repr=False)
     _graph_loss: torch.Tensor | None = field(default=None, repr=False)
+    _capture_error: str = field(default="", repr=False)
 
     @property
     def net(self) -> torch.nn.Module:
@@ -83,12 +84,25 @@ class Trainer:
         return losses
 
     def _graphable(self) -> bool:
-        return (
-            self.graphs
-            and self.device.type == "cuda"
-            and isinstance(self.opt, torch.optim.SGD)
-            and self.ctx.objective.graphable
-        )
+        return not self._why_eager()
+
+    def _why_eager(self) -> str:
+        """Why steps cannot be captured as a CUDA graph ('' when they can)."""
+        if not self.graphs:
+            return self._capture_error or "CUDA graphs switched off"
+        if self.device.type != "cuda":
+            return f"device {self.device.type}"
+        if not isinstance(self.opt, torch.optim.SGD):
+            return f"optimizer {type(self.opt).__name__} (graphs are captured for SGD only)"
+        if not self.ctx.objective.graphable:
+            return f"objective {type(self.ctx.objective).__name__} not tried under graph capture"
+        return ""
+
+    def mode(self) -> str:
+        """How the steps ran (for the store's provenance): 'cuda graph', or 'eager (why)'."""
+        if self._graph is not None:
+            return "cuda graph"
+        return f"eager ({self._why_eager() or f'epochs of at most {WARMUP} steps are not captured'})"
 
     def _capture(self, losses: torch.Tensor) -> int:
         """Run WARMUP eager steps on a side stream, then capture one step; return steps done."""
@@ -112,6 +126,7 @@ class Trainer:
                 file=sys.stderr,
             )
             self.graphs, self._graph_loss = False, None
+            self._capture_error = f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
             self.opt.zero_grad(set_to_none=True)
             return WARMUP
         self._graph = graph

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from runtime.stateless import Stateless
+from runtime.stateless import Parts, Stateless
 from sslspec.spec.images import ExactCovLoss, NTXentLoss
 from sslspec.spec.schema import Config
 
@@ -66,7 +66,7 @@ class TwoViews(Stateless):
     negatives = 0
     graphable = False  # not yet tried under CUDA graph capture
 
-    def __init__(self, cfg: Config, net: torch.nn.Module) -> None:
+    def __init__(self, cfg: Config, net: torch.nn.Module, parts: Parts) -> None:
         loss = cfg.loss
         assert isinstance(loss, NTXentLoss | ExactCovLoss), loss
         self.cfg = loss

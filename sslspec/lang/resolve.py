@@ -14,7 +14,7 @@ from attrs import define, field, frozen
 from sslspec.errors import CheckError, Diagnostic, SpecError
 from sslspec.lang import ir
 from sslspec.lang.syntax import parse
-from sslspec.spec.schema import BLOCKS, value_fields
+from sslspec.spec.schema import BLOCKS, SUBBLOCKS, value_fields
 
 
 @define
@@ -174,6 +174,8 @@ def assign(root: Section, path: tuple[str, ...], value: ir.Value, span: ir.Span 
         if name not in sec.blocks:
             sec.blocks[name] = Section(span=span)
             sec.spans[name] = span
+            if isinstance(sec.values.get(name), ir.Bool):  # `sub = false` then `sub.x = ..`: on again
+                del sec.values[name]
         sec.blocks[name] = sec = _shallow(sec.blocks[name])
         sec.enabled = True
     last = path[-1]
@@ -208,12 +210,16 @@ def _set_arg(call: ir.Call, rest: tuple[str, ...], value: ir.Value, span: ir.Spa
 
 
 def _drop_foreign_fields(sec: Section, block: str) -> None:
-    """After a kind change, forget the old kind's fields that the new kind does not have, so
-    `--set loss.kind=simple` works on a spec written with `loss infonce { temperature = .. }`."""
+    """After a kind change, forget the old kind's fields and sub-blocks that the new kind does not
+    have, so `--set loss.kind=simple` works on a spec written with `loss infonce { temperature = .. }`
+    (and a zip can set `loss.predictor.width` for its byol rows and `loss.kind = infonce` for another)."""
     cls = BLOCKS.get(block, ({}, False))[0].get(sec.kind)
     if cls is None:
         return  # an unknown kind: check reports it
-    keep = value_fields(cls)
+    keep = {*value_fields(cls), *SUBBLOCKS.get(cls, {})}
     for name in [n for n in sec.values if n not in keep]:
         del sec.values[name]
+        sec.spans.pop(name, None)
+    for name in [n for n in sec.blocks if n not in keep]:
+        del sec.blocks[name]
         sec.spans.pop(name, None)

@@ -59,7 +59,7 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "infonce": _provides("contrastive"),
         "nt_xent": Support(),
         "exact_cov": Support(),
-        "byol": Support(missing="loss 'byol' is not implemented yet; use simple, triplet or infonce"),
+        "byol": Support(),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
 }

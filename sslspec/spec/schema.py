@@ -13,6 +13,7 @@ import attrs
 from attrs import frozen
 
 from sslspec.lang import ir
+from sslspec.spec.byol import BN_AFFINE_DOC, BN_MEAN_DOC, BN_PART, BN_STD_DOC, BYOLLoss, Predictor
 from sslspec.spec.fields import (
     Bad,
     BoolT,
@@ -185,6 +186,9 @@ class TreeReLU:
     activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
     batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC, added=True)
+    bn_mean: str = fld("normal", BN_PART, BN_MEAN_DOC, added=True)
+    bn_std: str = fld("normal", BN_PART, BN_STD_DOC, added=True)
 
 
 @frozen
@@ -196,6 +200,9 @@ class MLP:
     activation: Activation = fld(Activation(), ACTIVATION, "the nonlinearity after each hidden layer")
     batch_norm: bool = fld(False, BoolT(), "affine batch normalization of the pre-activations")
     normalize: str = fld("l2", ChoiceT(("l2", "none")), "output normalization")
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC, added=True)
+    bn_mean: str = fld("normal", BN_PART, BN_MEAN_DOC, added=True)
+    bn_std: str = fld("normal", BN_PART, BN_STD_DOC, added=True)
 
 
 @frozen
@@ -222,15 +229,6 @@ class InfoNCELoss:
     temperature: float = fld(0.1, FloatT(gt=0), "tau, dividing the distances in the softmax")
     negatives: int = fld(1, POSITIVE_INT, "negatives per example")
     reduction: str = fld("sample", REDUCTION, "batch: the official form; sample: per example")
-
-
-@frozen
-class BYOLLoss:
-    """BYOL: an EMA target network and a predictor MLP of the given hidden widths (refused by
-    `check` until the runtime runs it)."""
-
-    momentum: float = fld(0.99, FloatT(ge=0, le=1), "EMA momentum of the target network")
-    predictor: tuple[int, ...] = fld((32,), ListT(POSITIVE_INT), "hidden widths of the predictor")
 
 
 @frozen
@@ -302,6 +300,13 @@ class TheoremCheck:
 
 
 @frozen
+class Collapse:
+    """Whether the output collapsed: the per-dimension std of the l2-normalized output over the
+    measured samples (about 1/sqrt(D) when spread, 0 when collapsed) and the effective rank of its
+    covariance."""
+
+
+@frozen
 class Measure:
     """What to record, at epoch 0, every `every` epochs and after the last."""
 
@@ -314,6 +319,7 @@ class Measure:
     theorem_check: TheoremCheck | None = fld(None, None)
     linear_probe: LinearProbe | None = fld(None, None, added=True)
     knn: KNN | None = fld(None, None, added=True)
+    collapse: Collapse | None = fld(None, None, added=True)
 
 
 # ---- the experiment -----------------------------------------------------------------------
@@ -371,7 +377,9 @@ SUBBLOCKS: dict[type, dict[str, type]] = {
         "theorem_check": TheoremCheck,
         "linear_probe": LinearProbe,
         "knn": KNN,
+        "collapse": Collapse,
     },
+    BYOLLoss: {"predictor": Predictor},
 }
 
 TOP_FIELDS: dict[str, Any] = {"seed": IntT(ge=0), "device": DeviceT(), "results": PathT()}
@@ -401,4 +409,4 @@ def value_fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
     return {a.name: a for a in attrs.fields(cls) if a.name not in subs}
 
 
-__all__ = ["Bad", "describe"]
+__all__ = ["BYOLLoss", "Bad", "Predictor", "describe"]

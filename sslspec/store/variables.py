@@ -76,6 +76,7 @@ COORDS: tuple[Entry, ...] = (
         option="full",
     ),
     _c("input", "1", "input of a node (children in order, then their units)", measure="weights"),
+    _c("output", "1", "dimension of the network's output", measure="collapse"),
     _c("tc_node", "1", "network {net} checked by the theorem check", measure="theorem_check"),
     _c("tc_batches", "batches", "M: training batches the gradient is averaged over", measure="theorem_check"),
 )
@@ -246,6 +247,35 @@ VARIABLES: tuple[Entry, ...] = (
     ),
     Entry("weight_norm", ("epoch", NET), "1", "Frobenius norm of each node's weights", measure="weights"),
     Entry(
+        "output_std",
+        ("epoch", "output"),
+        "1",
+        "std over the measured samples of each dimension of the l2-normalized output",
+        "float64",
+        measure="collapse",
+        attrs={"comment": "about 1/sqrt(output size) when the output is spread, 0 when it collapsed"},
+        result="std",
+    ),
+    Entry(
+        "output_std_mean",
+        ("epoch",),
+        "1",
+        "mean over the output's dimensions of output_std",
+        "float64",
+        measure="collapse",
+        result="std_mean",
+    ),
+    Entry(
+        "output_eff_rank",
+        ("epoch",),
+        "1",
+        "effective rank exp(entropy of normalized eigenvalues) of the l2-normalized output's covariance",
+        "float64",
+        measure="collapse",
+        attrs={"comment": "scale-free: dimensional collapse; meaningless once output_std is ~0"},
+        result="eff_rank",
+    ),
+    Entry(
         "probe_accuracy",
         ("epoch",),
         "1",
@@ -321,6 +351,11 @@ DEAD_FRACTION = _name("dead_fraction")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 TC_BATCH_REL_ERROR, TC_REL_ERROR_SIMPLE = _name("tc_batch_rel_error"), _name("tc_rel_error_simple")
 TC_RESIDUE_NORMALIZATION, TC_RESIDUE_OTHER = _name("tc_residue_normalization"), _name("tc_residue_other")
+OUTPUT_STD, OUTPUT_STD_MEAN, OUTPUT_EFF_RANK = (
+    _name("output_std"),
+    _name("output_std_mean"),
+    _name("output_eff_rank"),
+)
 
 # The root: latent node 0 (level 0); for an mlp, measured against its output layer (layer 0).
 ROOT = {"node": 0, "level": 0, "layer": 0}

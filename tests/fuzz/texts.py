@@ -178,12 +178,15 @@ def _items(draw: st.DrawFn, cls: type, indent: str, valid: bool) -> list[str]:
 
 
 # Fields whose valid values depend on others: samples a multiple of batch (written together, below),
-# states > 2 only with sign = positive, share < depth.
+# states > 2 only with sign = positive, share < depth, the batch-norm options only with batch_norm
+# = true. (`loss byol` is left out of valid texts: its predictor's fields and augment.negative
+# depend on each other and on it; tests/check covers those rules.)
 INTERLOCKED = {
     (schema.Train, "batch"),
     (schema.Train, "samples"),
     (schema.HLTM, "states"),
     (schema.Augment, "share"),
+    *((net, name) for net in (schema.TreeReLU, schema.MLP) for name in ("bn_affine", "bn_mean", "bn_std")),
 }
 _eq = st.sampled_from([" = ", "=", "  =  ", "\t= "])
 

@@ -323,15 +323,16 @@ def test_device_cuda_without_cuda_is_refused(sslspec_cli, write_spec, tmp_path: 
     ]
 
 
-def test_byol_in_a_sweep_is_refused_before_any_run(sslspec_cli, write_spec, tmp_path: Path) -> None:
-    """A sweep whose second run uses `byol` exits 2 with the checker's message at the swept kind
-    and writes no store at all (the same spec fails `sslspec check`)."""
-    spec = write_spec(TINY + "sweep hltm_simclr {\n  loss.kind = [infonce, byol]\n}\n")
+def test_meaningless_field_in_a_sweep_is_refused_before_any_run(
+    sslspec_cli, write_spec, tmp_path: Path
+) -> None:
+    """A sweep whose second run sets a batch-norm option without batch norm exits 2 with the
+    checker's message at the swept field and writes no store at all (the same spec fails
+    `sslspec check`)."""
+    spec = write_spec(TINY + "sweep hltm_simclr {\n  network.bn_mean = [normal, detach]\n}\n")
     out = tmp_path / "out"
     lines = _refused(sslspec_cli("run", spec, "--out", out), out)
-    assert lines[0] == (
-        f"{spec}:12:3: error: loss 'byol' is not implemented yet; use simple, triplet or infonce"
-    )
+    assert lines[0] == f"{spec}:12:3: error: 'bn_mean' needs batch_norm = true in the network (got detach)"
     assert lines[-1] == "1 error"
     assert sslspec_cli("check", spec).exit_code == 2
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from runtime import objective, source
 from runtime.layout import Layout
 from runtime.sampler import Edges
+from runtime.stateless import Parts
 from sslspec.spec import kinds, schema
 from sslspec.spec.fields import FloatT, IntT
 from sslspec.spec.schema import Config, fld
@@ -97,7 +98,7 @@ class ToyObjective:
     negatives = 0
     graphable = False
 
-    def __init__(self, cfg: Config, net: torch.nn.Module) -> None:
+    def __init__(self, cfg: Config, net: torch.nn.Module, parts: Parts) -> None:
         assert isinstance(cfg.loss, ToyLoss)
         self.spread = cfg.loss.spread
         d = cfg.network.widths[-1] if isinstance(cfg.network, schema.MLP) else 1
