@@ -9,7 +9,7 @@
    Each run's own `wall_time_s` (as `sslspec run` records it) is reported; target: with <= 2x without.
 2. Per width (same tree): one measured epoch's operator cost on 256 fresh samples, split into
    the accumulation (sampling, forward, Jacobians, class sums), the spectrum / trace / norms by the
-   route the runtime takes (Gram matrix when C D < P), and the theorem-check prediction for nodes
+   route the runtime takes (Gram matrix when (C - 1) D < P), and the theorem-check prediction for nodes
    0, 1, 4; beside them the dense route (P x P matrices, eigh; the dense block-row product) where
    its matrices and eigh's workspace (3 N_l P^2 float64 numbers a level) fit `--dense-max-gib`.
 Medians over `--repeats` (the dense route at widths >= 50 once: minutes per eigh there), as wall
@@ -112,14 +112,14 @@ def per_width(width: int, repeats: int, dense_max_gib: float) -> dict[str, Any]:
         return op
 
     op = accumulate()
-    factors = [op.level_factor(lvl) for lvl in range(len(levels))]
+    factors = [op.reduced_factor(lvl) for lvl in range(len(levels))]
     sizes = [fan * width for fan in levels]
     p_of = [a.shape[1] for a in factors]
     dense_bytes = max(3 * a.shape[0] * a.shape[1] ** 2 * F64 for a in factors)
     out: dict[str, Any] = {
         "width": width,
         "P_per_level": p_of,
-        "R_per_level (C D)": [a.shape[2] for a in factors],
+        "R_per_level ((C-1) D)": [a.shape[2] for a in factors],
         "routes": ["gram" if a.shape[2] < a.shape[1] else "dense" for a in factors],
         "dense_peak_gib": dense_bytes / 2**30,
     }

@@ -19,14 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from runtime.connections import Scratch, class_sums, cross_moment
 from runtime.layout import Layout
-from runtime.spectrum import product_fro, spectrum
+from runtime.spectrum import class_contrasts, product_fro, spectrum
 from sslspec.spec import schema
 
 FLOAT = torch.float64
-_BLOCK = 512  # samples per block of the within-class products: keeps the float64 copies in cache
-_BLOCK_NUMBERS = 1 << 22  # Jacobian entries per block of the class sums (a 32 MiB float64 copy)
-_ONEHOT_MAX = 4  # up to this many classes: one bmm over one-hot-spread inputs, else sorted groups
 MAX_CLASSES = schema.MAX_CLASSES  # checked in the front end; kept here for a direct caller
 
 
@@ -113,68 +111,6 @@ def tree_fan_in(layout: Layout, width: int) -> tuple[Tensor, ...]:
     return tuple(m.sum(dim=1) * (1 if lvl == last else width) for lvl, m in enumerate(layout.child_mask))
 
 
-def _class_sums(cls: Tensor, n_cls: int, f: Tensor, jac: Tensor) -> Tensor:
-    """Per-class sums of K = f (x) J without forming K per sample: (C, N, F, D, W) float64.
-
-    cls (B,), f (B, N, F), jac (B, N, D, W). Class-grouped matrix products over blocks of samples
-    (float64 copies of at most _BLOCK_NUMBERS Jacobian entries): for few classes one bmm per block
-    whose inputs are spread into one row block per class (one-hot: (N, C F, b) @ (N, b, D W), a
-    single pass over the Jacobians); for many, the block sorted by class and one bmm per class
-    present (cost independent of C).
-    """
-    (b, n, nf), (nd, nw) = f.shape, jac.shape[-2:]
-    few = n_cls <= _ONEHOT_MAX
-    out = torch.zeros(n, n_cls * nf, nd * nw, dtype=FLOAT, device=f.device)  # few: (N, C F, D W)
-    if not few:
-        out = torch.zeros(n_cls, n, nf, nd * nw, dtype=FLOAT, device=f.device)
-    step = max(1, _BLOCK_NUMBERS // (n * nd * nw))
-    for s in range(0, b, step):
-        c = cls[s : s + step]  # (b,)
-        # node-major float64 copies in one pass whatever the layout (the network's is node-major)
-        fb = _node_major(f[s : s + step].permute(1, 2, 0))  # (N, F, b)
-        jb = _node_major(jac[s : s + step].transpose(0, 1)).view(n, -1, nd * nw)  # (N, b, D W)
-        if few:
-            onehot = torch.nn.functional.one_hot(c, n_cls).T.to(FLOAT)  # (C, b)
-            spread = onehot[None, :, None, :] * fb[:, None, :, :]  # (N, C, F, b)
-            out += torch.bmm(spread.reshape(n, n_cls * nf, -1), jb)
-            continue
-        order = torch.argsort(c, stable=True)
-        counts = torch.bincount(c, minlength=n_cls)
-        present = counts.nonzero().flatten()
-        fs, js = fb[:, :, order], jb[:, order]  # (N, F, b), (N, b, D W): grouped by class
-        start = 0
-        for k, size in zip(present.tolist(), counts[present].tolist(), strict=True):
-            out[k] += torch.bmm(fs[:, :, start : start + size], js[:, start : start + size])
-            start += size
-    if few:
-        return out.reshape(n, n_cls, nf, nd, nw).transpose(0, 1)
-    return out.reshape(n_cls, n, nf, nd, nw)
-
-
-def _node_major(x: Tensor) -> Tensor:
-    """A contiguous float64 copy of x (one pass, whatever x's strides)."""
-    return torch.empty(x.shape, dtype=FLOAT, device=x.device).copy_(x)
-
-
-def _cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:
-    """sum_b K_s K_m^T for the selected nodes s against every node m of a level: (S, N, P, P).
-
-    f (B, N, F), jac (B, N, D, W), sel (S,) local ids; P = F * W, i major o minor on both sides.
-    K_s K_m^T [(i, o), (i', o')] = f_s[i] f_m[i'] (J_s^T J_m)[o, o'], so no K is formed.
-    """
-    (b, n, nf), nw, ns = f.shape, jac.shape[-1], len(sel)
-    acc = torch.zeros(ns * n, nf * nf, nw * nw, dtype=FLOAT, device=f.device)
-    for s in range(0, b, _BLOCK):
-        fb, jb = f[s : s + _BLOCK].to(FLOAT), jac[s : s + _BLOCK].to(FLOAT)
-        ff = fb[:, sel, None, :, None] * fb[:, None, :, None, :]  # (b, S, N, F, F)
-        jj = torch.einsum("bsdo,bmdp->bsmop", jb[:, sel], jb)  # (b, S, N, W, W)
-        acc += torch.bmm(
-            ff.reshape(-1, ns * n, nf * nf).permute(1, 2, 0), jj.reshape(-1, ns * n, nw * nw).transpose(0, 1)
-        )
-    acc = acc.reshape(ns, n, nf, nf, nw, nw).permute(0, 1, 2, 4, 3, 5)  # (S, N, F, W, F, W)
-    return acc.reshape(ns, n, nf * nw, nf * nw)
-
-
 class CovarianceOperator:
     """The covariance operator of every latent node (or layer), as a between-class covariance.
 
@@ -195,9 +131,9 @@ class CovarianceOperator:
     root's operator always is one: J = I there, so OP_root = Cov_x(E[f_in | class]) (x) I_W and
     each of its eigenvalues comes W times. The rank is at most (C - 1) * D; eigenvectors past it
     belong to numerically zero eigenvalues: an orthonormal basis of the null space, no information.
-    Everything is computed from the factor OP = A A^T (`level_factor`, P x C D), through the Gram
-    matrix A^T A when C D < P (runtime.spectrum), so no P x P matrix is formed unless `full`; the
-    theorem check applies the operator as A (A^T v) (`row_products`).
+    Everything is computed from a factor OP = A A^T (`reduced_factor`, P x (C - 1) D), through the
+    Gram matrix A^T A when (C - 1) D < P (runtime.spectrum), so no P x P matrix is formed unless
+    `full`; the theorem check applies the operator as A (A^T v) (`row_products`).
     within: global node ids whose within-class term E_x[V_aug[K | x]] is also accumulated
     (`within_row(node)`), for the theorem check with beta != 0; each costs a second moment
     against every node of its level (N_l F^2 W^2 per sample, dense: not low rank).
@@ -213,6 +149,7 @@ class CovarianceOperator:
         full: bool = False,
         official: bool = False,
         within: Sequence[int] = (),
+        scratch: Scratch | None = None,
     ) -> None:
         self.fan_in = tuple(torch.as_tensor(x, dtype=torch.long).cpu() for x in fan_in)
         self.n_classes, self.top, self.full, self.official = n_classes, top, full, official
@@ -234,7 +171,9 @@ class CovarianceOperator:
         self.counts = torch.zeros(n_classes, dtype=FLOAT)
         self.sums: list[Tensor] = []  # per level (C, N, F, D, W)
         self.moments: list[Tensor] = []  # per level (n_within, P_l, P_l)
-        self._factors: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
+        self._factors: dict[int, Tensor] = {}  # per level, `reduced_factor` until the next update
+        self._deviations: dict[int, Tensor] = {}  # per level, `level_factor` until the next update
+        self._scratch = scratch or Scratch()  # float64 staging buffers: one run's epochs can share them
 
     @classmethod
     def for_tree(cls, layout: Layout, width: int, n_classes: int, **options: object) -> CovarianceOperator:
@@ -253,14 +192,21 @@ class CovarianceOperator:
             self.sums = [torch.zeros(0, device=dev)] * len(inputs)
             self.moments = [torch.zeros(0, device=dev)] * len(inputs)
         self._factors.clear()
-        self.counts += torch.bincount(cls, minlength=self.n_classes).to(FLOAT)
+        self._deviations.clear()
+        counts = torch.bincount(cls, minlength=self.n_classes)
+        self.counts += counts.to(FLOAT)
+        grouped = len(cls) < 2 or bool((cls[1:] >= cls[:-1]).all())  # measure_pass sorts by class
+        order = None if grouped else torch.argsort(cls, stable=True)
         for lvl, (f, j) in enumerate(zip(inputs, jac, strict=True)):
             f, j = f.detach(), j.detach()
-            sums = _class_sums(cls, self.n_classes, f, j)
-            self.sums[lvl] = sums if self.sums[lvl].numel() == 0 else self.sums[lvl] + sums
+            if self.sums[lvl].numel() == 0:
+                shape = (self.n_classes, *f.shape[1:], *j.shape[-2:])  # (C, N, F, D, W)
+                self.sums[lvl] = torch.zeros(shape, dtype=FLOAT, device=dev)
+            by_class = (f, j) if order is None else (f[order], j if j.stride(0) == 0 else j[order])
+            class_sums(counts.tolist(), *by_class, self.sums[lvl], self._scratch)
             sel = self.within[lvl].to(dev)
             if len(sel):
-                mom = _cross_moment(f, j, sel)
+                mom = cross_moment(f, j, sel)
                 self.moments[lvl] = mom if self.moments[lvl].numel() == 0 else self.moments[lvl] + mom
 
     def _class_means(self, lvl: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -277,28 +223,48 @@ class CovarianceOperator:
         *lead, nf, nd, nw = k.shape
         return k.transpose(-1, -2).reshape(*lead, nf * nw, nd)
 
+    def _seen(self, lvl: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The class sums (C', N, F, D, W) and counts (C',) of the C' seen classes, and sqrt(p) (C',)."""
+        if not self.sums:
+            raise ValueError("no samples were accumulated")
+        sums, counts = self.sums[lvl], self.counts
+        if not bool((counts > 0).all()):
+            seen = (counts > 0).nonzero().flatten()
+            sums, counts = sums[seen], counts[seen]
+        return sums, counts, (counts / self.counts.sum()).sqrt()
+
     def level_factor(self, lvl: int) -> Tensor:
-        """(N_l, P_l, R) the factor A of every node of a level, OP = A A^T: its columns are
-        sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and output
-        d, so R = seen classes * D and OP's rank is at most R - D. Zero in padded rows. Kept until the
-        next `update` (the spectrum and the theorem check share it)."""
+        """(N_l, P_l, C' D) the class-mean deviations of every node of a level, OP = A A^T: columns
+        sqrt(p_c) (Kbar_c - Kbar)[:, d] in the paper's order, for each seen class c (major) and
+        output d; zero in padded rows. `reduced_factor` spans the same operator with D columns fewer
+        (what the spectrum and the row products use); this one keeps one column block per class
+        (runtime.loss_operators weighs class pairs with it). Kept until the next `update`."""
+        if lvl not in self._deviations:
+            sums, counts, root_p = self._seen(lvl)
+            delta = sums * (root_p / counts)[:, None, None, None, None]
+            delta -= root_p[:, None, None, None, None] * (self.sums[lvl].sum(dim=0) / self.counts.sum())
+            c, n, nf, nd, nw = delta.shape
+            self._deviations[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
+        return self._deviations[lvl]
+
+    def reduced_factor(self, lvl: int) -> Tensor:
+        """(N_l, P_l, R) a factor A of every node of a level, OP = A A^T, with R = (C' - 1) D columns
+        for the C' seen classes (OP's rank is at most that). The class-mean deviations X
+        (`level_factor`) combine to zero with sqrt(p), so in an orthonormal basis Q of sqrt(p)'s
+        complement (`class_contrasts`) Q^T X keeps A A^T = X X^T with one class's worth of
+        columns fewer; and Q^T X = Q^T [sqrt(p_c) Kbar_c]_c, from the class sums directly.
+        Columns contrast major, output d minor; rows in the paper's order; zero in padded rows.
+        Kept until the next `update` (the spectrum and the theorem check share it)."""
         if lvl not in self._factors:
-            if not self.sums:
-                raise ValueError("no samples were accumulated")
-            total, sums, counts = self.counts.sum(), self.sums[lvl], self.counts
-            if not bool((counts > 0).all()):
-                seen = (counts > 0).nonzero().flatten()
-                sums, counts = sums[seen], counts[seen]  # (C', N, F, D, W), (C',)
-            root_p = (counts / total).sqrt()[:, None, None, None, None]
-            delta = sums * (root_p / counts[:, None, None, None, None])
-            delta -= root_p * (self.sums[lvl].sum(dim=0) / total)  # sqrt(p_c) (Kbar_c - Kbar)
+            sums, counts, root_p = self._seen(lvl)
+            delta = class_contrasts(sums, root_p, scale=root_p / counts)  # (C' - 1, N, F, D, W)
             c, n, nf, nd, nw = delta.shape
             self._factors[lvl] = delta.permute(1, 2, 4, 0, 3).reshape(n, nf * nw, c * nd)  # i, o | c, d
         return self._factors[lvl]
 
     def level_operator(self, lvl: int) -> Tensor:
         """(N_l, P_l, P_l) the paper's operator of every node of a level (zeros in padded rows)."""
-        a = self.level_factor(lvl)
+        a = self.reduced_factor(lvl)
         return a @ a.mT
 
     def level_conn(self, lvl: int) -> Tensor:
@@ -316,7 +282,7 @@ class CovarianceOperator:
     def operator(self, node: int) -> Tensor:
         """(P_l, P_l) the operator of one node (global id), in the order of `W_node.T.reshape(-1)`."""
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)[i]
+        a = self.reduced_factor(lvl)[i]
         return a @ a.T
 
     def operator_row(self, node: int) -> Tensor:
@@ -327,14 +293,14 @@ class CovarianceOperator:
         Dense (N_l P_l^2 numbers); `row_products` applies it without forming it.
         """
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)
+        a = self.reduced_factor(lvl)
         return torch.einsum("ar,nbr->nab", a[i], a)
 
     def row_products(self, node: int, vecs: Tensor) -> Tensor:
         """vecs (N_l, P_l), a vector per node of the node's level -> (N_l, P_l): [m] = OP[node, m] vecs[m],
         computed as A_node (A_m^T vecs[m]) (N_l P_l R operations; no P x P block is formed)."""
         lvl, i = self.locate[node]
-        a = self.level_factor(lvl)  # (N, P, R)
+        a = self.reduced_factor(lvl)  # (N, P, R)
         coef = torch.einsum("npr,np->nr", a, vecs.to(a))  # (N, R)
         return coef @ a[i].T
 
@@ -353,9 +319,10 @@ class CovarianceOperator:
     def result(self) -> dict[str, Tensor]:
         """Eigenpairs, trace, norms (and the full matrices, the official norm) of every node.
 
-        Per level from the factor A (`level_factor`) by runtime.spectrum's cheaper exact route (the
-        Gram matrix when R < P_l); the dense P x P matrices are formed for `full` only."""
-        factors = [self.level_factor(lvl) for lvl in range(len(self.fan_in))]
+        From the factors A (`reduced_factor`) by runtime.spectrum's cheaper exact route (the Gram
+        matrix when R < P_l), one call for each run of consecutive levels whose factors have the
+        same shape; the dense P x P matrices are formed for `full` only."""
+        factors = [self.reduced_factor(lvl) for lvl in range(len(self.fan_in))]
         widths = [self.sums[lvl].shape[-1] for lvl in range(len(factors))]
         dev = factors[0].device
         size = torch.cat([f.to(dev) * w for f, w in zip(self.fan_in, widths, strict=True)])  # (n,)
@@ -366,11 +333,14 @@ class CovarianceOperator:
         out["trace"], out["fro"] = nan(self.n_nodes), nan(self.n_nodes)
         if self.full:
             out["full"] = nan(self.n_nodes, p_max, p_max)
-        for lvl, a in enumerate(factors):
-            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + a.shape[0]), a.shape[1]
-            spec = spectrum(a, size[rows], self.top)
+        for first, last in _same_shape_runs(factors):
+            a = factors[first] if first == last else torch.cat(factors[first : last + 1])
+            rows = slice(self.offsets[first], self.offsets[last] + factors[last].shape[0])
+            spec, p_l = spectrum(a, size[rows], self.top), a.shape[1]
             out["eigvals"][rows], out["eigvecs"][rows, :p_l] = spec["eigvals"], spec["eigvecs"]
             out["trace"][rows], out["fro"][rows] = spec["trace"], spec["fro"]
+        for lvl, a in enumerate(factors):
+            rows, p_l = slice(self.offsets[lvl], self.offsets[lvl] + a.shape[0]), a.shape[1]
             if self.full:
                 real = torch.arange(p_l, device=dev)[None, :] < size[rows, None]  # (N, P_l)
                 pad = ~(real[:, :, None] & real[:, None, :])
@@ -378,3 +348,14 @@ class CovarianceOperator:
         if self.official:
             out["conn"] = torch.cat([self.level_conn(lvl) for lvl in range(len(factors))])
         return out
+
+
+def _same_shape_runs(factors: Sequence[Tensor]) -> list[tuple[int, int]]:
+    """(first, last) level of each run of consecutive levels whose factors (N_l, P, R) share P and R."""
+    runs: list[tuple[int, int]] = []
+    for lvl, a in enumerate(factors):
+        if runs and factors[runs[-1][0]].shape[1:] == a.shape[1:]:
+            runs[-1] = (runs[-1][0], lvl)
+        else:
+            runs.append((lvl, lvl))
+    return runs

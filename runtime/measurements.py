@@ -4,6 +4,7 @@ Recorder (runtime.record) writes what they give."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 
 from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
+from runtime.connections import Scratch
 from runtime.context import RunContext
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -24,6 +26,12 @@ from sslspec.spec import schema
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
+# Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
+# activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
+BLOCK = {"cpu": 256}
+JACOBIAN_NUMBERS = 1 << 19  # a CPU block's Jacobians at most (2 MiB of float32), down to MIN_BLOCK
+MIN_BLOCK = 64  # samples: fewer would make each class-sum product (N, F, b) @ (N, b, D W) as costly to
+# write out as to compute (its output is F D W a node whatever b), which is what wide nets have
 
 
 @dataclass(frozen=True)
@@ -114,25 +122,54 @@ def measure_pass(
     return the count. The latent correlation, the dead units and the output's spread (the collapse
     measurement) see the plain samples; the operator sees them as a view would
     (`DataSource.augment`: leaf flips), so that its class means average over every augmentation
-    the spec declares (a second forward only when flips are on)."""
+    the spec declares (a second forward only when flips are on).
+
+    With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
+    blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
+    then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
     cfg, gen = ctx.cfg, ctx.gens["measure"]
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
         left -= b
         sample = ctx.source.measure_batch(b, gen)
-        plain = ctx.net(sample.inputs(ctx.dtype)) if corr is not None or spread is not None else None
-        if spread is not None and plain is not None:
-            spread.update(plain.raw)
-        if corr is not None and plain is not None:
-            corr.update(ctx.source.latents(sample), plain.pre)
-            if dead is not None:
-                dead.update(plain.pre)
+        plain = seen = sample.inputs(ctx.dtype)
+        latents = ctx.source.latents(sample) if corr is not None else ()
+        cls = torch.zeros(0, dtype=torch.long)
         if op is not None:
-            seen = ctx.source.augment(sample, gen)
-            fwd = plain if plain is not None and seen is sample else ctx.net(seen.inputs(ctx.dtype))
-            op.update(ctx.source.classes(seen), fwd.inputs, ctx.net.jacobians(fwd))
+            augmented = ctx.source.augment(sample, gen)
+            cls = ctx.source.classes(augmented)
+            order = torch.argsort(cls, stable=True)
+            cls, plain = cls[order], plain[order]
+            seen = plain if augmented is sample else augmented.inputs(ctx.dtype)[order]
+            latents = [z[order] for z in latents]
+        step = block_size(ctx, plain.device, op is not None)
+        for s in range(0, b, step):
+            rows = slice(s, s + step)
+            plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
+            fwd = ctx.net(plain[rows]) if plain_needed else None
+            if spread is not None and fwd is not None:
+                spread.update(fwd.raw)
+            if corr is not None and fwd is not None:
+                corr.update([z[rows] for z in latents], fwd.pre)
+                if dead is not None:
+                    dead.update(fwd.pre)
+            if op is not None:
+                fwd = fwd if fwd is not None and seen is plain else ctx.net(seen[rows])
+                op.update(cls[rows], fwd.inputs, ctx.net.jacobians(fwd))
     return total
+
+
+def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
+    """Samples per forward of a measurement chunk: BLOCK for the device (a whole CHUNK where it names
+    none), fewer (down to MIN_BLOCK) when their Jacobians (D * sum_l N_l W_l numbers a sample below
+    the root's identity) would pass JACOBIAN_NUMBERS."""
+    most = BLOCK.get(device.type)
+    if most is None or not jacobians:
+        return CHUNK if most is None else most
+    net = ctx.net
+    per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
+    return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1)))
 
 
 def check_batch(ctx: RunContext, views: ViewBatch) -> tuple[torch.Tensor, ...]:
@@ -165,7 +202,14 @@ def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator
         full=bool(c and c.full),
         official=bool(c and c.official),
         within=within,
+        scratch=_SCRATCH.setdefault(ctx.net, Scratch()),
     )
+
+
+# The operator's float64 staging buffers, one set per network (so per run), reused by every
+# epoch's accumulator instead of allocated (and, in deterministic mode, NaN-filled) anew; their
+# contents are always written before they are read. Weak keys: they go with the network.
+_SCRATCH: weakref.WeakKeyDictionary[torch.nn.Module, Scratch] = weakref.WeakKeyDictionary()
 
 
 @dataclass

@@ -218,8 +218,8 @@ class Recorder:
             if e.name not in st.arrays or e.result not in result:
                 continue
             shape = st.arrays[e.name].shape[1:]
-            value = result[e.result].detach().cpu()
-            rows.append((e.name, row, value[tuple(slice(0, n) for n in shape)].numpy()))
+            value = result[e.result].detach().cpu()[tuple(slice(0, n) for n in shape)].numpy()
+            rows.append((e.name, row, value.astype(st.arrays[e.name].dtype, copy=False)))  # cast once here
         return rows
 
     def _measure_rows(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_FEW_CLASSES = 8  # class_contrasts: up to this many classes as one matrix product
+
 
 def uses_gram(p: int, r: int) -> bool:
     """Whether the Gram route is the cheaper one for a (P x R) factor (strictly fewer columns)."""
@@ -32,15 +34,43 @@ def spectrum(a: Tensor, size: Tensor, top: int, route: str | None = None) -> dic
     if route not in (None, "gram", "dense"):
         raise ValueError(f"route must be 'gram' or 'dense' (got {route!r})")
     if uses_gram(p, r) if route is None else route == "gram":
-        g = a.mT @ a  # (N, R, R)
+        g = a.mT @ a  # (N, R, R): trace and norm of OP are the Gram matrix's
         vals, vecs = _gram_top(a, g, size, top)
-        fro = torch.linalg.matrix_norm(g)
     else:
-        op = a @ a.mT  # (N, P, P)
-        vals, vecs = _dense_top(op, size, top)
-        fro = torch.linalg.matrix_norm(op)
+        g = a @ a.mT  # (N, P, P)
+        vals, vecs = _dense_top(g, size, top)
     vals, vecs = _finish(vals, vecs, size, top)
-    return {"eigvals": vals, "eigvecs": vecs, "trace": (a * a).sum(dim=(1, 2)), "fro": fro}
+    trace = g.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return {"eigvals": vals, "eigvecs": vecs, "trace": trace, "fro": torch.linalg.matrix_norm(g)}
+
+
+def class_contrasts(x: Tensor, s: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Rows x (C, ...) (times `scale` (C,) first, when given) whose combination with s vanishes
+    (sum_c s_c x_c = 0, |s| = 1) -> (C - 1, ...) rows Y with Y^T Y = X^T X: the same operator
+    sum_c x_c x_c^T from one row fewer.
+
+    The columns of X lie in the complement of s, so X^T X = X^T Q Q^T X for an orthonormal basis Q
+    of that complement: the Householder reflection H = I - 2 u u^T that maps s to e_m (m: s's
+    largest entry, u = (s - e_m) / |s - e_m|), without its row m (which is s itself). Up to
+    _FEW_CLASSES rows H is applied as a (C - 1) x C matrix (one pass over x), beyond as a
+    reflection (a few passes, no C x C matrix). One class alone (C = 1) gives one zero row."""
+    c = x.shape[0]
+    if c == 1:
+        return torch.zeros_like(x)
+    m = int(s.argmax())
+    u = s.clone()
+    u[m] -= 1.0
+    u = u / u.norm()  # s != e_m: with two classes seen neither has all of the probability
+    keep = torch.cat([torch.arange(m), torch.arange(m + 1, c)]).to(x.device)
+    if c <= _FEW_CLASSES:
+        h = torch.eye(c, dtype=x.dtype, device=x.device) - 2 * u[:, None] * u[None, :]  # (C, C)
+        h = h[keep] if scale is None else h[keep] * scale[None, :]
+        y: Tensor = (h @ x.reshape(c, -1)).reshape(c - 1, *x.shape[1:])
+        return y
+    lead = (-1, *[1] * (x.dim() - 1))
+    x = x if scale is None else x * scale.view(lead)
+    y = x - 2 * u.view(lead) * torch.tensordot(u, x, dims=1)  # H x, (C, ...)
+    return y[keep]
 
 
 def product_fro(b: Tensor) -> Tensor:
@@ -68,13 +98,17 @@ def _gram_top(a: Tensor, g: Tensor, size: Tensor, top: int) -> tuple[Tensor, Ten
     rank) takes its vector from an orthonormal basis of the null space instead of A u, which is
     noise there; past R the eigenvalues are exactly zero."""
     _, p, r = a.shape
+    k = min(top, r)
     vals, u = torch.linalg.eigh(g)  # ascending
-    vals, u = vals.flip(-1)[:, :top], u.flip(-1)[:, :, :top]  # (N, k), (N, R, k), k = min(top, R)
+    vals, u = vals[:, r - k :].flip(-1), u[:, :, r - k :].flip(-1)  # (N, k), (N, R, k) descending
     v = a @ u  # (N, P, k): eigenvectors of A A^T, norm sqrt(lambda)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
     tol = vals[:, :1].clamp_min(0) * max(p, r) * torch.finfo(a.dtype).eps  # (N, 1)
     good = vals > tol  # (N, k), a prefix of each row (vals descend)
-    v = torch.where(good[:, None, :], v / v.norm(dim=1, keepdim=True).clamp_min(1e-300), 0.0)
-    extra = min(top, p) - v.shape[-1]
+    extra = min(top, p) - k
+    if not extra and bool(good.all()):
+        return vals, v
+    v = torch.where(good[:, None, :], v, 0.0)
     vals = torch.nn.functional.pad(vals, (0, extra))  # (N, min(top, P))
     v = torch.nn.functional.pad(v, (0, extra))
     good = torch.nn.functional.pad(good, (0, extra), value=False)
@@ -109,6 +143,8 @@ def _finish(vals: Tensor, vecs: Tensor, size: Tensor, top: int) -> tuple[Tensor,
     n, p, k = vecs.shape
     peak = vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True))  # (N, 1, k)
     vecs = vecs * torch.where(peak < 0, -1.0, 1.0)
+    if k == top and not bool((size < max(p, top)).any()):
+        return vals, vecs  # nothing to pad (the common case)
     out_vals = torch.full((n, top), torch.nan, dtype=vals.dtype, device=vals.device)
     out_vecs = torch.full((n, p, top), torch.nan, dtype=vecs.dtype, device=vecs.device)
     out_vals[:, :k], out_vecs[:, :, :k] = vals, vecs

@@ -144,7 +144,7 @@ def block(m: torch.Tensor, row: int, col: int, p: int) -> torch.Tensor:
     return m[row * p : (row + 1) * p, col * p : (col + 1) * p]
 
 
-@pytest.mark.parametrize("n_cls", [2, 12])  # one-hot path and the sorted-segments path
+@pytest.mark.parametrize("n_cls", [2, 12])  # few and many classes; chunks arrive unsorted
 def test_operator_chunks_equal_reference(n_cls: int) -> None:
     """Operator, block rows, within-class rows and the official norm equal the per-sample reference,
     streamed over uneven chunks or in one shot."""
@@ -176,6 +176,25 @@ def test_operator_chunks_equal_reference(n_cls: int) -> None:
                 want = torch.stack([block(within, i, m, p) for m in range(sizes[lvl])])
                 torch.testing.assert_close(streamed.within_row(node), want, **close)
     assert torch.equal(res["count"], torch.bincount(cls, minlength=n_cls).to(F64))
+
+
+def test_batch_constant_jacobian_equals_its_materialized_copy() -> None:
+    """A Jacobian the same for every sample (stride 0 along the batch, as the root's identity) gives
+    the same class sums, bit for bit, as the same numbers materialized per sample; float32 inputs
+    give sums equal to the float64 reference (products exact, float64 sums)."""
+    cls, f, _ = operator_data(300, (2,), (4,), 3, 3, 2)
+    f32 = [f[0].float()]
+    eye = torch.eye(3).expand(300, 2, 3, 3)  # (B, N, D, W), stride 0 along B and N
+    sums = []
+    for jac in (eye, eye.contiguous()):
+        acc = CovarianceOperator([torch.tensor([4, 4])], 2)
+        acc.update(cls, f32, [jac])
+        sums.append(acc.sums[0])
+    assert torch.equal(sums[0], sums[1])
+    paper, _, _ = ref.level_operators(cls, f32[0].to(F64), eye.to(F64), 2)
+    acc = CovarianceOperator([torch.tensor([4, 4])], 2)
+    acc.update(cls, f32, [eye])
+    torch.testing.assert_close(acc.operator(0), block(paper, 0, 0, 12), rtol=1e-12, atol=1e-15)
 
 
 def test_within_row_needs_the_node_listed() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from runtime.activity import DeadUnits
 from runtime.context import RunContext
-from runtime.measurements import measure_pass
+from runtime.measurements import BLOCK, measure_pass
 from runtime.sampler import Sample
 from sslspec.spec.lower import lower
 
@@ -64,19 +64,42 @@ def plain_samples(ctx: RunContext, flip: float) -> tuple[list[Sample], torch.Ten
     return [batch], g.get_state()
 
 
+def operator_feed(op: Recording) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes (B,) and leaf-level inputs (B, n_leaves) the operator was fed, over all its calls."""
+    cls = torch.cat([c[0] for c in op.calls])
+    bottom = torch.cat([c[1][-1].reshape(len(c[0]), -1) for c in op.calls])  # parents take leaves in order
+    return cls, bottom
+
+
 def test_operator_sees_flipped_leaves_and_correlation_plain_ones() -> None:
     """augment.flip = 1 flips every leaf: the operator's leaf-level inputs are 1 - the plain leaves,
-    which the latent correlation saw, and the classes (the root) are the plain samples' own."""
+    which the latent correlation saw, and the classes (the root) are the plain samples' own; both
+    get the samples grouped by class (a stable sort), in blocks of BLOCK with a forward each."""
     ctx = context(1.0)
     (plain,), after = plain_samples(ctx, 1.0)
     corr, op = Recording(), Recording()
     assert measure_pass(ctx, corr, op) == 300  # type: ignore[arg-type]
-    (latents, pre), (cls, inputs, _) = corr.calls[0], op.calls[0]
-    bottom = inputs[-1].reshape(300, -1)  # (B, n_leaves): parents of leaves take them in order
-    torch.testing.assert_close(bottom, 1 - plain.leaves.to(bottom.dtype), rtol=0, atol=0)
-    torch.testing.assert_close(pre, ctx.net(plain.inputs(ctx.dtype)).pre, rtol=0, atol=0)
-    assert torch.equal(latents[0], plain.latents[0]) and torch.equal(cls, plain.latents[0][:, 0])
+    cls, bottom = operator_feed(op)
+    order = torch.argsort(plain.latents[0][:, 0], stable=True)
+    torch.testing.assert_close(bottom, 1 - plain.leaves[order].to(bottom.dtype), rtol=0, atol=0)
+    assert torch.equal(cls, plain.latents[0][order, 0])
+    x = plain.inputs(ctx.dtype)[order]
+    blocks = [slice(0, BLOCK["cpu"]), slice(BLOCK["cpu"], 300)]
+    assert [len(c[0]) for c in op.calls] == [len(range(300)[b]) for b in blocks]
+    for (latents, pre), rows in zip(corr.calls, blocks, strict=True):
+        torch.testing.assert_close(pre, ctx.net(x[rows]).pre, rtol=0, atol=0)
+        assert all(torch.equal(z, want[order][rows]) for z, want in zip(latents, plain.latents, strict=True))
     assert torch.equal(ctx.gens["measure"].get_state(), after)
+
+
+def test_without_the_operator_the_correlation_sees_the_samples_in_order() -> None:
+    """No operator: the latent correlation gets the plain samples in their drawn order (no sort)."""
+    ctx = context(0.0)
+    (plain,), _ = plain_samples(ctx, 0.0)
+    corr = Recording()
+    measure_pass(ctx, corr, None)  # type: ignore[arg-type]
+    latents = [torch.cat([c[0][lvl] for c in corr.calls]) for lvl in range(len(plain.latents))]
+    assert all(torch.equal(z, want) for z, want in zip(latents, plain.latents, strict=True))
 
 
 def test_without_flips_the_operator_sees_the_plain_samples_and_no_extra_draw() -> None:
@@ -85,8 +108,9 @@ def test_without_flips_the_operator_sees_the_plain_samples_and_no_extra_draw() -
     (plain,), after = plain_samples(ctx, 0.0)
     corr, op = Recording(), Recording()
     measure_pass(ctx, corr, op)  # type: ignore[arg-type]
-    bottom = op.calls[0][1][-1].reshape(300, -1)
-    torch.testing.assert_close(bottom, plain.leaves.to(bottom.dtype), rtol=0, atol=0)
+    _, bottom = operator_feed(op)
+    order = torch.argsort(plain.latents[0][:, 0], stable=True)
+    torch.testing.assert_close(bottom, plain.leaves[order].to(bottom.dtype), rtol=0, atol=0)
     assert torch.equal(ctx.gens["measure"].get_state(), after)
 
 

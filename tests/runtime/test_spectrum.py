@@ -11,11 +11,11 @@ import torch
 import zarr
 from test_measure import block, operator_data
 
-from runtime import measure
+from runtime import connections
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator
 from runtime.network import TreeNet
-from runtime.spectrum import spectrum, uses_gram
+from runtime.spectrum import class_contrasts, spectrum, uses_gram
 from runtime.theorem import predictions
 from sslspec.spec import schema
 
@@ -60,6 +60,27 @@ def factor_with_classes(n: int, p: int, classes: int, d: int, seed: int) -> torc
     return (delta * w.sqrt()[:, None, None, None]).permute(1, 2, 0, 3).reshape(n, p, classes * d)
 
 
+@pytest.mark.parametrize("classes", [1, 2, 5, 12])  # 12: beyond _FEW_CLASSES, applied as a reflection
+def test_class_contrasts_keep_the_operator_with_one_class_fewer(classes: int) -> None:
+    """Class deviations x_c = sqrt(p_c) (m_c - sum_j p_j m_j): their contrasts, and those of the raw
+    class sums scaled by sqrt(p_c) / n_c, give C - 1 rows (one zero row for one class) whose sum
+    of outer products is the same operator, to float64 precision."""
+    g = gen(classes)
+    n = torch.randint(1, 50, (classes,), generator=g).to(F64)
+    p = n / n.sum()
+    means = torch.randn(classes, 7, 3, generator=g, dtype=F64)
+    x = p.sqrt()[:, None, None] * (means - torch.einsum("c,cij->ij", p, means))  # (C, 7, 3)
+    want = x.reshape(classes, -1).T @ x.reshape(classes, -1)
+    for y in (
+        class_contrasts(x, p.sqrt()),
+        class_contrasts(means * n[:, None, None], p.sqrt(), p.sqrt() / n),
+    ):
+        assert y.shape == (max(classes - 1, 1), 7, 3)
+        flat = y.reshape(len(y), -1)
+        torch.testing.assert_close(flat.T @ flat, want, rtol=0, atol=1e-13)
+        assert classes > 1 or not y.any()
+
+
 @pytest.mark.parametrize("route", [None, "gram", "dense"])
 @pytest.mark.parametrize(("p", "classes", "d", "top"), [(30, 2, 4, 6), (30, 3, 4, 12), (8, 3, 4, 8)])
 def test_spectrum_equals_dense_on_both_routes(
@@ -92,13 +113,13 @@ def test_spectrum_gram_route_keeps_repeated_eigenvalues() -> None:
     assert_eigen_match(out["eigvals"][0], out["eigvecs"][0], a[0] @ a[0].T)
 
 
-@pytest.mark.parametrize(("n_cls", "block_numbers"), [(2, 1 << 22), (2, 40), (9, 40), (40, 1 << 22)])
+@pytest.mark.parametrize(("n_cls", "block_numbers"), [(2, 1 << 20), (2, 40), (9, 40), (40, 1 << 20)])
 def test_operator_routes_equal_the_per_sample_reference(
     n_cls: int, block_numbers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The accumulator's spectrum, trace, norms, official norm and block-row products equal the dense
     per-sample reference, in one block or many (class sums grouped by class), with unseen classes."""
-    monkeypatch.setattr(measure, "_BLOCK_NUMBERS", block_numbers)
+    monkeypatch.setattr(connections, "_BLOCK_NUMBERS", block_numbers)
     sizes, fans, width, out_dim = (1, 3), (4, 3), 3, 2
     cls, f, j = operator_data(150, sizes, fans, width, out_dim, n_cls)
     fan_in = [torch.full((k,), fan) for k, fan in zip(sizes, fans, strict=True)]
@@ -120,7 +141,11 @@ def test_operator_routes_equal_the_per_sample_reference(
             want = torch.stack([block(paper, i, m, p) @ vecs[m] for m in range(sizes[lvl])])
             torch.testing.assert_close(acc.row_products(node, vecs), want, rtol=1e-12, atol=1e-14)
     seen = int((res["count"] > 0).sum())
-    assert uses_gram(4 * width, seen * out_dim) == (n_cls == 2)  # both routes are covered
+    assert acc.reduced_factor(0).shape[-1] == (seen - 1) * out_dim  # one class's columns fewer
+    full, reduced = acc.level_factor(0), acc.reduced_factor(0)
+    assert full.shape[-1] == seen * out_dim  # the class-mean deviations: the same operator
+    torch.testing.assert_close(reduced @ reduced.mT, full @ full.mT, rtol=0, atol=1e-13)
+    assert uses_gram(4 * width, (seen - 1) * out_dim) == (n_cls == 2)  # both routes are covered
 
 
 def test_theorem_prediction_equals_dense_block_row() -> None:
