@@ -9,7 +9,9 @@ the newest version of a run still `running` (its process was killed: it holds no
 readable checkpoint continues that version from the next epoch, which gives the same arrays bit
 for bit as an uninterrupted run.
 A checkpoint that cannot be read (truncated), belongs to another run hash or claims more epochs
-than its store has done is refused, with a message, and the run starts a clean version instead.
+than its store has done is refused, with a message, and the run starts a clean version instead;
+so is a store that lacks variables this version of sslspec writes (an older sslspec wrote it),
+which is left as it is.
 Checkpoints are written through the store's `Files` seam (a temp name, then a rename).
 """
 
@@ -25,6 +27,7 @@ from sslspec.spec.plan import Run
 from sslspec.store.files import Files
 from sslspec.store.layout import Status, checkpoint_path, run_dir, status_of, version_attrs, versions
 from sslspec.store.location import Place
+from sslspec.store.write import lacking
 
 
 def save(
@@ -106,7 +109,8 @@ def decide(out: Place, run: Run, force: bool) -> Action:
         v, at = found[-1]
         if status_of(at, v) == Status.RUNNING:
             state, note = load(v, run.hash, int(at.get("epochs_done", 0)))
-            if state is not None:
+            note = lacking(v, run.config.measure) if state is not None else note
+            if state is not None and not note:
                 return Action("resume", v, int(state["epoch"]), state)
             return Action("run", note=note)
     return Action("run")

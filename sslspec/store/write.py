@@ -31,7 +31,7 @@ from zarr.core.sync import sync
 from sslspec.store.files import Files
 from sslspec.store.layout import LOCK, SCHEMA_VERSION, run_dir, version_number, version_path
 from sslspec.store.location import Location, Place
-from sslspec.store.variables import Entry
+from sslspec.store.variables import VARIABLES, Entry, resolve_dims, wanted
 
 # zstd's own frame checksum covers only the decompressed content and measured slower here
 # (benchmarks/checksum_speed.py); a crc32c of the compressed bytes catches any flipped byte.
@@ -217,3 +217,24 @@ def dumps(data: Any) -> str:
 
 def host() -> str:
     return os.uname().nodename
+
+
+def lacking(path: Place, measure: Any, files: Files | None = None) -> str:
+    """Why the store at `path` cannot be continued by this version of sslspec for a run measuring
+    `measure` ("" when it can): it lacks variables this version writes although it has their
+    dimensions (another version of sslspec wrote it), or it cannot be opened at all."""
+    try:
+        group = zarr.open_group((files or Files()).zarr_store(path), mode="r", zarr_format=3)
+        have = {name: tuple(a.metadata.dimension_names or ()) for name, a in group.arrays()}
+    except Exception as exc:  # noqa: BLE001 - any unreadable store is one not to continue
+        return f"{path}: its arrays cannot be read ({type(exc).__name__}: {exc})"
+    dims = {d for ds in have.values() for d in ds}
+    net = "layer" if "layer" in dims else "node"
+    missing = [
+        e.name
+        for e in VARIABLES
+        if wanted(e, measure) and e.name not in have and set(resolve_dims(e.dims, net)) <= dims
+    ]
+    if not missing:
+        return ""
+    return f"{path} lacks {', '.join(missing)} (another version of sslspec wrote it; it is left as it is)"

@@ -287,3 +287,22 @@ def test_status_is_written_last_and_the_index_after_the_checkpoint(
     assert before["finite"] and before["status"] == "running" and before["epochs_done"] == 5
     assert {"finished", "wall_time_s"} <= set(before) and before["measured_epochs"] == MEASURED
     assert entries == [("running", 0, False, "running"), ("complete", 5, False, "complete")]
+
+
+def test_store_lacking_a_variable_is_not_continued(sslspec_cli, killed, tmp_path: Path) -> None:
+    """A killed run whose store lacks a variable this sslspec writes (an older sslspec made it) is
+    left exactly as it is and the run completes in a new version, saying why; no traceback."""
+    spec, out = copy_of(killed, tmp_path)
+    (store,) = versions(out)
+    shutil.rmtree(store / "loss")  # as if written before `loss` was a variable
+    before = sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*"))
+    result = sslspec_cli("run", spec, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "lacks loss (another version of sslspec wrote it" in result.stderr
+    assert "Traceback" not in result.stderr
+    old, new = versions(out)
+    assert old == store and new.name == "v0002.zarr"
+    assert sorted((p, p.stat().st_mtime_ns) for p in store.rglob("*")) == before
+    assert root_attrs(old)["status"] == "running" and root_attrs(new)["status"] == "complete"
+    assert sslspec_cli("run", spec, "--out", tmp_path / "whole").exit_code == 0
+    identical(new, versions(tmp_path / "whole")[0])
