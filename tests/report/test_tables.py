@@ -119,3 +119,26 @@ def test_dead_units_table_separates_no_live_unit_from_nothing_learned(
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| root corr < 0.01 | of them: no live unit | dead level 0 | dead level 1 | dead level 2 |" in md
     assert "| 3 | 2 | 0.375 ± 0.415 (n=4) | 0.250 ± 0.433 (n=4) | 0.250 ± 0.000 (n=4) |" in md
+
+
+TREES = SPEC.replace("data hltm { depth = 2 }", "data hltm { tree = [2, 2] }").replace(
+    "network.width = [2, 5]", "data.tree = [[2, 2], [3, 3]]"
+)
+
+
+def test_a_spec_sweeping_a_list_valued_field_finds_its_runs(
+    sslspec_cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A spec that sweeps a list-valued field (`data.tree`) reports every planned run as found, with
+    each tree's own mean ± std (the planned values are matched to the stores' JSON coordinates)."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(TREES)
+    for run in lower(spec).runs:
+        swept = dict(run.swept)
+        value = FINAL[(2 if swept["data.tree"] == [2, 2] else 5, swept["seed"])]
+        write_store(tmp_path / "results", run.experiment, run.id, swept=swept, value=value)
+    result = sslspec_cli("report", spec, "--root", tmp_path / "results", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs: 8 planned; 8 complete, 0 failed, 0 running, 0 missing" in md
+    assert "| [2, 2] | 0.375 ± 0.198 (n=4) |\n| [3, 3] | 0.688 ± 0.207 (n=4) |" in md
