@@ -9,6 +9,8 @@ import numpy as np
 import zarr
 from click.testing import Result
 
+from sslspec.report.sweep import load_source
+from sslspec.report.tables import provenance
 from sslspec.spec.lower import lower
 from tests.store.conftest import write_store
 
@@ -142,3 +144,57 @@ def test_a_spec_sweeping_a_list_valued_field_finds_its_runs(
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Runs: 8 planned; 8 complete, 0 failed, 0 running, 0 missing" in md
     assert "| [2, 2] | 0.375 ± 0.198 (n=4) |\n| [3, 3] | 0.688 ± 0.207 (n=4) |" in md
+
+
+MACHINE = {
+    "device": "cpu",
+    "host": "a",
+    "versions": {"python": "3.11.9", "torch": "2.13.0"},
+    "git_commit": "0123456789ab",
+}
+PROVENANCE = {  # (width, seed) -> status and root attributes; (5, 2) has no store at all
+    (2, 1): ("complete", {**MACHINE, "wall_time_s": 10.0, "started": "T00:00:00", "finished": "T00:00:10"}),
+    (2, 2): ("complete", {**MACHINE, "wall_time_s": 30.0, "started": "T00:00:01", "finished": "T00:00:31"}),
+    (5, 1): ("failed", {
+        "device": "cuda", "host": "b", "versions": {"python": "3.12.1", "torch": "2.13.0"},
+        "git_commit": "fedcba987654", "git_dirty": True, "started": "T00:00:02",
+        "finished": "T00:00:07", "error": "RuntimeError: boom",
+    }),
+}  # fmt: skip
+
+
+def test_provenance_names_machines_times_and_the_runs_not_complete(tmp_path: Path) -> None:
+    """The provenance section counts runs by status, spans the earliest start to the last finish,
+    sums the recorded wall times, groups runs by machine (most runs first, median wall time, '?'
+    when none is recorded, a dirty commit marked) and lists each run not complete with its error."""
+    spec = tmp_path / "e.ssl"
+    spec.write_text(SPEC.replace("seed = 1..4", "seed = 1..2"))
+    ids = {}
+    for run in lower(spec).runs:
+        swept = dict(run.swept)
+        key = (swept["network.width"], swept["seed"])
+        ids[key] = run.id
+        if key in PROVENANCE:
+            status, attrs = PROVENANCE[key]
+            write_store(tmp_path / "results", run.experiment, run.id, swept=swept, status=status, **attrs)
+    text = provenance(load_source(spec, tmp_path / "results"))
+    assert text == "\n".join(
+        [
+            "- Runs: 4 planned; 2 complete, 1 failed, 0 running, 1 missing",
+            "- Started T00:00:00, last finished T00:00:31; wall time 40.0 s summed over runs",
+            "",
+            "Where the runs with a store ran:",
+            "",
+            "| device | host | python | torch | git commit | runs | median wall time per run (s) |",
+            "|---|---|---|---|---|---|---|",
+            "| cpu | a | 3.11.9 | 2.13.0 | 0123456 | 2 | 20.0 |",
+            "| cuda | b | 3.12.1 | 2.13.0 | fedcba9 (dirty) | 1 | ? |",
+            "",
+            "**Runs not complete (2), excluded from every statistic:**",
+            "",
+            "| run id | network.width | seed | status | error |",
+            "|---|---|---|---|---|",
+            f"| {ids[5, 1]} | 5 | 1 | failed | RuntimeError: boom |",
+            f"| {ids[5, 2]} | 5 | 2 | missing |  |",
+        ]
+    )
