@@ -13,14 +13,17 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from sslspec.errors import StoreError
 from sslspec.store.layout import (
     LOCK,
     SCHEMA_VERSION,
     Status,
     read_attrs,
     run_dir,
+    run_dirs,
     status,
     version_attrs,
+    version_label,
     version_path,
 )
 from sslspec.store.location import of
@@ -205,3 +208,60 @@ def test_jsonable_gives_plain_python(value: object, plain: object) -> None:
 def test_dumps_is_compact_sorted_json() -> None:
     """The plan's JSON has sorted keys and no spaces, so equal plans give equal text."""
     assert dumps({"b": (1, np.int64(2)), "a": {"y": 1, "x": None}}) == '{"a":{"x":null,"y":1},"b":[1,2]}'
+
+
+# ---- the layout the writer fills (sslspec.store.layout), read back -------------------------------
+
+
+def test_run_dirs_finds_every_run_from_a_root_an_experiment_or_a_run(tmp_path: Path) -> None:
+    """run_dirs lists (experiment, run dir) of the runs under a root, an experiment directory or a
+    single run, sorted, skipping directories that hold no version; a missing path is a StoreError."""
+    for exp, run in (("b", "r2"), ("a", "r1"), ("b", "r1")):
+        RunStore(claim_version(tmp_path, exp, run), {})
+    (tmp_path / "a" / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    found = [(e, d.relative_to(tmp_path).as_posix()) for e, d in run_dirs(tmp_path)]
+    assert found == [("a", "a/r1"), ("b", "b/r1"), ("b", "b/r2")]
+    assert [(e, d.name) for e, d in run_dirs(tmp_path / "b")] == [("b", "r1"), ("b", "r2")]
+    assert [(e, d.name) for e, d in run_dirs(tmp_path / "b" / "r2")] == [("b", "r2")]
+    with pytest.raises(StoreError, match="no such results directory"):
+        list(run_dirs(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize(
+    ("zarr_json", "message"),
+    [
+        (None, "not a zarr v3 store (no zarr.json)"),
+        ("{", "cannot read zarr.json"),
+        ('{"attributes": [1]}', "zarr.json 'attributes' is not an object"),
+        ('{"attributes": {}}', "store has no 'schema_version' attribute"),
+        ('{"attributes": {"schema_version": true}}', "store 'schema_version' must be an integer (got True)"),
+        ('{"attributes": {"schema_version": "1"}}', "store 'schema_version' must be an integer (got '1')"),
+        (
+            f'{{"attributes": {{"schema_version": {SCHEMA_VERSION + 1}}}}}',
+            f"store schema version {SCHEMA_VERSION + 1} is newer than this sslspec reads ({SCHEMA_VERSION})",
+        ),
+        ('{"attributes": {"schema_version": 1, "status": "done"}}', "unknown store status 'done'"),
+        ('{"attributes": {"schema_version": 1, "status": "missing"}}', "unknown store status 'missing'"),
+    ],
+)
+def test_a_store_not_written_by_this_sslspec_is_refused_by_name(
+    tmp_path: Path, zarr_json: str | None, message: str
+) -> None:
+    """Reading a version's status refuses, naming the store, a missing or unreadable zarr.json,
+    a missing, non-integer or newer schema version and a status no writer sets."""
+    store = tmp_path / "v0001.zarr"
+    store.mkdir()
+    if zarr_json is not None:
+        (store / "zarr.json").write_text(zarr_json)
+    with pytest.raises(StoreError) as info:
+        read_attrs(store) if zarr_json is None else status(store)
+    assert str(info.value).startswith(f"error: {store}: {message}")
+
+
+def test_status_values_read_back_as_written(tmp_path: Path) -> None:
+    """Each status a writer sets reads back as itself; the schema version written is accepted."""
+    for n, value in enumerate((Status.COMPLETE, Status.FAILED, Status.RUNNING), start=1):
+        path = claim_version(tmp_path, "exp", "run")
+        RunStore(path, {"status": value})
+        assert status(path) == value and version_label(path) == f"v{n:04d}"
