@@ -14,6 +14,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from sslspec.errors import StoreError
+from sslspec.store.files import Files
 from sslspec.store.layout import (
     LOCK,
     SCHEMA_VERSION,
@@ -26,7 +27,7 @@ from sslspec.store.layout import (
     version_label,
     version_path,
 )
-from sslspec.store.location import of
+from sslspec.store.location import Place, of
 from sslspec.store.variables import Entry
 from sslspec.store.write import RunLock, RunStore, claim_version, dumps, host, jsonable
 
@@ -153,6 +154,38 @@ def test_claim_skips_names_that_are_not_versions_and_never_reuses_one(tmp_path: 
     path = claim_version(tmp_path, "exp", "run")
     assert path == version_path(directory, 4) and path.is_dir()
     assert claim_version(tmp_path, "exp", "run") == version_path(directory, 5)
+
+
+class Racing(Files):
+    """Files where other processes take `taken` versions between a claim's listing and its mkdir."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken, self.tries = taken, 0
+
+    def mkdir(self, path: Place, parents: bool = False, exist_ok: bool = False) -> None:
+        if path.name.endswith(".zarr"):
+            self.tries += 1
+            assert self.tries < 10, "the claim keeps trying versions already taken"
+            if path.name in self.taken:
+                super().mkdir(path, exist_ok=True)  # the other process's version
+                raise FileExistsError(path)
+        super().mkdir(path, parents=parents, exist_ok=exist_ok)
+
+
+def test_a_claim_that_loses_a_race_takes_the_next_free_version(tmp_path: Path) -> None:
+    """When other processes take v0001 and v0002 while a claim is deciding, it gets v0003."""
+    files = Racing({"v0001.zarr", "v0002.zarr"})
+    path = claim_version(tmp_path, "exp", "run", files)
+    assert path.name == "v0003.zarr" and files.tries == 3
+
+
+def test_a_scalar_variable_is_one_chunk(tmp_path: Path) -> None:
+    """A variable with no dims is declared (one chunk, NaN fill) and written like any other."""
+    path, store = small_store(tmp_path)
+    store.variable(Entry("total", (), "1", "total"), (), (), 1, {})
+    assert np.isnan(zarr.open_group(str(path), mode="r")["total"][...])
+    store.write("total", (), 2.5)
+    assert zarr.open_group(str(path), mode="r")["total"][...] == 2.5
 
 
 def test_a_url_root_claims_versions_by_creating_their_groups() -> None:
