@@ -9,9 +9,10 @@ import numpy as np
 import zarr
 from click.testing import Result
 
-from sslspec.report.sweep import load_source
-from sslspec.report.tables import provenance
+from sslspec.report.sweep import final, load_source
+from sslspec.report.tables import provenance, value_table
 from sslspec.spec.lower import lower
+from sslspec.store.variables import LEVEL_CORR, root_of
 from tests.store.conftest import write_store
 
 # Final root correlation per (width, seed); each setting's four seeds have a known mean and spread.
@@ -197,4 +198,31 @@ def test_provenance_names_machines_times_and_the_runs_not_complete(tmp_path: Pat
             f"| {ids[5, 1]} | 5 | 1 | failed | RuntimeError: boom |",
             f"| {ids[5, 2]} | 5 | 2 | missing |  |",
         ]
+    )
+
+
+def test_two_swept_settings_make_a_grid_or_one_row_per_setting(tmp_path: Path) -> None:
+    """With two swept settings (besides the seed) that form a full grid the value table has the
+    first as rows and the second as columns; when they do not, one row per setting, one column each."""
+    for (width, seed), value in FINAL.items():
+        for lr, shift in ((0.1, 0.0), (0.2, 0.25)):
+            swept = {"network.width": width, "optimizer.lr": lr, "seed": seed}
+            write_store(tmp_path / "grid", "e", f"r{width}{seed}{lr}", swept=swept, value=value + shift)
+            if (width, lr) in ((2, 0.1), (5, 0.2)):
+                write_store(tmp_path / "zip", "e", f"r{width}{seed}{lr}", swept=swept, value=value + shift)
+    tables = {}
+    for name in ("grid", "zip"):
+        sw = load_source(tmp_path / name / "e")
+        tables[name] = value_table(sw, final(root_of(sw.ds[LEVEL_CORR])), "root corr")
+    assert tables["grid"] == (
+        "root corr (4 seeds per setting; 16 of 16 runs complete):\n\n"
+        "| network.width \\ optimizer.lr | 0.1 | 0.2 |\n|---|---|---|\n"
+        "| 2 | 0.375 ± 0.198 (n=4) | 0.625 ± 0.198 (n=4) |\n"
+        "| 5 | 0.688 ± 0.207 (n=4) | 0.938 ± 0.207 (n=4) |"
+    )
+    assert tables["zip"] == (
+        "root corr (4 seeds per setting; 8 of 8 runs complete):\n\n"
+        "| network.width | optimizer.lr | root corr |\n|---|---|---|\n"
+        "| 2 | 0.1 | 0.375 ± 0.198 (n=4) |\n"
+        "| 5 | 0.2 | 0.938 ± 0.207 (n=4) |"
     )
