@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 import zarr
 from click.testing import Result
 
-from sslspec.report.sweep import final, load_source
-from sslspec.report.tables import provenance, value_table
+from sslspec.report.sweep import SweepResults, final, load_source
+from sslspec.report.tables import provenance, theorem_table, value_table
 from sslspec.spec.lower import lower
-from sslspec.store.variables import LEVEL_CORR, root_of
+from sslspec.store.variables import LEVEL_CORR, TC_REL_ERROR, root_of
 from tests.store.conftest import write_store
 
 # Final root correlation per (width, seed); each setting's four seeds have a known mean and spread.
@@ -225,4 +226,42 @@ def test_two_swept_settings_make_a_grid_or_one_row_per_setting(tmp_path: Path) -
         "| network.width | optimizer.lr | root corr |\n|---|---|---|\n"
         "| 2 | 0.1 | 0.375 ± 0.198 (n=4) |\n"
         "| 5 | 0.2 | 0.938 ± 0.207 (n=4) |"
+    )
+
+
+def test_theorem_table_reads_each_runs_last_checked_epoch_per_node_and_m() -> None:
+    """The theorem-check table has one row per setting and checked node, one column per M, each cell
+    mean ± std over seeds at each run's last epoch with a value (a run that stopped early counts at
+    its own last one)."""
+    w, s, e, n, m = np.ix_(range(2), range(2), range(3), range(2), range(2))
+    value = np.broadcast_to(e / 10 + w / 5 + s / 10 + n / 100 + m / 1000, (2, 2, 3, 2, 2)).copy()
+    value[1, 1, 2] = np.nan  # width 5, seed 2 ends after epoch 5: its last value is 0.1 lower + 0.1
+    dims = ("width", "seed", "epoch", "tc_node", "tc_batches")
+    ds = xr.Dataset(
+        {"tc_rel_error": (dims, value), "status": (("width", "seed"), [["complete"] * 2] * 2)},
+        coords={
+            "width": xr.DataArray([2, 5], dims="width", attrs={"swept_path": "network.width"}),
+            "seed": xr.DataArray([1, 2], dims="seed", attrs={"swept_path": "seed"}),
+            "epoch": [0, 5, 10],
+            "tc_node": [0, 3],
+            "tc_batches": [1, 4],
+        },
+        attrs={"swept_paths": {"width": "network.width", "seed": "seed"}, "experiment": "e"},
+    )
+    runs = [
+        {"width": a, "seed": b, "status": "complete", "run_id": "r", "attrs": {}}
+        for a in (2, 5)
+        for b in (1, 2)
+    ]
+    text = theorem_table(SweepResults(Path("e.ssl"), ds, None, "", runs), TC_REL_ERROR)
+    assert text.startswith(
+        "Theorem check, relative error ||g - p|| / ||g|| (0 when the prediction is exact), "
+    )
+    assert text.endswith(
+        "at the last checked epoch (2 seeds per setting; 4 of 4 runs complete):\n\n"
+        "| network.width | node | M=1 | M=4 |\n|---|---|---|---|\n"
+        "| 2 | 0 | 0.250 ± 0.050 (n=2) | 0.251 ± 0.050 (n=2) |\n"
+        "| 2 | 3 | 0.260 ± 0.050 (n=2) | 0.261 ± 0.050 (n=2) |\n"
+        "| 5 | 0 | 0.400 ± 0.000 (n=2) | 0.401 ± 0.000 (n=2) |\n"
+        "| 5 | 3 | 0.410 ± 0.000 (n=2) | 0.411 ± 0.000 (n=2) |"
     )
