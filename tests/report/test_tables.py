@@ -10,7 +10,7 @@ import xarray as xr
 import zarr
 from click.testing import Result
 
-from sslspec.report.sweep import SweepResults, final, load_source
+from sslspec.report.sweep import SweepResults, final, label, load_source, show
 from sslspec.report.tables import provenance, theorem_table, value_table
 from sslspec.spec.lower import lower
 from sslspec.store.variables import LEVEL_CORR, TC_REL_ERROR, root_of
@@ -265,3 +265,17 @@ def test_theorem_table_reads_each_runs_last_checked_epoch_per_node_and_m() -> No
         "| 5 | 0 | 0.400 ± 0.000 (n=2) | 0.401 ± 0.000 (n=2) |\n"
         "| 5 | 3 | 0.410 ± 0.000 (n=2) | 0.411 ± 0.000 (n=2) |"
     )
+
+
+def test_a_setting_is_labelled_as_the_spec_writes_it_and_wrapped_on_request(tmp_path: Path) -> None:
+    """A setting's label is `path=value, ...` with booleans lowercase (as a spec writes them), the
+    whole text when no width is given, lines of at most `width` characters otherwise, 'all runs'
+    for the setting of a sweep without settings."""
+    swept = {"loss.batch_norm": True, "network.width": 10, "seed": 1}
+    write_store(tmp_path, "e", "r", swept=swept)
+    sw = load_source(tmp_path / "e")
+    combo = {d: r[d] for r in sw.runs for d in sw.settings}
+    text = label(sw, combo)
+    assert text == "loss.batch_norm=true, network.width=10" and show(False) == "false"
+    assert label(sw, combo, 30) == "loss.batch_norm=true,\nnetwork.width=10"
+    assert label(sw, {}) == "all runs"
