@@ -91,7 +91,10 @@ def test_checkpoint_of_another_run_ahead_of_its_store_or_torn_is_not_loaded(tmp_
         f"{checkpoint_path(path)}: checkpoint after epoch 2, but its store has 1 done",
     )
     checkpoint_path(path).write_bytes(b"not a checkpoint")
-    assert "unreadable checkpoint" in checkpoint.load(path, RUN.hash, 2)[1]
+    note = checkpoint.load(path, RUN.hash, 2)[1]
+    head = f"{checkpoint_path(path)}: unreadable checkpoint (UnpicklingError: "
+    assert note.startswith(head) and note.endswith(")")
+    assert len(note) == len(head) + 120 + 1  # torch's long message cut to its first 120 characters
     checkpoint.remove(path)
     assert not checkpoint_path(path).exists()
     checkpoint.remove(path)  # nothing there: not an error
