@@ -19,6 +19,7 @@ from sslspec.store.layout import (
     LOCK,
     SCHEMA_VERSION,
     Status,
+    checkpoint_path,
     read_attrs,
     run_dir,
     run_dirs,
@@ -298,3 +299,9 @@ def test_status_values_read_back_as_written(tmp_path: Path) -> None:
         path = claim_version(tmp_path, "exp", "run")
         RunStore(path, {"status": value})
         assert status(path) == value and version_label(path) == f"v{n:04d}"
+
+
+def test_a_versions_checkpoint_is_named_after_it_beside_it(tmp_path: Path) -> None:
+    """The checkpoint of `.../v0003.zarr` is `.../v0003.ckpt.pt`, in the same run directory."""
+    version = version_path(run_dir(tmp_path, "exp", "run"), 3)
+    assert checkpoint_path(version) == tmp_path / "exp" / "run" / "v0003.ckpt.pt"
