@@ -305,3 +305,12 @@ def test_a_versions_checkpoint_is_named_after_it_beside_it(tmp_path: Path) -> No
     """The checkpoint of `.../v0003.zarr` is `.../v0003.ckpt.pt`, in the same run directory."""
     version = version_path(run_dir(tmp_path, "exp", "run"), 3)
     assert checkpoint_path(version) == tmp_path / "exp" / "run" / "v0003.ckpt.pt"
+
+
+def test_reopening_a_version_never_written_fails_and_creates_nothing(tmp_path: Path) -> None:
+    """`reopen` only opens a store that exists: a claimed version with no zarr.json is a
+    FileNotFoundError, and no empty group appears there (a resume never writes into a blank store)."""
+    path = claim_version(tmp_path, "exp", "run")
+    with pytest.raises(FileNotFoundError, match="No group found"):
+        RunStore.reopen(path)
+    assert list(path.iterdir()) == []
