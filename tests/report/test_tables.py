@@ -116,13 +116,15 @@ def test_dead_units_table_separates_no_live_unit_from_nothing_learned(
     root or a dead level below it, and gives each level's final dead fraction as mean ± std."""
     cases = {1: (0.0, 1.0, 0.0), 2: (0.0, 0.0, 1.0), 3: (0.0, 0.0, 0.0), 4: (0.5, 0.5, 0.0)}
     for seed, (value, root, level1) in cases.items():
-        path = write_store(tmp_path / "results", "e", f"r{seed}", swept={"seed": seed}, value=value)
+        swept = {"network.width": 4, "seed": seed}
+        path = write_store(tmp_path / "results", "e", f"r{seed}", swept=swept, value=value)
         _add_dead(path, root, level1)
     result = sslspec_cli("report", tmp_path / "results" / "e", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "| root corr < 0.01 | of them: no live unit | dead level 0 | dead level 1 | dead level 2 |" in md
-    assert "| 3 | 2 | 0.375 ± 0.415 (n=4) | 0.250 ± 0.433 (n=4) | 0.250 ± 0.000 (n=4) |" in md
+    head = "| network.width | root corr < 0.01 | of them: no live unit | dead level 0 | dead level 1 |"
+    assert head + " dead level 2 |" in md
+    assert "| 4 | 3 | 2 | 0.375 ± 0.415 (n=4) | 0.250 ± 0.433 (n=4) | 0.250 ± 0.000 (n=4) |" in md
 
 
 TREES = SPEC.replace("data hltm { depth = 2 }", "data hltm { tree = [2, 2] }").replace(
