@@ -7,7 +7,8 @@ the same one at once; it never writes the index or the display, which are the dr
 
 - `LocalExecutor` (today's): this process, one job at a time, a run claimed by its flock
   (sslspec.store.write.RunLock) so that processes started on the same specs share the work; a run
-  another process holds is put off until the others are done.
+  another process holds is put off until the others are done. With `replicas` > 1 the runs that
+  share every shape go in replica-batched groups (runtime.group), a group's runs claimed together.
 - `LocalPool` (`sslspec run -j N`): N worker processes on this machine sharing the same queue
   and the same locks (runtime.pool).
 - `RayExecutor` (`--executor ray`): Ray tasks on a cluster or a local Ray instance
@@ -23,7 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from runtime.device import set_determinism
-from runtime.job import Event, Job, Outcome, run_job
+from runtime.group import plan_groups, run_group
+from runtime.job import Event, Job, Outcome
 from sslspec.store.layout import run_dir
 from sslspec.store.write import RunLock
 
@@ -45,34 +47,47 @@ def lock_of(job: Job) -> RunLock:
 
 
 class LocalExecutor:
-    """One job at a time in this process, each under its run's lock (see the module docstring).
-    The lock is held until the driver has handled the job's outcome."""
+    """One unit at a time in this process (a job, or with `replicas` > 1 a replica-batched group
+    of jobs), each run under its run's lock (see the module docstring). The locks are held until
+    the driver has handled the unit's outcomes."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.replicas = replicas
 
     def run(self, jobs: Sequence[Job], on_event: OnEvent) -> Iterator[tuple[int, Outcome]]:
         set_determinism()
-        for i, lock in _claimed(jobs):
+        for unit, locks in _claimed(jobs, plan_groups(jobs, self.replicas)):
             try:
-                yield i, run_job(jobs[i], _emitter(on_event, i))
+                emits = [_emitter(on_event, i) for i in unit]
+                for k, outcome in run_group([jobs[i] for i in unit], emits, self.replicas > 1):
+                    yield unit[k], outcome
             finally:
-                lock.release()
+                for lock in locks:
+                    lock.release()
 
 
-def _claimed(jobs: Sequence[Job]) -> Iterator[tuple[int, RunLock]]:
-    """Each job's index with its run's lock held. A run another process holds is put off and tried
-    again after the others; when every run left is held elsewhere, wait for the first of them."""
-    pending = list(range(len(jobs)))
+def _claimed(jobs: Sequence[Job], units: list[list[int]]) -> Iterator[tuple[list[int], list[RunLock]]]:
+    """Each unit's runs that this process could claim, with their locks held. A run another
+    process holds is put off (as a unit of its own) and tried again after the others; when every
+    run left is held elsewhere, wait for the first of them."""
+    pending = units
     while pending:
-        later = []
-        for i in pending:
-            held = lock_of(jobs[i])
-            if held.acquire(wait=False):
-                yield i, held
-            else:
-                later.append(i)
-        if later and len(later) == len(pending):
-            held = lock_of(jobs[later[0]])
+        later: list[list[int]] = []
+        for unit in pending:
+            got, locks = [], []
+            for i in unit:
+                held = lock_of(jobs[i])
+                if held.acquire(wait=False):
+                    got.append(i)
+                    locks.append(held)
+                else:
+                    later.append([i])
+            if got:
+                yield got, locks
+        if later and len(later) == sum(len(u) for u in pending):
+            held = lock_of(jobs[later[0][0]])
             held.acquire(wait=True)
-            yield later.pop(0), held
+            yield later.pop(0), [held]
         pending = later
 
 

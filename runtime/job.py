@@ -63,13 +63,15 @@ class Job:
 @dataclass(frozen=True)
 class Started:
     """The run starts (or resumes after `first` epochs) writing the version at `path`; `note`
-    says why a checkpoint found was refused (the run then started a clean version)."""
+    says why a checkpoint found was refused (the run then started a clean version); `group`, for
+    a replica of a batched group (runtime.group), its `group` id and `size`."""
 
     run: Run
     path: Place
     epochs: int
     first: int
     note: str = ""
+    group: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
 from runtime.objective import Contrastive
+from runtime.sampler import Views
+from runtime.source import ViewBatch
 from runtime.theorem import TheoremResult, theorem_check
 from sslspec.spec import schema
 from sslspec.spec.schema import Config
@@ -128,6 +130,15 @@ def measure_pass(
     return total
 
 
+def check_batch(ctx: RunContext, views: ViewBatch) -> tuple[torch.Tensor, ...]:
+    """A theorem check's batch: x, x_pos, x_neg as the network's input and the classes (H + 1, B)
+    of the anchors and the negatives (the checker admits the check on sources with latents only,
+    whose views are runtime.sampler.Views)."""
+    assert isinstance(views, Views)
+    classes = torch.stack([ctx.source.classes(s) for s in (views.x, *views.neg)])
+    return (*views.inputs(ctx.dtype), classes)
+
+
 def theorem_due(cfg: Config, epoch: int) -> bool:
     """Whether the theorem check runs after `epoch` epochs."""
     tc = cfg.measure.theorem_check
@@ -191,7 +202,7 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     tc = m.theorem_check
     if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
-        draw = lambda: ctx.source.views(B, H, gen).inputs(ctx.dtype)
+        draw = lambda: check_batch(ctx, ctx.source.views(B, H, gen))
         with torch.enable_grad():
             found.theorem = theorem_check(net, ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
     return found

@@ -254,8 +254,9 @@ class LevelNet(nn.Module):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return scale.view(self.sizes[lvl], self.widths[lvl])
 
-    def jacobians(self, fwd: Forward) -> list[torch.Tensor]:
-        """Per level (B, N_l, D, W_l): d raw / d pre_l, top down through the gates.
+    def jacobians(self, fwd: Forward, depth: int | None = None) -> list[torch.Tensor]:
+        """Per level (B, N_l, D, W_l): d raw / d pre_l, top down through the gates; only the top
+        `depth` levels when given (the theorem check needs no level below its deepest node).
 
         Computed node-major, (N_l, B, D, W_l), one bmm per level; the results are (B, N_l, ...)
         transposed views of those, so use reshape, not view, on them."""
@@ -266,7 +267,7 @@ class LevelNet(nn.Module):
         up = eye.expand(1, b, d, d)  # (N_0, B, D, W_0)
         jac = [up.transpose(0, 1)]
         weights = self.level_weights()
-        for lvl in range(1, len(self.sizes)):
+        for lvl in range(1, len(self.sizes) if depth is None else depth):
             scale = self._bn_scale(lvl - 1)
             if scale is not None:
                 up = up * scale[:, None, None, :]

@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import queue
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +30,8 @@ import torch
 
 from runtime.device import set_determinism
 from runtime.executor import OnEvent, lock_of
-from runtime.job import Event, Job, Outcome, run_job
+from runtime.group import plan_groups, run_group
+from runtime.job import Event, Job, Outcome
 from sslspec.store.layout import Status, run_dir
 
 POLL_S = 0.5  # how often the driver looks for workers that died
@@ -45,10 +46,11 @@ def workers_for(jobs: Sequence[Job], n: int | None) -> int:
 
 
 class LocalPool:
-    """`n` worker processes sharing the jobs (see the module docstring)."""
+    """`n` worker processes sharing the jobs (see the module docstring); with `replicas` > 1 a
+    worker takes a replica-batched group of runs at a time (runtime.group)."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, replicas: int = 1) -> None:
+        self.n, self.replicas = n, replicas
 
     def run(self, jobs: Sequence[Job], on_event: OnEvent) -> Iterator[tuple[int, Outcome]]:
         cuda = any(job.device.startswith("cuda") for job in jobs)
@@ -56,56 +58,70 @@ class LocalPool:
         results: Any = ctx.Queue()
         inboxes: list[Any] = [ctx.Queue() for _ in range(self.n)]
         gpus = torch.cuda.device_count() if cuda else 0
+        batched = self.replicas > 1
         procs = [
-            ctx.Process(target=_work, args=(k, list(jobs), inboxes[k], results, gpus), daemon=True)
+            ctx.Process(target=_work, args=(k, list(jobs), inboxes[k], results, gpus, batched), daemon=True)
             for k in range(self.n)
         ]
         for p in procs:
             p.start()
+        units = plan_groups(jobs, self.replicas, self.n)
         try:
-            yield from _dispatch(jobs, procs, inboxes, results, on_event)
+            yield from _dispatch(jobs, units, procs, inboxes, results, on_event)
         finally:
             _stop(procs, inboxes)
 
 
 def _dispatch(
-    jobs: Sequence[Job], procs: list[Any], inboxes: list[Any], results: Any, on_event: OnEvent
+    jobs: Sequence[Job],
+    units: list[list[int]],
+    procs: list[Any],
+    inboxes: list[Any],
+    results: Any,
+    on_event: OnEvent,
 ) -> Iterator[tuple[int, Outcome]]:
-    """Hand jobs to workers as they ask, pass their events on, yield their outcomes."""
-    pending, later = deque(range(len(jobs))), deque[int]()
-    busy: dict[int, int] = {}  # worker -> job index
+    """Hand units of jobs to workers as they ask, pass their events on, yield their outcomes. A
+    worker says `ready` when it wants a unit; a run of its unit held elsewhere comes back `held`
+    and is handed out again later, alone."""
+    pending, later = deque(units), deque[list[int]]()
+    busy: dict[int, list[int]] = {}  # worker -> the jobs of its unit not yet done
     done = 0
     while done < len(jobs):
         try:
             kind, k, i, payload = results.get(timeout=POLL_S)
         except queue.Empty:
-            for k, i in list(_died(procs, busy)):
+            for k, left in list(_died(procs, busy)):
                 del busy[k]
-                done += 1
-                yield i, _lost(jobs[i], procs[k].exitcode)
+                for i in left:
+                    done += 1
+                    yield i, _lost(jobs[i], procs[k].exitcode)
             if not any(p.is_alive() for p in procs) and done < len(jobs):
                 raise RuntimeError("every worker process died; the runs left stay resumable") from None
             continue
         if kind == "event":
             on_event(i, payload)
             continue
-        if kind == "held":
-            later.append(i)
-        elif kind == "done":
-            done += 1
-            yield i, payload
-        busy.pop(k, None)
-        if pending or later:  # kind is "ready", "held" or "done": the worker asks for more
+        if kind in ("held", "done"):
+            if i in busy.get(k, []):
+                busy[k].remove(i)
+            if kind == "held":
+                later.append([i])
+            else:
+                done += 1
+                yield i, payload
+            continue
+        busy.pop(k, None)  # "ready": the worker asks for more
+        if pending or later:
             wait = not pending
-            i = pending.popleft() if pending else later.popleft()
-            busy[k] = i
-            inboxes[k].put((i, wait))
+            unit = pending.popleft() if pending else later.popleft()
+            busy[k] = list(unit)
+            inboxes[k].put((unit, wait))
 
 
-def _died(procs: list[Any], busy: dict[int, int]) -> Iterator[tuple[int, int]]:
-    for k, i in busy.items():
+def _died(procs: list[Any], busy: dict[int, list[int]]) -> Iterator[tuple[int, list[int]]]:
+    for k, left in busy.items():
         if not procs[k].is_alive():
-            yield k, i
+            yield k, left
 
 
 def _lost(job: Job, code: int | None) -> Outcome:
@@ -128,28 +144,36 @@ def _stop(procs: list[Any], inboxes: list[Any]) -> None:
             p.join()
 
 
-def _work(k: int, jobs: list[Job], inbox: Any, results: Any, gpus: int) -> None:
-    """Worker `k`: ask for a job, run it under its run's lock, report; until told to stop."""
+def _work(k: int, jobs: list[Job], inbox: Any, results: Any, gpus: int, batched: bool) -> None:
+    """Worker `k`: ask for a unit, run the runs of it whose locks it gets (as one replica-batched
+    group when `batched`), report; until told to stop."""
     try:
         set_determinism()
         results.put(("ready", k, -1, None))
         while (task := inbox.get()) is not None:
-            i, wait = task
-            job = jobs[i]
-            if job.device == "cuda" and gpus:
-                job = replace(job, device=f"cuda:{k % gpus}")
-            lock = lock_of(job)
-            if not lock.acquire(wait=wait):
-                results.put(("held", k, i, None))
-                continue
+            unit, wait = task
+            mine, locks = [], []
+            for i in unit:
+                job = jobs[i]
+                if job.device == "cuda" and gpus:
+                    job = replace(job, device=f"cuda:{k % gpus}")
+                lock = lock_of(job)
+                if lock.acquire(wait=wait and len(unit) == 1):
+                    mine.append((i, job))
+                    locks.append(lock)
+                else:
+                    results.put(("held", k, i, None))
 
-            def emit(event: Event, i: int = i) -> None:
-                results.put(("event", k, i, event))
+            def emit_for(i: int) -> Callable[[Event], None]:
+                return lambda event: results.put(("event", k, i, event))
 
             try:
-                outcome = run_job(job, emit)
+                group = run_group([job for _, job in mine], [emit_for(i) for i, _ in mine], batched)
+                for pos, outcome in group:
+                    results.put(("done", k, mine[pos][0], outcome))
             finally:
-                lock.release()
-            results.put(("done", k, i, outcome))
+                for lock in locks:
+                    lock.release()
+            results.put(("ready", k, -1, None))
     except KeyboardInterrupt:  # Ctrl-C: the run in progress stays resumable; the driver says so
         pass

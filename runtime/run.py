@@ -82,7 +82,7 @@ def execute_all(
                 if event.note:
                     progress.end_run(f"{event.run.id}: {event.note}; starting a clean version")
                 _index(jobs[i].out, event.path, files)
-                progress.start_run(event.run, event.epochs, i)
+                progress.start_run(event.run, event.epochs, i, event.group)
             elif isinstance(event, EpochDone):
                 progress.epoch(event.epoch, event.samples_per_s, event.loss, i)
 
@@ -97,27 +97,34 @@ def execute_all(
     return 1 if failed else 0
 
 
-def executor_for(kind: str, jobs: int | None, address: str | None, gpus: float | None) -> Executor:
+def executor_for(
+    kind: str, jobs: int | None, address: str | None, gpus: float | None, replicas: int | None = 1
+) -> Executor:
     """The executor `sslspec run` names: `local` with `jobs` workers (None: one per core, or per
-    GPU; a pool only when more than one run is to go), or `ray`."""
+    GPU; a pool only when more than one run is to go) and replica-batched groups of at most
+    `replicas` runs (None: runtime.group.auto_replicas; 1: off), or `ray` (runs one per task,
+    never batched)."""
     if kind == "ray":
         from runtime.ray_executor import RayExecutor
 
         return RayExecutor(address, gpus)
-    return Workers(jobs)
+    return Workers(jobs, replicas)
 
 
 class Workers:
-    """The local executor with `n` workers: this process for one, runtime.pool's LocalPool else."""
+    """The local executor with `n` workers: this process for one, runtime.pool's LocalPool else;
+    groups of at most `replicas` runs (None: chosen from the device and its memory)."""
 
-    def __init__(self, n: int | None) -> None:
-        self.n = n
+    def __init__(self, n: int | None, replicas: int | None = 1) -> None:
+        self.n, self.replicas = n, replicas
 
     def run(self, jobs: Sequence[Job], on_event: OnEvent) -> Iterator[tuple[int, Outcome]]:
+        from runtime.group import auto_replicas
         from runtime.pool import LocalPool, workers_for
 
         n = workers_for(jobs, self.n)
-        return (LocalPool(n) if n > 1 else LocalExecutor()).run(jobs, on_event)
+        r = self.replicas if self.replicas is not None else auto_replicas(jobs)
+        return (LocalPool(n, r) if n > 1 else LocalExecutor(r)).run(jobs, on_event)
 
 
 def make_jobs(

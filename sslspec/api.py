@@ -109,6 +109,7 @@ def run(
     executor: Executor = "local",
     address: str | None = None,
     gpus: float | None = None,
+    replicas: int | None = None,
 ) -> xarray.Dataset:
     """Run a spec as `sslspec run` does and return its sweep as one xarray.Dataset (what
     `sslspec.load_sweep` gives: a dimension per swept field, a `status` variable; failed runs are
@@ -119,9 +120,8 @@ def run(
     cpu, cuda, cuda:N), `force` runs again into new versions; runs already complete are not
     redone. `experiment` picks the one experiment to run (needed when the spec has several). A
     progress display shows in a terminal (a live bar) and in Jupyter (one line updated in
-    place); plain lines elsewhere. Parallel workers and other executors do not exist yet: `jobs` must be 1 and
-    `executor` "local" (anything else raises ValueError). Raises SpecError for spec errors,
-    before anything runs.
+    place); plain lines elsewhere. `jobs`, `executor`, `address`, `gpus` and `replicas` are
+    `execute`'s. Raises SpecError for spec errors, before anything runs.
     """
     import xarray
 
@@ -135,6 +135,7 @@ def run(
         executor=executor,
         address=address,
         gpus=gpus,
+        replicas=replicas,
     )
     [(done, root)] = outcome.targets
     from sslspec.store.read import load_sweep
@@ -174,6 +175,7 @@ def execute(
     executor: Executor = "local",
     address: str | None = None,
     gpus: float | None = None,
+    replicas: int | None = None,
 ) -> Outcome:
     """What `sslspec run` does (the CLI and `run` both call this): lower every spec with `sets`
     (all are checked before anything runs; SpecError otherwise), then run every run that has no
@@ -184,8 +186,14 @@ def execute(
     (default: one per core, or one per GPU for CUDA runs; 1 runs them in this process);
     `executor="ray"` makes each a Ray task, on a local Ray instance, or on the cluster at
     `address` ("auto", "ray://host:port"), each asking for `gpus` GPUs (default: 1 for a GPU
-    run). Wrong combinations raise ValueError before anything runs."""
+    run). Locally, runs that share every shape train as replica-batched groups of at most
+    `replicas` runs (None: a size chosen from the device and its memory; 1: off; Ray tasks are
+    never batched). Wrong combinations raise ValueError before anything runs."""
     _check_workers(jobs, executor, address, gpus)
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1):
+        raise ValueError(f"replicas={replicas!r}: must be a whole number >= 1 (or None: from the device)")
+    if executor == "ray" and replicas is not None:
+        raise ValueError("replicas= applies to executor='local'; Ray runs one run per task")
     lowered = [s if isinstance(s, Plan) else _source(s).lower(sets) for s in sources]
     _refuse_empty(lowered)
     targets = tuple((p, of(str(out)) if out is not None else results_root(p)) for p in lowered)
@@ -194,7 +202,7 @@ def execute(
     if executor == "ray" and any(str(root).startswith("memory://") for _, root in targets):
         message = "a memory:// results root lives in this process; Ray workers cannot write to it"
         raise SpecError([Diagnostic(f"{message} (use a shared directory or an object store URL)")])
-    where = Where(jobs, executor, address, gpus)
+    where = Where(jobs, executor, address, gpus, replicas)
     return Outcome(targets, _run_plans(targets, device, force, dry_run, where))
 
 
@@ -223,12 +231,13 @@ def _source(s: Source | str | Path) -> Source:
 
 @frozen
 class Where:
-    """Where the runs execute: `execute`'s jobs, executor, address and gpus."""
+    """Where the runs execute: `execute`'s jobs, executor, address, gpus and replicas."""
 
     jobs: int | None = None
     executor: Executor = "local"
     address: str | None = None
     gpus: float | None = None
+    replicas: int | None = None
 
 
 def _run_plans(
@@ -242,7 +251,8 @@ def _run_plans(
 
         import_ray()  # without the extra: a clear error, before anything runs
     shared = not any(str(root).startswith("memory://") for _, root in targets)
-    executor = executor_for(where.executor, where.jobs if shared else 1, where.address, where.gpus)
+    jobs = where.jobs if shared else 1
+    executor = executor_for(where.executor, jobs, where.address, where.gpus, where.replicas)
     return execute_all(targets, device=device, force=force, dry_run=dry_run, executor=executor)
 
 

@@ -197,6 +197,13 @@ def _read(f: Path) -> str:
     help="Local worker processes (default: one per core, or one per GPU for CUDA runs).",
 )
 @click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Largest group of runs that share every shape trained as one batched model "
+    "(1: off; default: chosen from the device and its memory).",
+)
+@click.option(
     "--executor",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -219,6 +226,7 @@ def run(
     force: bool,
     dry_run: bool,
     jobs: int | None,
+    replicas: int | None,
     executor: str,
     address: str | None,
     gpus: float | None,
@@ -228,14 +236,19 @@ def run(
 
     Several specs make one queue of runs, shared by -j N worker processes on this machine (and
     with any other `sslspec run` on the same root through per-run locks), or by the tasks of a
-    Ray cluster with --executor ray. `--set` applies to every spec."""
+    Ray cluster with --executor ray. Locally, runs that differ only in seeds, polarities and
+    scalars such as lr or temperature train together as one batched model (--replicas).
+    `--set` applies to every spec."""
     from sslspec.api import execute
 
     if executor == "ray" and jobs is not None:
         guarded(lambda: _usage("-j applies to the local executor; Ray places the runs itself"))
     if executor == "local" and (address is not None or gpus is not None):
         guarded(lambda: _usage("--address and --gpus-per-run apply to --executor ray"))
+    if executor == "ray" and replicas is not None:
+        guarded(lambda: _usage("--replicas applies to the local executor; Ray runs one run per task"))
     where: dict[str, Any] = {"jobs": jobs, "executor": executor, "address": address, "gpus": gpus}
+    where["replicas"] = replicas
     try:
         outcome = guarded(
             lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run, **where)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sslspec.report import luck_section
+from sslspec.report import losses_section, luck_section
 from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, SweepResults, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
@@ -56,6 +56,8 @@ def section(sw: SweepResults, out: Path, stem: str) -> str:
             parts += [f"({name} figure omitted: {n} settings, more than {MAX_PANELS} panels)", ""]
     if luck_section.applies(ds):
         parts += [luck_section.section(sw, out, stem)]
+    if losses_section.applies(ds):
+        parts += [losses_section.section(sw, out, stem)]
     return "\n".join(parts)
 
 

@@ -82,7 +82,10 @@ COORDS: tuple[Entry, ...] = (
 
 _OP, _TC, _LC = "covariance_operator", "theorem_check", "latent_correlation"
 _TC_DIMS = ("epoch", "tc_node", "tc_batches")
-_TC_WHAT = "mean gradient over M batches vs -2 c sum_m OP[node, m] vec(W_m) over the node's level"
+_TC_WHAT = "mean gradient g over M batches vs the loss's prediction p = -2 sum_m OP_w[node, m] vec(W_m)"
+_TC_SIMPLE = (
+    "vs the simple-loss prediction -2 c sum_m (OP - beta V)[node, m] vec(W_m) (the check before issue 11)"
+)
 
 VARIABLES: tuple[Entry, ...] = (
     Entry("polarity", ("edge",), "1", "polarity delta of each edge (sign * |rho|)", "float64", chunk="whole"),
@@ -200,6 +203,41 @@ VARIABLES: tuple[Entry, ...] = (
     ),
     Entry("tc_grad_norm", _TC_DIMS, "1", "norm of the mean gradient g", measure=_TC, result="grad_norm"),
     Entry(
+        "tc_batch_rel_error",
+        _TC_DIMS,
+        "1",
+        "exact per-batch identity: ||chain-rule form - autograd gradient|| / ||autograd||, means over M",
+        measure=_TC,
+        attrs={"comment": "sum_{b,k} w_kb (K(a) - K(b)) Delta f ; NaN with batch norm (no per-example K)"},
+        result="batch_rel_error",
+    ),
+    Entry(
+        "tc_rel_error_simple",
+        _TC_DIMS,
+        "1",
+        f"relative error {_TC_SIMPLE}",
+        measure=_TC,
+        result="rel_error_simple",
+    ),
+    Entry("tc_cosine_simple", _TC_DIMS, "1", f"cosine {_TC_SIMPLE}", measure=_TC, result="cosine_simple"),
+    Entry(
+        "tc_residue_normalization",
+        _TC_DIMS,
+        "1",
+        "||g - u|| / ||g||: the residue's part the output normalization explains (u: the chain-rule form "
+        "with the raw output's K and Delta f, the same weights; 0 without normalization)",
+        measure=_TC,
+        result="residue_normalization",
+    ),
+    Entry(
+        "tc_residue_other",
+        _TC_DIMS,
+        "1",
+        "||u - p|| / ||g||: the rest of the residue g - p (weights varying with the views, biases, finite M)",
+        measure=_TC,
+        result="residue_other",
+    ),
+    Entry(
         "weight",
         ("epoch", NET, "unit", "input"),
         "1",
@@ -281,6 +319,8 @@ POLARITY, WEIGHT, WEIGHT_NORM = _name("polarity"), _name("weight"), _name("weigh
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
 DEAD_FRACTION = _name("dead_fraction")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
+TC_BATCH_REL_ERROR, TC_REL_ERROR_SIMPLE = _name("tc_batch_rel_error"), _name("tc_rel_error_simple")
+TC_RESIDUE_NORMALIZATION, TC_RESIDUE_OTHER = _name("tc_residue_normalization"), _name("tc_residue_other")
 
 # The root: latent node 0 (level 0); for an mlp, measured against its output layer (layer 0).
 ROOT = {"node": 0, "level": 0, "layer": 0}

@@ -48,6 +48,7 @@ REQUIRED_CASES = {
     "several_errors",
     "theorem_check_node_past_tree",
     "theorem_check_epoch_past_training",
+    "theorem_check_loss_without_operator",
     "negatives_not_below_batch",
 }
 

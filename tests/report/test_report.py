@@ -16,7 +16,9 @@ from sslspec.report.sweep import SweepResults
 from sslspec.spec.lower import lower
 
 PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
-SPECS = sorted(PAPER.glob("*.ssl"))
+# Claims 1-6 (the later specs' sections have their own tests on their own shrunken runs, e.g.
+# test_losses_section.py for spec 7: their theorem checks would make this module minutes slower).
+SPECS = sorted(p for p in PAPER.glob("*.ssl") if p.name.split("_")[0] in {"1", "2", "3", "4", "5", "6"})
 VIEWS, OPERATOR = PAPER / "5_views.ssl", PAPER / "6_operator.ssl"
 PNG = b"\x89PNG\r\n\x1a\n"
 # Seconds per run: 4 SGD steps on a depth-3 tree; the swept axes and the seeds are kept.

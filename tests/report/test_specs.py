@@ -15,9 +15,9 @@ PAPER = Path(__file__).resolve().parents[2] / "specs" / "paper"
 SPECS = sorted(PAPER.glob("*.ssl"))
 
 
-def test_six_paper_specs() -> None:
-    """specs/paper/ holds the six claim specs."""
-    assert [p.name[:2] for p in SPECS] == ["1_", "2_", "3_", "4_", "5_", "6_"]
+def test_paper_specs_are_numbered_claims() -> None:
+    """specs/paper/ holds the claim specs 1 to 7 in order (the loss operators are 7)."""
+    assert [p.name[:2] for p in SPECS][:7] == ["1_", "2_", "3_", "4_", "5_", "6_", "7_"]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
@@ -64,3 +64,23 @@ def test_operator_spec_checks_the_theorem_over_m() -> None:
         assert r.config.measure.covariance_operator.top == 8
     exact = {(type(r.config.loss), r.config.network.bias, r.config.network.normalize) for r in plan.runs}
     assert exact == {(SimpleLoss, False, "none"), (InfoNCELoss, True, "l2")}
+
+
+def test_loss_operator_spec_covers_every_loss_setting() -> None:
+    """Spec 7: simple, triplet and InfoNCE, per sample and batch, temperatures 0.1, 0.5 and 1 for the
+    two with one, each with and without output normalization and bias, checked over training."""
+    plan = lower(PAPER / "7_loss_operators.ssl")
+    seen = set()
+    for r in plan.runs:
+        loss, net, tc = r.config.loss, r.config.network, r.config.measure.theorem_check
+        assert tc is not None and tc.batches == (1, 4, 16, 64, 256) and tc.epochs is None
+        seen.add(
+            (type(loss).__name__, loss.reduction, getattr(loss, "temperature", None), net.normalize, net.bias)
+        )
+    temps = (0.1, 0.5, 1.0)
+    want = {("SimpleLoss", red, None) for red in ("sample", "batch")}
+    want |= {
+        (k, red, t) for k in ("TripletLoss", "InfoNCELoss") for red in ("sample", "batch") for t in temps
+    }
+    assert seen == {(*w, n, b) for w in want for n in ("none", "l2") for b in (False, True)}
+    assert len(plan.runs) == len(seen) * 2 and plan.runs[0].config.train.epochs == 20

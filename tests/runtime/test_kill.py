@@ -129,8 +129,15 @@ def kill_once(zygote: Zygote, spec: Path, root: Path, kind: str, visit: int, rng
     env = {ENV: f"{kind}:{visit}"} if kind != AT_RANDOM_TIME else {}
     first_is_victim = rng.random() < 0.5
     envs = [env, {}] if first_is_victim else [{}, env]  # which one starts first is random too
-    # one process each (-j 1): the processes themselves share the runs through the run locks
-    started = [zygote.start("run", spec, "--out", root, "-j", "1", env=e) for e in envs]
+    # one process each (-j 1): the processes themselves share the runs through the run locks. The
+    # victim batches (the default): first to start, it takes both runs as one replica group;
+    # second, the one run left. The other runs unbatched (--replicas 1), so that it never takes
+    # both runs from a victim that starts second (which then would reach no moment at all).
+    flags = [[], ["--replicas", "1"]] if first_is_victim else [["--replicas", "1"], []]
+    started = [
+        zygote.start("run", spec, "--out", root, "-j", "1", *f, env=e)
+        for e, f in zip(envs, flags, strict=True)
+    ]
     (victim, victim_err), (other, other_err) = started if first_is_victim else started[::-1]
     if kind == AT_RANDOM_TIME:
         time.sleep(rng.uniform(0.0, 3.0))

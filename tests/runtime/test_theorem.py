@@ -206,15 +206,19 @@ def test_check_leaves_weights_and_batch_norm_statistics_unchanged() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not net.training
     assert not res.attrs["exact"] and "batch norm" in res.attrs["note"] and "biases" in res.attrs["note"]
+    assert torch.isnan(res.batch_rel_error).all()  # no per-example Jacobian in training mode
 
 
 def test_other_losses_are_flagged_as_approximate() -> None:
-    """infonce is compared with the simple-loss prediction and says so; the numbers stay finite."""
+    """batch-reduced infonce is compared with -2 E[c] OP vec W (the batch scalar's prediction) and says
+    what it leaves out; the simple-loss comparison is kept apart; the numbers stay finite."""
     cfg, lay, edges, net = setup()
     cov = measure(cfg, lay, edges, net, n=4096)
-    loss = schema.InfoNCELoss(temperature=0.5, negatives=1, reduction="sample")
+    loss = schema.InfoNCELoss(temperature=0.5, negatives=1, reduction="batch")
     res = theorem_check(net, loss, batches(cfg, lay, edges, gen(9)), cov, (0,), (1, 2))
-    assert not res.attrs["exact"] and "simple-loss prediction" in res.attrs["note"]
+    assert not res.attrs["exact"] and "batch scalar" in res.attrs["note"]
+    assert res.attrs["weights"] == "batch_scalar"
+    assert not torch.equal(res.rel_error, res.rel_error_simple)
     assert torch.isfinite(res.rel_error).all() and torch.isfinite(res.cosine).all()
 
 

@@ -69,6 +69,7 @@ def test_ctrl_c_stops_every_worker_and_their_runs_resume(tmp_path: Path) -> None
     have a run past its first checkpoint: exit 130, no process left, both runs `running` and
     resumable; the same command then completes every run with exactly one version each."""
     sets = ["--set", "train.samples=2000", "--set", "train.epochs=20"]
+    sets += ["--replicas", "1"]  # one run per worker (batched groups: tests/runtime/test_replicas.py)
     spec, out = short_spec(tmp_path, SWEEP), tmp_path / "out"
     command = [str(SSLSPEC), "run", str(spec), "--out", str(out), "-j", "2", "--device", "cpu", *sets]
     proc = subprocess.Popen(
