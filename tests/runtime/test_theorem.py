@@ -277,7 +277,8 @@ def test_predictions_apply_the_dense_operator_blocks_to_the_weights() -> None:
 
 def test_the_check_states_its_rule_in_its_attributes() -> None:
     """An exact case (simple loss, per-sample distances, no bias, norm or batch norm) records the
-    loss, reduction, factor, beta, output width, exactness, the note and the prediction's formula."""
+    loss, reduction, factor, beta, output width, exactness, the note, the analytic weights and the
+    prediction's formula."""
     cfg, lay, edges, net = setup()
     cov = measure(cfg, lay, edges, net, n=4096)
     res = theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(11)), cov, (0,), (1,))
@@ -289,6 +290,6 @@ def test_the_check_states_its_rule_in_its_attributes() -> None:
         "out_dim": net.widths[0],
         "exact": True,
         "note": "exact in expectation",
-        "prediction": "p = -2 c sum_m (OP[node, m] - beta V[node, m]) vec(W_m) over the node's level; "
-        "*_own: own block",
+        "weights": "analytic",
+        "prediction": "p = -2 c sum_m (OP[node, m] - beta V[node, m]) vec(W_m) over the node's level",
     }
