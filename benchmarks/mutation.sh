@@ -16,6 +16,10 @@
 # (stopping at the first failure). Each module is run on its own, so a partial run still gives
 # whole per-module scores. The summary (killed / survived / timeout / no tests per module, and
 # the survivors by name) is printed at the end; `mutmut show NAME` prints one mutant's diff.
+# mutmut keeps results in mutants/ and reruns only what changed, but a change to
+# pytest_add_cli_args_test_selection makes it forget every result and map the tests again; new
+# tests in the selected files are mapped on the next run, so `mutmut run NAME...` after adding a
+# test rechecks a survivor against it.
 # Time on the 2-core VM (busy with other sessions, nice 19): about 3.5 mutants a minute after a
 # few minutes of test mapping, so the default (11 modules x 15) takes about an hour. The modules
 # hold about 3,800 mutants in all: every one (SAMPLE=0) is an overnight job on this machine, and

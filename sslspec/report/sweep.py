@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sslspec.spec.lower import lower
-from sslspec.store.layout import Status, read_attrs, version_path
+from sslspec.store.layout import Status, read_attrs, version_attrs, version_path, versions
 from sslspec.store.read import load_sweep
 
 SEED = "seed"
@@ -71,11 +71,19 @@ def load_source(source: Path, root: Path | None = None, sets: Sequence[str] = ()
     for key in keys:
         point = ds.sel(key) if key else ds
         run = {**key, "status": str(point.status.values), "run_id": str(point.run_id.values)}
-        version = int(point.version.values)
-        store = version_path(where / run["run_id"], version)
-        run["attrs"] = read_attrs(store) if version and store.exists() else {}
+        run["attrs"] = _attrs(where / run["run_id"], int(point.version.values))
         runs.append(run)
     return SweepResults(source, ds, base, claim, runs)
+
+
+def _attrs(run: Path, version: int) -> dict[str, Any]:
+    """The root attributes of the version read; for a run with none read (failed or running), its
+    newest version's, which say where it ran, for how long and its error; {} for a missing run."""
+    if version:
+        store = version_path(run, version)
+        return read_attrs(store) if store.exists() else {}
+    found = versions(run)
+    return version_attrs(found[-1][1]) if found else {}
 
 
 def _coord(v: Any) -> Any:

@@ -26,7 +26,7 @@ from sslspec.lang.syntax import parse
 from sslspec.spec import schema
 from sslspec.spec.fields import ChoiceT, uniform_tree
 from sslspec.spec.lower import lower
-from sslspec.spec.plan import STREAMS, Plan, Seeds, config_from_data, config_to_data
+from sslspec.spec.plan import STREAMS, Plan, Seeds, canonical_json, config_from_data, config_to_data
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMCLR = ROOT / "specs" / "hltm_simclr.ssl"
@@ -82,6 +82,24 @@ def test_simclr_plan_matches_golden_canonical_json(
     golden(path, json.dumps(json.loads(canonical), indent=2, sort_keys=True) + "\n")
     stored = json.loads(path.read_text())
     assert canonical == json.dumps(stored, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def test_a_plan_stored_without_a_results_root_reads_back_with_the_default() -> None:
+    """A stored plan keeps its own results root; one written before plans recorded it (no
+    "results" key) reads back with the default root, "results"."""
+    data = config_to_data(lower(TABLE).runs[0].config)
+    assert config_from_data({**data, "results": "elsewhere/out"}).results == "elsewhere/out"
+    older = {k: v for k, v in data.items() if k != "results"}
+    assert config_from_data(older).results == "results" == schema.TOP_DEFAULTS["results"]
+
+
+def test_canonical_json_refuses_numbers_json_cannot_spell() -> None:
+    """NaN and infinities have no JSON spelling: the text hashes are taken over refuses them
+    (a ValueError) rather than write Python's non-standard NaN / Infinity."""
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="JSON compliant"):
+            canonical_json({"lr": bad})
+    assert canonical_json({"b": 0.1, "a": [1, 2.5]}) == '{"a":[1,2.5],"b":0.1}'
 
 
 def test_plan_config_reads_back_from_its_json() -> None:

@@ -91,10 +91,40 @@ def test_checkpoint_of_another_run_ahead_of_its_store_or_torn_is_not_loaded(tmp_
         f"{checkpoint_path(path)}: checkpoint after epoch 2, but its store has 1 done",
     )
     checkpoint_path(path).write_bytes(b"not a checkpoint")
-    assert "unreadable checkpoint" in checkpoint.load(path, RUN.hash, 2)[1]
+    note = checkpoint.load(path, RUN.hash, 2)[1]
+    head = f"{checkpoint_path(path)}: unreadable checkpoint (UnpicklingError: "
+    assert note.startswith(head) and note.endswith(")")
+    assert len(note) == len(head) + 120 + 1  # torch's long message cut to its first 120 characters
     checkpoint.remove(path)
     assert not checkpoint_path(path).exists()
     checkpoint.remove(path)  # nothing there: not an error
+
+
+UNPICKLED: list[str] = []
+
+
+def _unpickled() -> None:
+    UNPICKLED.append("code ran")
+
+
+class Payload:
+    """An object whose unpickling calls a function: what a weights-only load refuses to build."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_unpickled, ())
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_refused_without_running_them(tmp_path: Path) -> None:
+    """A checkpoint file with every key of one but a pickled object inside is unreadable (loaded
+    weights-only, whatever torch's default), and the object's code never runs."""
+    path = version(tmp_path, "running")
+    state = {"run_hash": RUN.hash, "epoch": 1, "net": {}, "opt": {}, "generators": {}, "x": Payload()}
+    torch.save(state, checkpoint_path(path))
+    loaded, note = checkpoint.load(path, RUN.hash, 2)
+    assert loaded is None and note.startswith(
+        f"{checkpoint_path(path)}: unreadable checkpoint (UnpicklingError"
+    )
+    assert UNPICKLED == []
 
 
 @pytest.mark.parametrize(

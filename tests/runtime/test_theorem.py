@@ -258,3 +258,38 @@ def test_losses_without_a_prediction_are_refused() -> None:
     cov = measure(cfg, lay, edges, net, n=4096)
     with pytest.raises(ValueError, match="supports simple, triplet and infonce"):
         theorem_check(net, schema.BYOLLoss(), batches(cfg, lay, edges, gen(9)), cov, (0,), (1,))
+
+
+def test_predictions_apply_the_dense_operator_blocks_to_the_weights() -> None:
+    """The level-row prediction is -2 c sum_m OP[node, m] vec(W_m) and the own-block prediction
+    -2 c OP[node, node] vec(W_node), here from the dense operator blocks (c = 2 / D, as for batch)."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    c = 2 / net.widths[0]
+    full, own = predictions(net, cov, NODES, c, 0.0)
+    for node, p, q in zip(NODES, full, own, strict=True):
+        lvl, i = cov.locate[node]
+        w = net.level_weights()[lvl].detach().to(F64)  # (N_l, W, F)
+        vec = torch.stack([wm.T.reshape(-1) for wm in w])  # column-stacked vec(W_m), (N_l, P)
+        torch.testing.assert_close(p, -2 * c * torch.einsum("nab,nb->a", cov.operator_row(node), vec))
+        torch.testing.assert_close(q, -2 * c * cov.operator(node) @ vec[i])
+
+
+def test_the_check_states_its_rule_in_its_attributes() -> None:
+    """An exact case (simple loss, per-sample distances, no bias, norm or batch norm) records the
+    loss, reduction, factor, beta, output width, exactness, the note, the analytic weights and the
+    prediction's formula."""
+    cfg, lay, edges, net = setup()
+    cov = measure(cfg, lay, edges, net, n=4096)
+    res = theorem_check(net, cfg.loss, batches(cfg, lay, edges, gen(11)), cov, (0,), (1,))
+    assert res.attrs == {
+        "loss": "simple",
+        "reduction": "sample",
+        "factor": 1.0,
+        "beta": 0.0,
+        "out_dim": net.widths[0],
+        "exact": True,
+        "note": "exact in expectation",
+        "weights": "analytic",
+        "prediction": "p = -2 c sum_m (OP[node, m] - beta V[node, m]) vec(W_m) over the node's level",
+    }
