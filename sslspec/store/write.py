@@ -226,7 +226,7 @@ def lacking(path: Place, measure: Any, files: Files | None = None) -> str:
     try:
         group = zarr.open_group((files or Files()).zarr_store(path), mode="r", zarr_format=3)
         have = {name: tuple(a.metadata.dimension_names or ()) for name, a in group.arrays()}
-    except Exception as exc:  # noqa: BLE001 - any unreadable store is one not to continue
+    except Exception as exc:  # any unreadable store is one not to continue
         return f"{path}: its arrays cannot be read ({type(exc).__name__}: {exc})"
     dims = {d for ds in have.values() for d in ds}
     net = "layer" if "layer" in dims else "node"
