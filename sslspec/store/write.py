@@ -225,7 +225,7 @@ def lacking(path: Place, measure: Any, files: Files | None = None) -> str:
     dimensions (another version of sslspec wrote it), or it cannot be opened at all."""
     try:
         group = zarr.open_group((files or Files()).zarr_store(path), mode="r", zarr_format=3)
-        have = {name: tuple(a.metadata.dimension_names or ()) for name, a in group.arrays()}
+        have = {name: tuple(getattr(a.metadata, "dimension_names", None) or ()) for name, a in group.arrays()}
     except Exception as exc:  # any unreadable store is one not to continue
         return f"{path}: its arrays cannot be read ({type(exc).__name__}: {exc})"
     dims = {d for ds in have.values() for d in ds}
