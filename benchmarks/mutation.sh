@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Mutation testing of the modules where a wrong number is a wrong scientific result: sampler,
-# network, losses, measurements, theorem check, plan hashing, store status, checkpoint and the
-# report's statistics. A habit, not a CI gate: run it after changing one of these modules (or its
-# tests), read the survivors, and kill each with a test or add it to benchmarks/results/
-# mutation_equivalent.md with the reason it cannot change a result.
+# network, losses, measurements, theorem check and its loss operators, plan hashing, store status,
+# checkpoint and the report's statistics. A habit, not a CI gate: run it after changing one of
+# these modules (or its tests), read the survivors, and kill each with a test or add it to
+# benchmarks/results/mutation_equivalent.md with the reason it cannot change a result.
 #
 #   pip install -e '.[test,mutation]'
 #   benchmarks/mutation.sh                          # 15 mutants per module (seeded), most important first
