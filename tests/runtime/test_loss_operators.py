@@ -19,7 +19,7 @@ from runtime.loss_operators import (
 from runtime.measure import CovarianceOperator, class_index, n_classes
 from runtime.network import EPS_NORM, build_network
 from runtime.sampler import draw_edges, draw_measure_batch, draw_views
-from runtime.theorem import predictions, sweep, theorem_check
+from runtime.theorem import prediction_rule, predictions, sweep, theorem_check
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -312,6 +312,31 @@ def test_per_sample_infonce_uses_the_class_pair_operator() -> None:
     for n, p in enumerate(want):
         torch.testing.assert_close(res.pred[n, : len(p)], p)
     assert res.attrs["pair_weight_total"] == pytest.approx(sw.pairs.total(), rel=1e-12)
+
+
+def test_pair_laplacian_is_the_stated_matrix_over_the_seen_classes() -> None:
+    """Lt = diag(S p) - sqrt(p) S sqrt(p)^T over the classes with at least one sample (a class seen
+    once included, a class never seen left out), S the symmetric part of Omega, p = counts / total."""
+    omega = torch.rand(4, 4, dtype=F64, generator=gen(15))
+    counts = torch.tensor([4.0, 0.0, 1.0, 3.0], dtype=F64)
+    keep = [0, 2, 3]
+    p = counts[keep] / 8
+    s = 0.5 * (omega + omega.T)[keep][:, keep]
+    want = torch.diag(s @ p) - p.sqrt()[:, None] * s * p.sqrt()[None, :]
+    torch.testing.assert_close(pair_laplacian(omega, counts), want, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "infonce_h3"])
+def test_per_sample_weights_are_never_called_exact(loss: str) -> None:
+    """Per-sample triplet and InfoNCE on a bias-free, unnormalized network without batch norm (nothing
+    else to flag) are still not exact: the note names the weights' dependence on the views."""
+    _, _, _, net = small({"bias": False, "normalize": "none"})
+    rule = prediction_rule(LOSSES[loss], net, [0, 1])
+    assert rule["weights"] == "class_pairs" and rule["exact"] is False
+    assert (
+        rule["note"]
+        == "the per-pair weights vary with the views (a residue the weighted operator leaves out)"
+    )
 
 
 def test_two_classes_make_the_weighted_operator_a_multiple_of_op() -> None:
