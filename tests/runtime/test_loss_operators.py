@@ -19,7 +19,7 @@ from runtime.loss_operators import (
 from runtime.measure import CovarianceOperator, class_index, n_classes
 from runtime.network import EPS_NORM, build_network
 from runtime.sampler import draw_edges, draw_measure_batch, draw_views
-from runtime.theorem import predictions, sweep, theorem_check
+from runtime.theorem import prediction_rule, predictions, sweep, theorem_check
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -143,6 +143,18 @@ def test_normalization_adjoint_is_the_jacobian_of_l2_normalization() -> None:
     torch.testing.assert_close(normalization_adjoint(f, c), vjp, rtol=1e-12, atol=1e-14)
 
 
+def test_normalization_adjoint_of_a_zero_output_is_c_over_eps() -> None:
+    """A zero output row (every gate closed) gives N c = c / eps, autograd's value, not NaN."""
+    f = torch.randn(3, 4, dtype=F64, generator=gen(12))
+    f[1] = 0
+    c = torch.randn(3, 4, dtype=F64, generator=gen(13))
+    x = f.clone().requires_grad_()
+    (vjp,) = torch.autograd.grad(x / (x.norm(dim=1, keepdim=True) + EPS_NORM), x, c)
+    got = normalization_adjoint(f, c)
+    torch.testing.assert_close(got[1], c[1] / EPS_NORM, rtol=1e-15, atol=0)
+    torch.testing.assert_close(got, vjp, rtol=1e-12, atol=1e-14)
+
+
 def operator_of(cfg, lay, edges, net, n: int = 4 * 4096) -> CovarianceOperator:
     cov = CovarianceOperator.for_tree(lay, 4, n_classes(lay, 0, 2))
     g = gen(8)
@@ -217,6 +229,49 @@ def test_pair_weights_group_by_classes() -> None:
     assert simple.total() == pytest.approx(0.5, abs=1e-15)
 
 
+def test_pair_weights_total_is_the_mean_over_every_example_seen() -> None:
+    """total() is sum(B w) over every update divided by the examples of all of them, a one-example
+    batch included; before any update it is 0."""
+    pw = PairWeights(2)
+    assert pw.total() == 0.0
+    pw.update(torch.tensor([[0.9], [-0.2]], dtype=F64), torch.zeros(2, 1, dtype=torch.long))  # B = 1
+    assert pw.total() == pytest.approx(0.7, rel=1e-15)
+    w = torch.tensor([[0.3, 0.1, 0.2], [-0.1, 0.0, -0.3]], dtype=F64)  # B = 3: sum(B w) = 0.6
+    pw.update(w, torch.ones(2, 3, dtype=torch.long))
+    assert pw.total() == pytest.approx((0.7 + 0.6) / 4, rel=1e-15)
+
+
+def test_pair_weights_accumulate_float32_weights_in_float64() -> None:
+    """Weights of a float32 network are summed in float64: Omega and total match a float64 sum of the
+    same weights to 1e-13, where float32 sums drift by about 1e-7."""
+    g = gen(14)
+    h, b = 2, 4096
+    w = torch.rand(h + 1, b, generator=g) / b  # float32
+    classes = torch.randint(0, 2, (h + 1, b), generator=g)
+    pw = PairWeights(2)
+    pw.update(w, classes)
+    omega = b * w.to(F64)
+    pair = (classes[:1] * 2 + classes[1:]).reshape(-1)
+    sums = torch.bincount(pair, weights=(-h * omega[1:]).reshape(-1), minlength=4)
+    want = (sums / torch.bincount(pair, minlength=4)).reshape(2, 2)
+    torch.testing.assert_close(pw.omega(), want, rtol=1e-13, atol=0)
+    assert pw.total() == pytest.approx(float(omega.sum()) / b, rel=1e-13)
+
+
+def test_pair_weights_count_past_float32_precision() -> None:
+    """Past 2^24 pairs of one class pair the counts stay exact (a float32 count would stop at 2^24),
+    so Omega of constant weights stays that constant."""
+    pw = PairWeights(2)
+    chunk = 2**16
+    w = torch.tensor([[0.0], [-0.5]], dtype=F64).expand(2, chunk) / chunk  # Omega = H * 0.5 = 0.5
+    zeros = torch.zeros(2, chunk, dtype=torch.long)
+    for _ in range(2**8):
+        pw.update(w, zeros)
+    pw.update(w[:, :1] * chunk, zeros[:, :1])  # one more pair, B = 1: 2^24 + 1 pairs
+    assert pw.counts[0].item() == 2**24 + 1
+    assert pw.omega()[0, 0].item() == pytest.approx(0.5, rel=1e-15)
+
+
 def test_batch_reduced_infonce_error_falls_with_m_like_the_simple_loss() -> None:
     """Bias-free, unnormalized, InfoNCE with reduction = batch: p = -2 E[c] OP vec W, and
     ||g(M) - p|| / ||g|| falls with M as it does for the simple loss."""
@@ -250,6 +305,38 @@ def test_per_sample_infonce_uses_the_class_pair_operator() -> None:
     assert torch.all(res.batch_rel_error < 1e-12), res.batch_rel_error
     assert torch.all(res.residue_normalization > 1e-6), res.residue_normalization
     assert torch.all(res.rel_error <= res.residue_normalization + res.residue_other + 1e-12)
+    locate = [cov.locate[n] for n in NODES]
+    sw = sweep(net, lc, draws(cfg, lay, edges, 2, gen(11)), locate, (8,), n_classes=cov.n_classes)
+    assert sw.pairs is not None  # the same 8 batches, their class-pair weights
+    want, _ = predictions(net, cov, NODES, 1.0, 0.0, pair_laplacian(sw.pairs.omega(), cov.counts))
+    for n, p in enumerate(want):
+        torch.testing.assert_close(res.pred[n, : len(p)], p)
+    assert res.attrs["pair_weight_total"] == pytest.approx(sw.pairs.total(), rel=1e-12)
+
+
+def test_pair_laplacian_is_the_stated_matrix_over_the_seen_classes() -> None:
+    """Lt = diag(S p) - sqrt(p) S sqrt(p)^T over the classes with at least one sample (a class seen
+    once included, a class never seen left out), S the symmetric part of Omega, p = counts / total."""
+    omega = torch.rand(4, 4, dtype=F64, generator=gen(15))
+    counts = torch.tensor([4.0, 0.0, 1.0, 3.0], dtype=F64)
+    keep = [0, 2, 3]
+    p = counts[keep] / 8
+    s = 0.5 * (omega + omega.T)[keep][:, keep]
+    want = torch.diag(s @ p) - p.sqrt()[:, None] * s * p.sqrt()[None, :]
+    torch.testing.assert_close(pair_laplacian(omega, counts), want, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "infonce_h3"])
+def test_per_sample_weights_are_never_called_exact(loss: str) -> None:
+    """Per-sample triplet and InfoNCE on a bias-free, unnormalized network without batch norm (nothing
+    else to flag) are still not exact: the note names the weights' dependence on the views."""
+    _, _, _, net = small({"bias": False, "normalize": "none"})
+    rule = prediction_rule(LOSSES[loss], net, [0, 1])
+    assert rule["weights"] == "class_pairs" and rule["exact"] is False
+    assert (
+        rule["note"]
+        == "the per-pair weights vary with the views (a residue the weighted operator leaves out)"
+    )
 
 
 def test_two_classes_make_the_weighted_operator_a_multiple_of_op() -> None:
