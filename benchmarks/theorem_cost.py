@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from operator_cost import timed  # this folder is on sys.path when a benchmark runs as a script
 
 from runtime.device import set_determinism
 from runtime.measurements import check_batch
@@ -37,17 +35,6 @@ LOSSES = {
     "simple_sample_raw_nobias": ["loss.kind=simple", "network.normalize=none", "network.bias=false"],
 }
 LOCATE = [(0, 0), (1, 1), (2, 3)]  # nodes 0, 2 and 6: one per level of the top three
-
-
-def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median wall and CPU seconds of `repeats` calls of fn."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus)}
 
 
 def one_loss(sets: list[str], repeats: int, m: int) -> dict[str, Any]:
