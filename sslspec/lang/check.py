@@ -14,6 +14,7 @@ import attrs
 from sslspec.errors import did_you_mean
 from sslspec.lang import ir
 from sslspec.lang.check_byol import byol_rules
+from sslspec.lang.check_schedule import schedule_rules
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
@@ -154,6 +155,7 @@ class _Checker:
 
         self.supported(cfg, sec)
         byol_rules(self.bad, cfg, sec)
+        schedule_rules(self.bad, cfg, sec)
         if cfg.train.samples % cfg.train.batch:
             self.bad(
                 f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
