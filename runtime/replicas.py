@@ -7,8 +7,10 @@ then stacks their networks' parameters, (N, W, F) -> (R, N, W, F), and takes one
 of them at once: each replica draws its batch from its own data generator (so its training
 samples are the unbatched run's), one forward pass of every replica and view (one batched matmul
 per level over R N nodes), the R losses with per-replica temperature or beta, and one update with
-per-replica lr, momentum and weight decay. Replicas never mix: the step minimizes the sum of the
-R losses, whose gradient with respect to replica r's parameters is replica r's own gradient.
+per-replica lr, momentum and weight decay, at each replica's own value of the group's lr schedule
+for the step (runtime.optim.LRSchedule, a Python float per span as alone). Replicas never mix:
+the step minimizes the sum of the R losses, whose gradient with respect to replica r's
+parameters is replica r's own gradient.
 
 `sync()` writes the batched parameters and momentum buffers back into each replica's own network
 and optimizer, in torch.optim.SGD's state format, so that a replica's measurements, checkpoint and
@@ -43,6 +45,7 @@ from torch import Tensor, nn
 from runtime.context import RunContext
 from runtime.network import EPS_NORM, LevelNet
 from runtime.objective import OBJECTIVES, Contrastive
+from runtime.optim import lr_schedule
 from runtime.replica_views import ReplicaViews
 from sslspec.spec import schema
 from sslspec.spec.plan import Run, canonical_json, config_to_data
@@ -209,13 +212,16 @@ class ReplicaSGD:
         self.bufs: list[Tensor | None] = bufs  # (R, ...) momentum buffers, None before the first step
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, lrs: Sequence[float] | None = None) -> None:
+        """One update; `lrs`: each span's learning rate for this step (its lr schedule's value),
+        else each span's `lr`."""
+        lr = [c.lr for _, _, c in self.spans] if lrs is None else list(lrs)
         for i, p in enumerate(self.params):
             assert p.grad is not None
             first = self.bufs[i] is None
             if first and any(c.momentum != 0 for _, _, c in self.spans):
                 self.bufs[i] = torch.zeros_like(p)
-            for a, b, c in self.spans:
+            for (a, b, c), span_lr in zip(self.spans, lr, strict=True):
                 grad = p.grad[a:b]
                 if c.weight_decay != 0:
                     grad = grad.add(p[a:b], alpha=c.weight_decay)
@@ -227,7 +233,7 @@ class ReplicaSGD:
                     else:
                         buf[a:b].mul_(c.momentum).add_(grad, alpha=1)
                     grad = buf[a:b]
-                p[a:b].add_(grad, alpha=-c.lr)
+                p[a:b].add_(grad, alpha=-span_lr)
             p.grad = None
 
     def momentum(self, r: int) -> bool:
@@ -254,6 +260,9 @@ class ReplicaTrainer:
         self.negatives = first.objective.negatives
         self.batch, self.dtype = first.cfg.train.batch, first.dtype
         self.views = ReplicaViews.of(self.ctxs, self.batch, self.negatives)
+        # Each span's lr schedule (the schedule is the group's; its base lr the span's): none for
+        # a constant lr, which the update then takes as it is.
+        self.schedules = [lr_schedule(self.ctxs[a].cfg) for a, _, _ in self.opt.spans]
 
     def _buffers(self) -> list[Any]:
         """The stacked momentum buffers from the replicas' optimizers (None before the first step;
@@ -287,7 +296,14 @@ class ReplicaTrainer:
         z = out.view(out.shape[0], -1, self.batch, out.shape[-1])  # (R, V, B, D)
         losses = replica_losses(self.loss_cfg, self.loss_scalars, z)
         losses.sum().backward()  # replica r's gradient is that of its own loss
-        self.opt.step()
+        step = self.ctxs[0].steps  # every replica of a group is at the same step
+        lrs = [
+            c.lr if s is None else s.lr(step)
+            for s, (_, _, c) in zip(self.schedules, self.opt.spans, strict=True)
+        ]
+        self.opt.step(lrs)
+        for c in self.ctxs:
+            c.steps += 1
         return losses.detach()
 
     def epoch(self) -> Tensor:

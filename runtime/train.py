@@ -25,6 +25,19 @@ class Trainer:
     _graph: Any = field(default=None, repr=False)
     _graph_loss: torch.Tensor | None = field(default=None, repr=False)
     _capture_error: str = field(default="", repr=False)
+    _schedules: list[tuple[torch.optim.Optimizer, optim.LRSchedule]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        """The lr schedule of the run's optimizer and of the objective's own one (scaled to its
+        base lr); none for a constant lr."""
+        main = optim.lr_schedule(self.ctx.cfg)
+        own = self.ctx.objective.optimizer()
+        if main is not None:
+            self._schedules.append((self.opt, main))
+            if own is not None:
+                own_schedule = optim.lr_schedule(self.ctx.cfg, base=float(own.defaults["lr"]))
+                assert own_schedule is not None
+                self._schedules.append((own, own_schedule))
 
     @property
     def net(self) -> torch.nn.Module:
@@ -77,11 +90,20 @@ class Trainer:
         if self._graph is not None:
             for i in range(done, steps):
                 self._graph.replay()
+                self.ctx.steps += 1
                 losses[i] = self._graph_loss  # type: ignore[assignment]
             return losses
         for i in range(done, steps):
-            losses[i] = self.step()
+            losses[i] = self.scheduled_step()
         return losses
+
+    def scheduled_step(self) -> torch.Tensor:
+        """`step()` at the learning rate the schedule gives the run's next step; counts it."""
+        for opt, schedule in self._schedules:
+            schedule.apply(opt, self.ctx.steps)
+        loss = self.step()
+        self.ctx.steps += 1
+        return loss
 
     def _graphable(self) -> bool:
         return not self._why_eager()
@@ -96,6 +118,8 @@ class Trainer:
             return f"optimizer {type(self.opt).__name__} (graphs are captured for SGD only)"
         if not self.ctx.objective.graphable:
             return f"objective {type(self.ctx.objective).__name__} not tried under graph capture"
+        if self._schedules:
+            return "an lr schedule (a captured step would replay the lr it was captured with)"
         return ""
 
     def mode(self) -> str:
@@ -110,7 +134,7 @@ class Trainer:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for i in range(WARMUP):
-                losses[i] = self.step()
+                losses[i] = self.scheduled_step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         register = getattr(graph, "register_generator_state", None)
