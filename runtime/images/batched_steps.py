@@ -150,14 +150,32 @@ def _saturation(x: Tensor, f: Tensor) -> Tensor:
 STEPS = (_brightness, _contrast, _saturation, hue_shift)
 
 
+# On the CPU the jitter runs ~25 elementwise ops per image: over chunks of about this many values
+# (1 MiB of float32) their intermediates stay in the cache, about twice as fast as over a whole
+# batch of 32 x 32 images. Every op is per image, so chunking changes no value.
+CHUNK_VALUES = 1 << 18
+
+
 def color_jitter(x: Tensor, params: dict[str, Tensor]) -> Tensor:
     """(B, 3, H, W) -> kornia's ColorJitter of every image with `params` (its factors per image,
     `order` the steps' order): a step whose factors are all neutral is skipped, as kornia does."""
+    order = params["order"].tolist()
+    factors = [params[name].to(x.device, x.dtype) for name in FACTORS]  # (B,) each
+    steps = [i for i in order if bool((factors[i] != NEUTRAL[i]).any())]
+    if x.device.type != "cpu":
+        return _jitter(x, [(i, factors[i]) for i in steps])
+    out = torch.empty_like(x)
+    n = max(1, CHUNK_VALUES // x[0].numel())
+    for a in range(0, x.shape[0], n):
+        out[a : a + n] = _jitter(x[a : a + n], [(i, factors[i][a : a + n]) for i in steps])
+    return out
+
+
+def _jitter(x: Tensor, steps: list[tuple[int, Tensor]]) -> Tensor:
+    """(B, 3, H, W) through the steps (step index, its factor per image), clamped as kornia does."""
     out = x.clamp(0, 1)
-    for idx in params["order"].tolist():
-        f = params[FACTORS[idx]].to(x.device, x.dtype)
-        if bool((f != NEUTRAL[idx]).any()):
-            out = STEPS[idx](out, f)
+    for i, f in steps:
+        out = STEPS[i](out, f)
     return out.clamp_(0, 1)
 
 

@@ -127,3 +127,14 @@ def test_pipeline_equals_the_kornia_only_pipeline_from_the_same_generator(name: 
         assert a.shape == b.shape == (64, 3, size, size)
         assert torch.allclose(a, b, atol=ATOL * 10, rtol=0)  # normalization divides by std ~0.2
     assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_jitter_in_cache_sized_chunks_equals_the_whole_batch_at_once() -> None:
+    """On the CPU the jitter runs over chunks of images; the result is bit for bit the jitter of
+    the whole batch at once (every op is per image), for a batch of several chunks."""
+    x = images(3 * S.CHUNK_VALUES // (3 * 32 * 32) + 5)
+    torch.manual_seed(3)
+    params = K.ColorJitter(0.4, 0.4, 0.4, 0.1).forward_parameters(x.shape)
+    steps = [(i, params[name]) for i, name in enumerate(S.FACTORS)]
+    steps = [steps[i] for i in params["order"].tolist()]
+    assert torch.equal(S.color_jitter(x, params), S._jitter(x, steps))
