@@ -1,14 +1,14 @@
 """Replica batching: R runs that share every shape train as one model with a leading replica dim.
 
-Runs of a plan that differ only in scalars (seeds, polarities, learning rate, momentum, weight
-decay, temperature, beta, margin, the views' augmentation) build their contexts exactly as alone
-(runtime.context: tree, initialization and generators from their own seeds); `ReplicaTrainer`
-then stacks their networks' parameters, (N, W, F) -> (R, N, W, F), and takes one SGD step of all
-of them at once: each replica draws its batch from its own data generator (so its training
-samples are the unbatched run's), one forward pass of every replica and view (one batched matmul
+Runs of a plan that differ only in scalars (seeds, polarities, learning rate and its schedule,
+momentum, weight decay, temperature, beta, margin, the views' augmentation) build their contexts
+exactly as alone (runtime.context: tree, initialization and generators from their own seeds);
+`ReplicaTrainer` then stacks their networks' parameters, (N, W, F) -> (R, N, W, F), and takes one
+SGD step of all of them at once: each replica draws its batch from its own data generator (so its
+training samples are the unbatched run's), one forward pass of every replica and view (one batched matmul
 per level over R N nodes), the R losses with per-replica temperature or beta, and one update with
-per-replica lr, momentum and weight decay, at each replica's own value of the group's lr schedule
-for the step (runtime.optim.LRSchedule, a Python float per span as alone). Replicas never mix:
+per-replica lr, momentum and weight decay, at the value of each replica's own lr schedule for
+the step (runtime.optim.LRSchedule, a Python float per span as alone). Replicas never mix:
 the step minimizes the sum of the R losses, whose gradient with respect to replica r's
 parameters is replica r's own gradient.
 
@@ -25,9 +25,9 @@ every batched code path and every shipped spec's pins, tests/runtime/test_replic
 batched op computes a replica's slice with the kernel, sizes and reduction order of the unbatched
 op: the per-level bmm runs over R N matrices of the unbatched shapes, the loss reduces each
 replica's (B, D) block as the unbatched loss reduces its tensor, and the update is torch's own
-single-tensor SGD step, op for op, on each span of replicas sharing (lr, momentum, weight decay)
-(a tensor lr, p - lr g, was one rounding off torch's fused p + (-lr) g, and training, being
-chaotic, grew that to visible differences within a few hundred steps). For the same reason a
+single-tensor SGD step, op for op, on each span of replicas sharing (lr, momentum, weight decay,
+schedule) (a tensor lr, p - lr g, was one rounding off torch's fused p + (-lr) g, and training,
+being chaotic, grew that to visible differences within a few hundred steps). For the same reason a
 replica's arrays do not depend on which replicas share its group, so a batched execution is
 bit-identical to itself on rerun, resume and regrouping. On CUDA the batched matmul may choose
 other kernels over R N matrices than over N: equality there is expected to float32 rounding at
@@ -67,6 +67,7 @@ PER_REPLICA: tuple[tuple[str, ...], ...] = (
     ("optimizer", "lr"),
     ("optimizer", "momentum"),
     ("optimizer", "weight_decay"),
+    ("optimizer", "schedule"),  # a scalar of each step: the lr it sets
 )
 
 
@@ -195,14 +196,15 @@ class ReplicaSGD:
     """torch.optim.SGD (dampening 0, not Nesterov) over stacked parameters, with each replica's
     own lr, momentum and weight decay. The update is torch's own single-tensor step, op for op
     with the same scalar arguments, on each span of consecutive replicas that share
-    (lr, momentum, weight decay): p[a:b] is updated exactly as a replica's own p would be."""
+    (lr, momentum, weight decay, lr schedule): p[a:b] is updated exactly as a replica's own p would
+    be, at the lr its schedule gives the step (`lrs`)."""
 
     def __init__(
         self, params: Sequence[nn.Parameter], cfgs: Sequence[schema.Optimizer], bufs: list[Any]
     ) -> None:
         self.params = list(params)
         self.spans: list[tuple[int, int, schema.SGD]] = []  # [a, b) replicas sharing one config
-        setting = lambda c: (c.lr, c.momentum, c.weight_decay)
+        setting = lambda c: (c.lr, c.momentum, c.weight_decay, c.schedule)
         for r, c in enumerate(cfgs):
             assert isinstance(c, schema.SGD), c
             if self.spans and setting(self.spans[-1][2]) == setting(c):

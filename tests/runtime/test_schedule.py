@@ -127,15 +127,18 @@ def test_the_store_records_the_lr_of_each_loss_window(tmp_path: Path) -> None:
 
 
 def test_a_batched_replica_with_cosine_and_warmup_equals_its_unbatched_run(tmp_path: Path) -> None:
-    """Three replicas (lr 0.05 / 0.1 / 0.1) of a cosine schedule with a 6-step warm-up, trained
-    2 epochs of 4 steps as one group, give the unbatched Trainer's losses and parameters bit for
-    bit (runtime.replicas' tolerance on the CPU: 0)."""
+    """Four replicas in one group, three with a cosine schedule and a 6-step warm-up (lr 0.05 /
+    0.1 / 0.1) and one with a constant lr after a 3-step warm-up (lr 0.1: the same lr, another
+    schedule), trained 2 epochs of 4 steps, give the unbatched Trainer's losses and parameters bit
+    for bit (runtime.replicas' tolerance on the CPU: 0)."""
     text = REFERENCE.read_text()
     sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3", "optimizer.momentum=0.9"]
-    sets.append("optimizer.schedule=cosine(warmup_steps = 6, final_lr = 0.01)")
+    cosine, warm = "cosine(warmup_steps = 6, final_lr = 0.01)", "constant(warmup_steps = 3)"
     runs = [
-        lower_run(tmp_path, *sets, f"seed={s}", f"optimizer.lr={lr}", text=text)
-        for s, lr in ((1, 0.05), (2, 0.1), (3, 0.1))
+        lower_run(
+            tmp_path, *sets, f"seed={s}", f"optimizer.lr={lr}", f"optimizer.schedule={sched}", text=text
+        )
+        for s, lr, sched in ((1, 0.05, cosine), (2, 0.1, cosine), (3, 0.1, cosine), (4, 0.1, warm))
     ]
     assert len({group_key(r, "cpu") for r in runs}) == 1 and group_key(runs[0], "cpu") is not None
     with sslspec_in_process():
