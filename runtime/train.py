@@ -18,7 +18,9 @@ WARMUP = 3  # eager steps before a CUDA graph is captured
 class Trainer:
     """One run's training loop over its context: draw a batch of views from the data source, one
     forward pass of all views, the objective's loss, one optimizer step (and the objective's
-    own step and after-step update)."""
+    own step and after-step update). The optimizers' learning rate is set before each step from
+    the lr schedule and the context's step count (runtime.optim.LRSchedule), which the loop
+    advances; a constant lr is never touched."""
 
     ctx: RunContext
     graphs: bool = True  # on CUDA with SGD: replay one captured CUDA graph per step
@@ -82,7 +84,8 @@ class Trainer:
 
         On CUDA the step (sampling, forward, backward, SGD update) is captured once as a CUDA graph
         after a few eager warm-up steps and replayed: one launch per step instead of ~150. The
-        warm-up steps are ordinary training steps and count towards `steps`."""
+        warm-up steps are ordinary training steps and count towards `steps`. With an lr schedule
+        every step is eager (a replayed step would keep the lr it was captured with)."""
         losses = torch.empty(steps, device=self.device, dtype=torch.float64)
         done = 0
         if self._graph is None and self._graphable() and steps > WARMUP:
