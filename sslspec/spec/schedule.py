@@ -30,8 +30,8 @@ from attrs import frozen
 
 from sslspec.spec.fields import CallT, FloatT, IntT, fld
 
-WARMUP_EPOCHS_DOC = "epochs of linear warm-up from lr / W to lr at the start (W: its steps)"
-WARMUP_STEPS_DOC = "the warm-up in optimizer steps instead (set one of the two)"
+WARMUP_EPOCHS_DOC = "epochs of linear warm-up at the start: step t of its W steps takes lr (t + 1) / W"
+WARMUP_STEPS_DOC = "the warm-up in optimizer steps instead (set one of the two; at most the run's steps)"
 
 
 @frozen
