@@ -53,7 +53,21 @@ class RandomHorizontalFlip(_SelectByLerp, K.RandomHorizontalFlip):  # type: igno
 
 
 class RandomGrayscale(_SelectByLerp, K.RandomGrayscale):  # type: ignore[misc]
-    """kornia's RandomGrayscale, its choice per image made by lerp."""
+    """kornia's RandomGrayscale, its choice per image made by lerp from the grey channel broadcast
+    over the three (kornia copies it three times first)."""
+
+    def apply_transform(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
+    ) -> Tensor:
+        from kornia.color import rgb_to_grayscale
+
+        if input.shape[1] != 3:
+            out: Tensor = super().apply_transform(input, params, flags, transform)
+            return out
+        grey: Tensor = rgb_to_grayscale(input, rgb_weights=self.rgb_weights)
+        if self.p == 1.0 and self.p_batch == 1.0:  # no choice per image follows: the output itself
+            return grey.expand_as(input).contiguous()
+        return grey.expand_as(input)  # read once by the choice per image, which makes a new tensor
 
 
 class RandomSolarize(_SelectByLerp, K.RandomSolarize):  # type: ignore[misc]

@@ -99,6 +99,14 @@ def test_choice_per_image_is_exactly_kornias(step: str) -> None:
     assert torch.equal(ours(x, params=params), theirs(x, params=params))
 
 
+def test_grayscale_applied_to_every_image_is_a_tensor_of_its_own() -> None:
+    """With p = 1 (no choice per image after it) grayscale returns a contiguous copy, not the grey
+    channel broadcast over three, and equals kornia's bit for bit."""
+    x = images()
+    always = S.RandomGrayscale(p=1.0)(x)
+    assert always.is_contiguous() and torch.equal(always, K.RandomGrayscale(p=1.0)(x))
+
+
 PIPELINES = {
     "cifar10": (CIFAR10_STEPS, 32, 32),
     "stl10": (STL10_STEPS, 48, 24),
