@@ -5,7 +5,8 @@ modules for every step (`Pipeline(reference=True)`, what the pipeline ran before
     python benchmarks/augment_speed.py [--batch 512] [--repeats 15] [--machine TEXT] [--json out.json]
 
 Each call augments one view of a batch of random uint8 images, as ImageSource draws them
-(runtime.images.augment.Pipeline, seeded from a torch.Generator), after one warm-up call. Every
+(runtime.images.augment.Pipeline, seeded from a torch.Generator), after one warm-up call; the
+calls of the pipeline and of its kornia-only twin alternate, so both meet the same load. Every
 figure is given as the median and the best over `repeats` calls, twice: by wall-clock time, and by
 the thread's CPU time (time.thread_time), which leaves out the time the thread waited for a core;
 on a machine shared with other jobs the wall-clock figures mostly measure the others' load (the
@@ -34,25 +35,36 @@ TARGET = 5000.0  # images/s, the CIFAR-10 pipeline on one CPU thread
 
 
 def rates(
-    aug: ImageAugment, size: int, batch: int, repeats: int, reference: bool = False
-) -> dict[str, float]:
-    """Images/s of one view of a (batch, 3, size, size) uint8 batch: median and best, by wall-clock
-    and by thread CPU time."""
-    pipe, gen = Pipeline(aug, size, reference), torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen)
-    pipe(x, gen)
-    wall, cpu = [], []
+    aug: ImageAugment, size: int, batch: int, repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Images/s of one view of a (batch, 3, size, size) uint8 batch, by the pipeline and by the
+    kornia-only one, their calls alternating so that both meet the same load: median and best, by
+    wall clock and by thread CPU time."""
+    x = torch.randint(
+        0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    pipes = [
+        (Pipeline(aug, size, reference), torch.Generator().manual_seed(0)) for reference in (False, True)
+    ]
+    times: list[tuple[list[float], list[float]]] = [([], []), ([], [])]
+    for pipe, gen in pipes:
+        pipe(x, gen)  # warm-up
     for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        pipe(x, gen)
-        cpu.append(time.thread_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return {
-        "wall_median": batch / statistics.median(wall),
-        "wall_best": batch / min(wall),
-        "cpu_median": batch / statistics.median(cpu),
-        "cpu_best": batch / min(cpu),
-    }
+        for (pipe, gen), (wall, cpu) in zip(pipes, times, strict=True):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            pipe(x, gen)
+            cpu.append(time.thread_time() - c0)
+            wall.append(time.perf_counter() - w0)
+    ours, kornia = (
+        {
+            "wall_median": batch / statistics.median(wall),
+            "wall_best": batch / min(wall),
+            "cpu_median": batch / statistics.median(cpu),
+            "cpu_best": batch / min(cpu),
+        }
+        for wall, cpu in times
+    )
+    return ours, kornia
 
 
 def only(step: str) -> ImageAugment:
@@ -82,17 +94,14 @@ def main() -> None:
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     b, n = args.batch, args.repeats
-    rows: dict[str, dict[str, float]] = {
-        "cifar10 pipeline (32 px)": rates(CIFAR10_STEPS, 32, b, n),
-        "cifar10 pipeline, kornia's own modules (32 px)": rates(CIFAR10_STEPS, 32, b, n, reference=True),
-    }
-    for step in AUGMENT_STEPS:
-        rows[f"  only {step} (32 px)"] = rates(only(step), 32, b, n)
-        rows[f"  only {step}, kornia's own (32 px)"] = rates(only(step), 32, b, n, reference=True)
-    rows["stl10 pipeline (96 px)"] = rates(STL10_STEPS, 96, max(b // 4, 1), max(n // 3, 3))
-    rows["stl10 pipeline, kornia's own (96 px)"] = rates(
-        STL10_STEPS, 96, max(b // 4, 1), max(n // 3, 3), True
-    )
+    rows: dict[str, dict[str, float]] = {}
+    cases = [("cifar10 pipeline", CIFAR10_STEPS, 32, b, n)]
+    cases += [(f"  only {step}", only(step), 32, b, n) for step in AUGMENT_STEPS]
+    cases += [("stl10 pipeline", STL10_STEPS, 96, max(b // 4, 1), max(n // 3, 3))]
+    for name, aug, size, batch, repeats in cases:
+        ours, kornia = rates(aug, size, batch, repeats)
+        rows[f"{name} ({size} px)"] = ours
+        rows[f"{name}, kornia's own modules ({size} px)"] = kornia
     print(f"{'images/s':52s} {'wall med':>9s} {'wall best':>9s} {'cpu med':>9s} {'cpu best':>9s}")
     for name, r in rows.items():
         cells = " ".join(f"{r[k]:9,.0f}" for k in ("wall_median", "wall_best", "cpu_median", "cpu_best"))
