@@ -83,8 +83,8 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
             "network kind 'convnet' needs an image",
         ),
         ((SIMCLR, "infonce { negatives = 2 }"), "5:11", "network kind 'convnet' needs a loss defined on an"),
-        (("convnet {", "resnet {\n    depth = 34"), "6:5", "'depth' must be 18 or 50 (got 34)"),
-        (("batch   = 8", "batch   = 1"), "16:5", "'batch' must be >= 2 with network convnet"),
+        (("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"), "6:5", "'depth' must be 18 or 50 (got 34)"),
+        (("batch   = 8", "batch   = 1"), "15:5", "'batch' must be >= 2 with network convnet"),
         (
             ("projector = [8, 4]", "projector = [8, 4]\n    batch_norm = false\n    bn_affine = false"),
             "9:5",
@@ -92,12 +92,12 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
         ),
         (
             ("    collapse\n", "    weights\n"),
-            "24:5",
+            "23:5",
             "measurement 'weights' needs a network with one weight",
         ),
-        (("    collapse\n", "    covariance_operator\n"), "24:5", "measurement 'covariance_operator' needs"),
-        (("    collapse\n", "    theorem_check\n"), "24:5", "measurement 'theorem_check' needs"),
-        (("    collapse\n", "    latent_correlation\n"), "24:5", "measurement 'latent_correlation' needs"),
+        (("    collapse\n", "    covariance_operator\n"), "23:5", "measurement 'covariance_operator' needs"),
+        (("    collapse\n", "    theorem_check\n"), "23:5", "measurement 'theorem_check' needs"),
+        (("    collapse\n", "    latent_correlation\n"), "23:5", "measurement 'latent_correlation' needs"),
     ],
 )
 def test_check_refuses_what_an_image_network_cannot_do(
