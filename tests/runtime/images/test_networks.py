@@ -83,7 +83,11 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
             "network kind 'convnet' needs an image",
         ),
         ((SIMCLR, "infonce { negatives = 2 }"), "5:11", "network kind 'convnet' needs a loss defined on an"),
-        (("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"), "6:5", "'depth' must be 18 or 50 (got 34)"),
+        (
+            ("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"),
+            "6:5",
+            "'depth' must be 18 or 50 (got 34)",
+        ),
         (("batch   = 8", "batch   = 1"), "15:5", "'batch' must be >= 2 with network convnet"),
         (
             ("projector = [8, 4]", "projector = [8, 4]\n    batch_norm = false\n    bn_affine = false"),
