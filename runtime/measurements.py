@@ -14,11 +14,13 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
+from runtime.images.measure import measure_images
 from runtime.images.network import encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
+from runtime.network import LevelNet
 from runtime.networks import level_net
 from runtime.objective import Contrastive
 from runtime.sampler import Views
@@ -152,11 +154,7 @@ def measure_pass(
         step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
-            if corr is None and op is None:  # the collapse alone: any network (runtime.networks)
-                assert spread is not None
-                spread.update(ctx.net(plain[rows]).raw)
-                continue
-            net = level_net(ctx.net)  # the latent correlation and the operator read a LevelNet's nodes
+            net = level_net(ctx.net)
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
             fwd = net(plain[rows]) if plain_needed else None
             if spread is not None and fwd is not None:
@@ -239,12 +237,24 @@ class Measured:
     results: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
+def _readout(ctx: RunContext) -> dict[str, float] | None:
+    """The linear probe's and k-NN's accuracies on the network's features, when measured."""
+    m = ctx.cfg.measure
+    if m.linear_probe is None and m.knn is None:
+        return None
+    assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+    return readout(ctx.net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
+
+
 @torch.no_grad()
 def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
-    covariance operator, the output's collapse and the theorem check, as the config asks."""
+    covariance operator, the output's collapse and the theorem check, as the config asks, and the
+    probe and k-NN on image data; an image network's own measurements are runtime.images.measure's."""
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
+    if not isinstance(net, LevelNet):  # an image network: its own measurements, then the readout
+        return Measured(results=measure_images(ctx, epoch), readout=_readout(ctx))
     corr: LatentCorrelation | LayerCorrelation | None = None
     if m.latent_correlation is not None:
         assert ctx.source.layout is not None  # the checker asks for a source with latents
@@ -262,13 +272,11 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         op.result() if op is not None and m.covariance_operator is not None else None,
         results={"collapse": spread.result()} if spread is not None else {},
     )
-    if m.linear_probe is not None or m.knn is not None:
-        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
-        found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
+    found.readout = _readout(ctx)
     tc = m.theorem_check
     if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
         draw = lambda: check_batch(ctx, ctx.source.views(B, H, gen))
         with torch.enable_grad():
-            found.theorem = theorem_check(level_net(net), ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
+            found.theorem = theorem_check(net, ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
     return found
