@@ -135,7 +135,7 @@ def measure_pass(
     With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
     blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
     then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
-    cfg, gen = ctx.cfg, ctx.gens["measure"]
+    cfg, gen, net = ctx.cfg, ctx.gens["measure"], level_net(ctx.net)  # an image network: images.measure
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
@@ -154,7 +154,6 @@ def measure_pass(
         step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
-            net = level_net(ctx.net)
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
             fwd = net(plain[rows]) if plain_needed else None
             if spread is not None and fwd is not None:
