@@ -88,7 +88,7 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
         ((SIMCLR, "infonce { negatives = 2 }"), "5:11", "network kind 'convnet' needs a loss defined on an"),
         (
             ("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"),
-            "6:5",
+            "6:17",
             "'depth' must be 18 or 50 (got 34)",
         ),
         (("batch   = 8", "batch   = 1"), "15:5", "'batch' must be >= 2 with network convnet"),
