@@ -1,8 +1,8 @@
 """Image networks (`network resnet`, `network convnet`) end to end: check refuses at its position
 every combination the runtime cannot run; tiny convnet SimCLR and BYOL runs on files generated in
 the CIFAR-10 format complete with the probe, k-NN and collapse measured from initialization on,
-bit-identically when rerun and when resumed after a kill; the official specs check, and a
-shortened cifar10_simclr (ResNet-18) runs on generated data."""
+bit-identically when rerun and when resumed after a kill; the official specs check, and each,
+shortened, runs its ResNet-18 on generated data."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_datasets import _cifar_python  # files in the exact CIFAR-10 python layout
+from test_datasets import _cifar_python, _stl  # files in the exact CIFAR-10 / STL-10 layouts
 
 from runtime.networks import build
 from sslspec.spec import schema
@@ -220,11 +220,19 @@ def test_official_specs_check(name: str, stem: str, loss: str) -> None:
 
 
 @pytest.mark.slow
-def test_shortened_cifar10_simclr_runs_on_generated_data(sslspec_cli, cifar: Path, tmp_path: Path) -> None:
-    """The official cifar10_simclr spec, pointed at generated CIFAR-10 files and shortened with
-    --set to one epoch of two batches of 8, runs its ResNet-18 to a complete store."""
+@pytest.mark.parametrize("name", ["cifar10_simclr", "cifar10_byol", "stl10_simclr"])
+def test_shortened_official_specs_run_on_generated_data(
+    sslspec_cli, cifar: Path, tmp_path: Path, name: str
+) -> None:
+    """Each official image spec, pointed at generated files of its data set and shortened with
+    --set to one epoch of two batches of 8, runs its ResNet-18 to a complete store with the loss
+    and the probe at epochs 0 and 1."""
+    root = cifar
+    if name.startswith("stl10"):
+        root = tmp_path / "stl"
+        _stl(root)
     sets = {
-        "data.root": f'"{cifar}"',
+        "data.root": f'"{root}"',
         "train.batch": "8",
         "train.samples": "16",
         "train.epochs": "1",
@@ -233,7 +241,7 @@ def test_shortened_cifar10_simclr_runs_on_generated_data(sslspec_cli, cifar: Pat
         "measure.knn.k": "5",
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    spec = ROOT / "specs" / "images" / "cifar10_simclr.ssl"
+    spec = ROOT / "specs" / "images" / f"{name}.ssl"
     result = sslspec_cli("run", spec, *args, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.stderr + repr(result.exception)
     (ds,) = _stores(tmp_path / "out")
