@@ -17,7 +17,10 @@ import torch
 import xarray as xr
 from test_datasets import _cifar_python, _stl  # files in the exact CIFAR-10 / STL-10 layouts
 
+from runtime.group import plan_groups
 from runtime.networks import build
+from runtime.replicas import group_key, unbatchable
+from runtime.run import make_jobs
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -173,6 +176,18 @@ def test_tiny_convnet_runs_end_to_end_and_reruns_bit_identically(
         first.attrs["replica_batching"] == "unbatched: data cifar10: replica batching covers HLTM runs only"
     )
     _identical(first, second)
+
+
+def test_image_runs_never_join_a_batched_group(tmp_path: Path) -> None:
+    """A sweep of image-network runs that share every shape is planned one unit per run even
+    when groups of 4 are allowed: none has a group key, and each says why it runs unbatched."""
+    spec = tmp_path / "s.ssl"
+    spec.write_text(_spec(Path(".")) + "sweep tiny {\n  seed = 1..4\n}\n")
+    jobs = make_jobs([(lower(spec), tmp_path / "out")], "cpu", False)
+    assert len(jobs) == 4 and plan_groups(jobs, replicas=4) == [[0], [1], [2], [3]]
+    assert all(group_key(job.run, "cpu") is None for job in jobs)
+    digits = lower(ROOT / "specs" / "images" / "digits_simclr.ssl").runs[0].config
+    assert unbatchable(digits) == "data digits: replica batching covers HLTM runs only"
 
 
 def test_killed_image_run_resumes_bit_identically(cifar: Path, tmp_path: Path) -> None:
