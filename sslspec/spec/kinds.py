@@ -8,8 +8,9 @@ of. So a spec that passes `check` never fails at start-up with "not supported".
 
 Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL, the image
 networks) adds its schema class to `schema.BLOCKS`, its entry here and its runtime builder
-(runtime.source's DATA_SOURCES, runtime.objective's OBJECTIVES, runtime.networks' NETWORKS); nothing registers itself on import, and a test may
-add a toy kind to all three dicts for its duration.
+(runtime.source's DATA_SOURCES, runtime.objective's OBJECTIVES, runtime.networks' NETWORKS);
+nothing registers itself on import, and a test may add a toy kind to all three dicts for its
+duration.
 """
 
 from __future__ import annotations
