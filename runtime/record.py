@@ -18,6 +18,7 @@ from runtime.optim import lr_schedule
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schedule import describe as describe_schedule
 from sslspec.spec.schema import Config
 from sslspec.store import variables as V
@@ -37,6 +38,11 @@ from sslspec.store.variables import (
 from sslspec.store.write import RunStore, dumps, jsonable
 
 Row = tuple[str, int, Any]  # (variable, row, value): one row of a variable to write
+
+
+def _batch_norm(cfg: Config) -> bool:
+    """Whether the network normalizes batches (an image network's trunk always does)."""
+    return isinstance(cfg.network, IMAGE_NETWORKS) or bool(getattr(cfg.network, "batch_norm", False))
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -69,7 +75,7 @@ class Recorder:
                 "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
                 "plan_spec": spec,
-                **({"batch_norm_views": BN_VIEWS} if getattr(cfg.network, "batch_norm", False) else {}),
+                **({"batch_norm_views": BN_VIEWS} if _batch_norm(cfg) else {}),
             },
             files,
         )
@@ -201,8 +207,8 @@ class Recorder:
         rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
             rows += self._theorem_rows(row, found.theorem)
-        if found.collapse is not None:
-            rows += self._result_rows(row, "collapse", found.collapse)
+        for measure, result in found.results.items():
+            rows += self._result_rows(row, measure, result)
         self.store.write_many(rows)
         if found.theorem is not None:
             self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))
@@ -213,7 +219,7 @@ class Recorder:
             self.store.arrays[READOUT["probe"]].attrs.update(
                 selection=probe.selection,
                 selection_rule=f"{rule[probe.selection]}; never selected on the test split",
-                features="the input of the network's output layer (the encoder), not the output (the head)",
+                features=net.features_doc,
             )
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 

@@ -61,7 +61,9 @@ def _either(items: list[str]) -> str:
 
 # How each field type reads in the reference, keyed by the type's class.
 DESCRIBE: dict[type, Callable[[Any], str]] = {
-    fields.IntT: lambda t: "integer" + _bounds(ge=t.ge, le=t.le),
+    fields.IntT: lambda t: (
+        _either([f"`{v}`" for v in t.one_of]) if t.one_of else "integer" + _bounds(ge=t.ge, le=t.le)
+    ),
     fields.FloatT: lambda t: "number" + _bounds(t.ge, t.gt, t.le, t.lt),
     fields.BoolT: lambda t: "`true` or `false`",
     fields.ChoiceT: lambda t: _either([f"`{o}`" for o in t.options]),
