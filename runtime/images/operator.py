@@ -126,12 +126,13 @@ class Connections:
         """v (P, k) -> (k, A, N, D) float64: K_an^T v_j for each column j (vmap over the columns)."""
         w = self.weight.detach()
         tangents = v.T.to(w).reshape(v.shape[1], *w.shape)
-        outs = []
+        outs: list[Tensor] = []
         with _eval(self.enc):
             for s in self._chunks(v.shape[1]):
                 f = self._f(self.x[s])
                 outs.append(torch.func.vmap(lambda t, f=f: jvp(f, (w,), (t,))[1])(tangents))
-        return torch.cat(outs, dim=1).to(FLOAT).unflatten(1, (self.a, self.n))
+        out: Tensor = torch.cat(outs, dim=1).to(FLOAT).unflatten(1, (self.a, self.n))
+        return out
 
     def vjp(self, c: Tensor) -> Tensor:
         """c (k, A, N, D) -> (P, k) float64: sum_an K_an c_jan for each j (one forward per chunk,
