@@ -127,7 +127,7 @@ class Connections:
         w = self.weight.detach()
         tangents = v.T.to(w).reshape(v.shape[1], *w.shape)
         outs: list[Tensor] = []
-        with _eval(self.enc):
+        with eval_mode(self.enc):
             for s in self._chunks(v.shape[1]):
                 f = self._f(self.x[s])
                 outs.append(torch.func.vmap(lambda t, f=f: jvp(f, (w,), (t,))[1])(tangents))
@@ -140,7 +140,7 @@ class Connections:
         w = self.weight.detach()
         flat = c.flatten(1, 2).to(w)  # (k, A N, D)
         total = torch.zeros(c.shape[0], self.layer.size, dtype=FLOAT, device=w.device)
-        with _eval(self.enc), torch.enable_grad():
+        with eval_mode(self.enc), torch.enable_grad():
             for s in self._chunks(c.shape[0]):
                 leaf = w.clone().requires_grad_()
                 out = self._f(self.x[s])(leaf)
@@ -186,7 +186,7 @@ class Connections:
         return self.apply(v)
 
 
-class _eval:
+class eval_mode:
     """Puts a module in eval mode for the block, restoring its mode after."""
 
     def __init__(self, module: nn.Module) -> None:
@@ -213,12 +213,12 @@ def head_connections(enc: Encoder, layer: Layer, views: Tensor) -> tuple[Tensor,
     seen: list[Tensor] = []
     hook = head[idx].register_forward_hook(lambda m, inp, out: seen.extend([inp[0].clone(), out.clone()]))
     try:
-        with _eval(enc), torch.no_grad():
+        with eval_mode(enc), torch.no_grad():
             enc(views.flatten(0, 1))
     finally:
         hook.remove()
     h, g = seen[0].detach(), seen[1].detach()  # (A N, n_in), (A N, n_out)
-    with _eval(enc):
+    with eval_mode(enc):
         jac = torch.func.vmap(torch.func.jacrev(lambda y: tail(y[None])[0]))(g)  # (A N, D, n_out)
     a, n = views.shape[:2]
     return h.to(FLOAT).unflatten(0, (a, n)), jac.detach().to(FLOAT).unflatten(0, (a, n))
