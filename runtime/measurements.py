@@ -14,15 +14,18 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
+from runtime.images.network import encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
+from runtime.networks import level_net
 from runtime.objective import Contrastive
 from runtime.sampler import Views
 from runtime.source import ViewBatch
 from runtime.theorem import TheoremResult, theorem_check
 from sslspec.spec import schema
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
@@ -48,6 +51,9 @@ class NetNodes:
     def of(cls, cfg: Config, layout: Layout | None, n_in: int) -> NetNodes:
         """The nodes of `cfg.network` on inputs of size `n_in` (a tree network: of `layout`)."""
         net = cfg.network
+        if isinstance(net, IMAGE_NETWORKS):  # the projection head's output layer only
+            head = (*encoder_features(net), *net.projector)
+            return cls("layer", (head[-1],), (head[-2],), (1,))
         if isinstance(net, schema.MLP):
             widths = tuple(reversed(net.widths))  # level 0 = output layer
             fan_in = (*widths[1:], n_in)
@@ -146,8 +152,13 @@ def measure_pass(
         step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
+            if corr is None and op is None:  # the collapse alone: any network (runtime.networks)
+                assert spread is not None
+                spread.update(ctx.net(plain[rows]).raw)
+                continue
+            net = level_net(ctx.net)  # the latent correlation and the operator read a LevelNet's nodes
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
-            fwd = ctx.net(plain[rows]) if plain_needed else None
+            fwd = net(plain[rows]) if plain_needed else None
             if spread is not None and fwd is not None:
                 spread.update(fwd.raw)
             if corr is not None and fwd is not None:
@@ -155,8 +166,8 @@ def measure_pass(
                 if dead is not None:
                     dead.update(fwd.pre)
             if op is not None:
-                fwd = fwd if fwd is not None and seen is plain else ctx.net(seen[rows])
-                op.update(cls[rows], fwd.inputs, ctx.net.jacobians(fwd))
+                fwd = fwd if fwd is not None and seen is plain else net(seen[rows])
+                op.update(cls[rows], fwd.inputs, net.jacobians(fwd))
     return total
 
 
@@ -167,7 +178,7 @@ def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
     most = BLOCK.get(device.type)
     if most is None or not jacobians:
         return CHUNK if most is None else most
-    net = ctx.net
+    net = level_net(ctx.net)
     per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
     return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1)))
 
@@ -222,7 +233,10 @@ class Measured:
     op: dict[str, torch.Tensor] | None = None
     theorem: TheoremResult | None = field(default=None, repr=False)
     readout: dict[str, float] | None = None  # linear probe and k-NN accuracies (image data)
-    collapse: dict[str, torch.Tensor] | None = None  # the output's spread (runtime.collapse)
+    # measurement name -> its results keyed as the variable table's `result`s (the Recorder writes
+    # each through sslspec.store.variables.results_of(name)): the collapse, and where a network
+    # kind adds measurements of its own, theirs
+    results: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -246,7 +260,7 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     found = Measured(
         {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
-        collapse=spread.result() if spread is not None else None,
+        results={"collapse": spread.result()} if spread is not None else {},
     )
     if m.linear_probe is not None or m.knn is not None:
         assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
@@ -256,5 +270,5 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
         draw = lambda: check_batch(ctx, ctx.source.views(B, H, gen))
         with torch.enable_grad():
-            found.theorem = theorem_check(net, ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
+            found.theorem = theorem_check(level_net(net), ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
     return found

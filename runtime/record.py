@@ -187,8 +187,8 @@ class Recorder:
         rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
             rows += self._theorem_rows(row, found.theorem)
-        if found.collapse is not None:
-            rows += self._result_rows(row, "collapse", found.collapse)
+        for measure, result in found.results.items():
+            rows += self._result_rows(row, measure, result)
         self.store.write_many(rows)
         if found.theorem is not None:
             self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))
@@ -199,7 +199,7 @@ class Recorder:
             self.store.arrays[READOUT["probe"]].attrs.update(
                 selection=probe.selection,
                 selection_rule=f"{rule[probe.selection]}; never selected on the test split",
-                features="the input of the network's output layer (the encoder), not the output (the head)",
+                features=net.features_doc,
             )
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 

@@ -14,6 +14,7 @@ import attrs
 from sslspec.errors import did_you_mean
 from sslspec.lang import ir
 from sslspec.lang.check_byol import byol_rules
+from sslspec.lang.check_networks import network_rules
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
@@ -154,6 +155,7 @@ class _Checker:
 
         self.supported(cfg, sec)
         byol_rules(self.bad, cfg, sec)
+        network_rules(self.bad, cfg, sec)
         if cfg.train.samples % cfg.train.batch:
             self.bad(
                 f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
@@ -291,6 +293,8 @@ def _tree(checker: _Checker, data: schema.HLTM, written: Section, at: At) -> sch
 
 def _operator_memory(checker: _Checker, cfg: Config, tree: Any, sec: Section) -> None:
     """Refuse dense operator matrices that would not fit in schema.MAX_OPERATOR_BYTES."""
+    if not isinstance(cfg.network, schema.TreeReLU | schema.MLP):
+        return  # an image network on the HLTM: refused by its needs (kinds.SUPPORT)
     levels = _operator_levels(cfg.network, tree)  # (nodes, P) per level
     limit = schema.MAX_OPERATOR_BYTES
     op, tc = cfg.measure.covariance_operator, cfg.measure.theorem_check
@@ -401,7 +405,7 @@ def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
     return (s.spans.get(name) or s.span) if s else sec.span
 
 
-def _operator_levels(net: schema.Network, tree: Any) -> list[tuple[int, int]]:
+def _operator_levels(net: schema.TreeReLU | schema.MLP, tree: Any) -> list[tuple[int, int]]:
     """(nodes, P) per level of the network's operators: P = the level's widest fan-in * its width
     (as the runtime pads a level); a tree_relu node per latent node, an mlp node per layer."""
     if isinstance(net, schema.MLP):

@@ -21,8 +21,10 @@ CAPABILITIES: dict[str, str] = {
     "latents": "a data source with latent variables (the HLTM)",
     "tree": "a data source with a latent tree (the HLTM)",
     "jacobians": "a network with per-node Jacobians (tree_relu or mlp)",
+    "node_weights": "a network with one weight matrix per node (tree_relu or mlp)",
     "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
+    "head_loss": "a loss defined on an unnormalized projection head output (nt_xent, exact_cov or byol)",
 }
 
 
@@ -50,16 +52,19 @@ SUPPORT: dict[str, dict[str, Support]] = {
     },
     "augment": {"images": Support(needs=("images",))},
     "network": {
-        "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
-        "mlp": _provides("jacobians"),
+        "tree_relu": Support(frozenset({"jacobians", "node_weights"}), needs=("tree",)),  # units per node
+        "mlp": _provides("jacobians", "node_weights"),
+        # a conv trunk and a projection head (runtime.images.network), whose output is not normalized
+        "resnet": Support(needs=("images", "head_loss")),
+        "convnet": Support(needs=("images", "head_loss")),
     },
     "loss": {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
-        "nt_xent": Support(),
-        "exact_cov": Support(),
-        "byol": Support(),
+        "nt_xent": _provides("head_loss"),
+        "exact_cov": _provides("head_loss"),
+        "byol": _provides("head_loss"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
 }
@@ -69,6 +74,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),
     "theorem_check": ("latents", "jacobians", "contrastive"),
+    "weights": ("node_weights",),
     "linear_probe": ("images",),
     "knn": ("images",),
 }

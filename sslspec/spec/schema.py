@@ -29,7 +29,16 @@ from sslspec.spec.fields import (
     describe,
     fld,
 )
-from sslspec.spec.images import AUGMENT_STEPS, KNN, ExactCovLoss, ImageAugment, LinearProbe, NTXentLoss
+from sslspec.spec.images import (
+    AUGMENT_STEPS,
+    KNN,
+    ConvNet,
+    ExactCovLoss,
+    ImageAugment,
+    LinearProbe,
+    NTXentLoss,
+    ResNet,
+)
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -324,7 +333,7 @@ class Measure:
 
 # ---- the experiment -----------------------------------------------------------------------
 
-Network = TreeReLU | MLP
+Network = TreeReLU | MLP | ResNet | ConvNet
 Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss | NTXentLoss | ExactCovLoss
 Optimizer = SGD | Adam
 
@@ -349,7 +358,7 @@ class Config:
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
     "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
     "augment": ({None: Augment, "images": ImageAugment}, False),
-    "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
+    "network": ({"tree_relu": TreeReLU, "mlp": MLP, "resnet": ResNet, "convnet": ConvNet}, True),
     "loss": (
         {
             "simple": SimpleLoss,

@@ -47,13 +47,14 @@ IMAGES = """experiment a {{
   network mlp {{ widths = [4] }}
   loss simple {{ beta = 0 }}
   optimizer sgd {{ lr = 0.1 }}
-  train {{ batch = 1; samples = 4; epochs = 2 }}
+  train {{ batch = 2; samples = 4; epochs = 2 }}
   measure {{ weights; linear_probe; knn }}
 }}
 """
 # Fields and kinds that only image data has (the HLTM base refuses them for that alone).
 IMAGE_ONLY = ("measure.linear_probe.", "measure.knn.")
 IMAGE_ONLY_KINDS = ("nt_xent", "exact_cov")
+IMAGE_NETWORKS = ("resnet", "convnet")  # on image data, with a two-view loss and no `weights`
 
 
 def spec_for(block: str | None, kind: str | None) -> str:
@@ -63,6 +64,9 @@ def spec_for(block: str | None, kind: str | None) -> str:
         return IMAGES.format(data=f'{kind} {{ root = "." }}' if kind != "digits" else "digits { }")
     if block == "augment":
         return IMAGES.format(data="digits { }")
+    if block == "network" and kind in IMAGE_NETWORKS:
+        text = IMAGES.format(data="digits { }").replace("weights; ", "").replace("simple {", "nt_xent {")
+        return text.replace("mlp { widths = [4] }", f"{kind} {{ }}").replace("beta = 0", "")
     kinds = dict(KINDS)
     if block in kinds and kind is not None:
         kinds[block] = f"{kind} {{ }}"

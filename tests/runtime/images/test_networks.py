@@ -1,0 +1,205 @@
+"""Image networks (`network resnet`, `network convnet`) end to end: check refuses at its position
+every combination the runtime cannot run; tiny convnet SimCLR and BYOL runs on files generated in
+the CIFAR-10 format complete with the probe, k-NN and collapse measured from initialization on,
+bit-identically when rerun and when resumed after a kill; the official specs check, and a
+shortened cifar10_simclr (ResNet-18) runs on generated data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from test_datasets import _cifar_python  # files in the exact CIFAR-10 python layout
+
+from sslspec.spec import schema
+from sslspec.spec.lower import lower
+
+ROOT = Path(__file__).parents[3]
+SSLSPEC = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "sslspec"
+
+SPEC = """\
+experiment tiny {{
+  seed = 2
+  data cifar10 {{ root = "{root}" }}
+  augment images {{ crop {{ scale = [0.5, 1.0] }} }}
+  network convnet {{
+    channels  = [4, 8]
+    projector = [8, 4]
+  }}
+  loss {loss}
+  optimizer sgd {{
+    lr       = 0.05
+    momentum = 0.9
+  }}
+  train {{
+    batch   = 8
+    samples = 16
+    epochs  = 2
+  }}
+  measure {{
+    samples = 32
+    linear_probe
+    knn {{ k = 5 }}
+    collapse
+  }}
+}}
+"""
+SIMCLR = "nt_xent { temperature = 0.5 }"
+BYOL = "byol {\n    predictor {\n      width     = 8\n      optimizer = own\n    }\n  }"
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 root with 7 generated images per batch file (35 train, 7 test)."""
+    root = tmp_path_factory.mktemp("cifar")
+    _cifar_python(root)
+    return root
+
+
+def _spec(root: Path, loss: str = SIMCLR) -> str:
+    return SPEC.format(root=root, loss=loss)
+
+
+def _stores(out: Path) -> list[xr.Dataset]:
+    return [xr.open_zarr(p, consolidated=False) for p in sorted(out.rglob("v*.zarr"))]
+
+
+def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        assert np.array_equal(a[name].values, b[name].values, equal_nan=True), name
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        (
+            ('data cifar10 { root = "." }', "data hltm { depth = 3 }"),
+            "5:11",
+            "network kind 'convnet' needs an image",
+        ),
+        ((SIMCLR, "infonce { negatives = 2 }"), "5:11", "network kind 'convnet' needs a loss defined on an"),
+        (("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"), "6:5", "'depth' must be 18 or 50 (got 34)"),
+        (("batch   = 8", "batch   = 1"), "15:5", "'batch' must be >= 2 with network convnet"),
+        (
+            ("projector = [8, 4]", "projector = [8, 4]\n    batch_norm = false\n    bn_affine = false"),
+            "9:5",
+            "'bn_affine' needs batch_norm = true in the network (got false)",
+        ),
+        (
+            ("    collapse\n", "    weights\n"),
+            "23:5",
+            "measurement 'weights' needs a network with one weight",
+        ),
+        (("    collapse\n", "    covariance_operator\n"), "23:5", "measurement 'covariance_operator' needs"),
+        (("    collapse\n", "    theorem_check\n"), "23:5", "measurement 'theorem_check' needs"),
+        (("    collapse\n", "    latent_correlation\n"), "23:5", "measurement 'latent_correlation' needs"),
+    ],
+)
+def test_check_refuses_what_an_image_network_cannot_do(
+    sslspec_cli, write_spec, change: tuple[str, str], where: str, message: str
+) -> None:
+    """Check refuses an image network on the HLTM or with a loss on normalized distances, a ResNet
+    depth it cannot build, a batch too small for batch norm, head options that mean nothing and the
+    measurements that need a LevelNet's nodes, at their positions, exit 2."""
+    text = _spec(Path("."))
+    assert change[0] in text, change[0]
+    spec = write_spec(text.replace(*change, 1))
+    result = sslspec_cli("check", spec)
+    assert result.exit_code == 2, result.stdout
+    assert f"{spec}:{where}: error: {message}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("loss", [SIMCLR, BYOL], ids=["simclr", "byol"])
+def test_tiny_convnet_runs_end_to_end_and_reruns_bit_identically(
+    sslspec_cli, write_spec, cifar: Path, tmp_path: Path, loss: str
+) -> None:
+    """A convnet run on CIFAR-format files completes with finite losses, the probe, k-NN and the
+    collapse at epochs 0, 1 and 2, the probe's features and the unbatched execution stated in the
+    store; a forced rerun gives the same arrays bit for bit."""
+    spec = write_spec(_spec(cifar, loss))
+    for _ in range(2):
+        result = sslspec_cli("run", spec, "--out", tmp_path / "out", "--force")
+        assert result.exit_code == 0, result.stderr + repr(result.exception)
+    first, second = _stores(tmp_path / "out")
+    assert first.attrs["status"] == "complete" and np.isfinite(first["loss"].values).all()
+    assert list(first["epoch"].values) == [0, 1, 2]
+    for name in ("probe_accuracy", "knn_accuracy", "output_eff_rank"):
+        assert np.isfinite(first[name].values).all(), name
+    assert first["output_std"].shape == (3, 4)
+    assert first["probe_accuracy"].attrs["features"].startswith("the trunk's globally pooled features")
+    assert (
+        first.attrs["replica_batching"] == "unbatched: data cifar10: replica batching covers HLTM runs only"
+    )
+    _identical(first, second)
+
+
+def test_killed_image_run_resumes_bit_identically(cifar: Path, tmp_path: Path) -> None:
+    """A BYOL convnet run killed in its second epoch resumes from its checkpoint (network with its
+    batch-norm running statistics, target, predictor and its own optimizer, the data position) to
+    the arrays of an uninterrupted run, bit for bit."""
+    spec = tmp_path / "tiny.ssl"
+    spec.write_text(_spec(cifar, BYOL).replace("epochs  = 2", "epochs  = 3"))
+    run = lambda out, env: subprocess.run(
+        [str(SSLSPEC), "run", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    killed = run(tmp_path / "a", {**os.environ, "SSLSPEC_KILL_AT": "mid-epoch:2"})
+    assert "killed at mid-epoch #2" in killed.stderr, killed.stderr
+    resumed = run(tmp_path / "a", dict(os.environ))
+    assert resumed.returncode == 0, resumed.stderr
+    whole = run(tmp_path / "b", dict(os.environ))
+    assert whole.returncode == 0, whole.stderr
+    (a,), (b,) = _stores(tmp_path / "a"), _stores(tmp_path / "b")
+    assert a.attrs["resumed"][0]["epoch"] == 1 and "resumed" not in b.attrs
+    _identical(a, b)
+
+
+@pytest.mark.parametrize(
+    ("name", "stem", "loss"),
+    [
+        ("cifar10_simclr", "cifar", "nt_xent"),
+        ("cifar10_byol", "cifar", "byol"),
+        ("stl10_simclr", "imagenet", "nt_xent"),
+    ],
+)
+def test_official_specs_check(name: str, stem: str, loss: str) -> None:
+    """The official image specs check: ResNet-18 with their stem, a 512 -> 128 projector, their
+    loss, SGD at lr 0.03, momentum 0.9, weight decay 4e-4."""
+    (run,) = lower(ROOT / "specs" / "images" / f"{name}.ssl").runs
+    cfg = run.config
+    assert isinstance(cfg.network, schema.ResNet)
+    assert (cfg.network.depth, cfg.network.stem, cfg.network.projector) == (18, stem, (512, 128))
+    assert schema.kind_of(cfg.loss) == loss
+    assert isinstance(cfg.optimizer, schema.SGD)
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.03, 0.9, 4e-4)
+
+
+@pytest.mark.slow
+def test_shortened_cifar10_simclr_runs_on_generated_data(sslspec_cli, cifar: Path, tmp_path: Path) -> None:
+    """The official cifar10_simclr spec, pointed at generated CIFAR-10 files and shortened with
+    --set to one epoch of two batches of 8, runs its ResNet-18 to a complete store."""
+    sets = {
+        "data.root": f'"{cifar}"',
+        "train.batch": "8",
+        "train.samples": "16",
+        "train.epochs": "1",
+        "measure.every": "1",
+        "measure.samples": "16",
+        "measure.knn.k": "5",
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    spec = ROOT / "specs" / "images" / "cifar10_simclr.ssl"
+    result = sslspec_cli("run", spec, *args, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr + repr(result.exception)
+    (ds,) = _stores(tmp_path / "out")
+    assert ds.attrs["status"] == "complete" and np.isfinite(ds["loss"].values).all()
+    assert list(ds["epoch"].values) == [0, 1] and np.isfinite(ds["probe_accuracy"].values).all()
