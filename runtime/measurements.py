@@ -14,7 +14,8 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
-from runtime.images.network import encoder_features
+from runtime.images.layer_ops import layer_operators
+from runtime.images.network import ImageNet, encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
@@ -29,6 +30,7 @@ from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
+OPERATOR = "covariance_operator"
 # Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
 # activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
 BLOCK = {"cpu": 256}
@@ -202,7 +204,7 @@ def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator
     """The operator accumulator when recorded or needed by a theorem check at this epoch."""
     m = ctx.cfg.measure
     c, tc, due = m.covariance_operator, m.theorem_check, theorem_due(ctx.cfg, epoch)
-    if c is None and not due:
+    if (c is None and not due) or isinstance(ctx.net, ImageNet):  # an image network's: per layer
         return None
     beta = ctx.objective.beta if isinstance(ctx.objective, Contrastive) else 0.0
     within = tuple(tc.nodes) if due and tc is not None and beta != 0 else ()
@@ -262,6 +264,13 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         op.result() if op is not None and m.covariance_operator is not None else None,
         results={"collapse": spread.result()} if spread is not None else {},
     )
+    if m.covariance_operator is not None and isinstance(net, ImageNet):
+        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+        with torch.enable_grad():
+            gen = ctx.gens["measure"]
+            found.results[OPERATOR] = layer_operators(
+                net.encoder, ctx.source, m.covariance_operator, gen, ctx.dtype
+            )
     if m.linear_probe is not None or m.knn is not None:
         assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
         found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)

@@ -24,6 +24,7 @@ CAPABILITIES: dict[str, str] = {
     "node_weights": "a network with one weight matrix per node (tree_relu or mlp)",
     "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
+    "layers": "an image network (resnet or convnet), whose layers are measured one by one",
     "head_loss": "a loss defined on an unnormalized projection head output (nt_xent, exact_cov or byol)",
 }
 
@@ -55,8 +56,8 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "tree_relu": Support(frozenset({"jacobians", "node_weights"}), needs=("tree",)),  # units per node
         "mlp": _provides("jacobians", "node_weights"),
         # a conv trunk and a projection head (runtime.images.network), whose output is not normalized
-        "resnet": Support(needs=("images", "head_loss")),
-        "convnet": Support(needs=("images", "head_loss")),
+        "resnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
+        "convnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
     },
     "loss": {
         "simple": _provides("contrastive"),
@@ -69,7 +70,10 @@ SUPPORT: dict[str, dict[str, Support]] = {
     "optimizer": {"sgd": Support(), "adam": Support()},
 }
 
-# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks.
+# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks;
+# ALTERNATIVES lists other sets that serve as well (the operator per latent node of a LevelNet, or
+# per layer of an image network: runtime.images.operator).
+ALTERNATIVES: dict[str, tuple[tuple[str, ...], ...]] = {"covariance_operator": (("images", "layers"),)}
 NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),

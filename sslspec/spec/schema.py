@@ -22,6 +22,7 @@ from sslspec.spec.fields import (
     DeviceT,
     FloatT,
     IntT,
+    LayerT,
     ListT,
     PathT,
     Tree,
@@ -285,6 +286,17 @@ class CovarianceOperator:
     vectors: bool = fld(True, BoolT(), "store the eigenvectors (epochs x nodes x P x top values)")
     full: bool = fld(False, BoolT(), "also store the whole matrix")
     official: bool = fld(False, BoolT(), "also the official code's 'conn' norm (another index order)")
+    # image networks (resnet, convnet): per layer, over `images` images with `views` views each
+    layers: tuple[str, ...] | None = fld(
+        None,
+        ListT(LayerT(), min_len=1),
+        "image networks: layers to measure (default: every layer)",
+        added=True,
+    )
+    images: int = fld(64, IntT(ge=2), "image networks: images per measurement", added=True)
+    views: int = fld(2, IntT(ge=2), "image networks: augmented views of each image", added=True)
+    probes: int = fld(8, IntT(ge=0), "image networks: Hutchinson probes for a conv layer's trace", added=True)
+    power: int = fld(2, IntT(ge=0), "image networks: power passes of the randomized eigensolver", added=True)
 
 
 @frozen
