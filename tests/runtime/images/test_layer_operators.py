@@ -121,3 +121,19 @@ def test_tiny_convnet_records_each_layers_operator(
     assert ds["layer_op_eigvec"].shape == (3, 4, 288, 4)
     for name in ds.variables:
         assert np.array_equal(ds[name].values, stores[1][name].values, equal_nan=True), name
+
+
+def test_report_shows_each_layers_amplification(sslspec_cli, write_spec, cifar: Path, tmp_path: Path) -> None:
+    """`sslspec report` on a convnet run with the per-layer operator has the section, one row per
+    layer with its route and amplification, and the figure of eigenvalue and trace vs epoch."""
+    spec = write_spec(SPEC.format(root=cifar))
+    result = sslspec_cli("run", spec, "--out", tmp_path / "res")
+    assert result.exit_code == 0, result.stderr + repr(result.exception)
+    result = sslspec_cli("report", tmp_path / "res" / "tiny", "--out", tmp_path / "rep")
+    assert result.exit_code == 0, result.stderr + repr(result.exception)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Covariance operator per layer" in md
+    for row in ("conv0 (randomized)", "conv1 (randomized)", "head0 (exact)", "head1 (exact)"):
+        assert f"| {row} |" in md, md
+    (png,) = (tmp_path / "rep").glob("*_layer_operator.png")
+    assert png.stat().st_size > 0
