@@ -6,9 +6,10 @@ augmented views of each through the run's own augmentation pipeline (runtime.ima
 from the run's `measure` generator; every selected layer is measured on those same views, the
 network in eval mode. Per layer:
 
-- a head Linear layer with P <= DENSE_MAX weights: exact. OP_A is formed from K = J^T (x) h
-  (`head_connections`), its eigenpairs by eigh and its trace exactly (`exact` = 1);
-- any other layer (the trunk's convs, a wide head layer): randomized. Top eigenvalues by subspace
+- a Linear layer of the head: exact (`exact` = 1). Its products come from K = J^T (x) h exactly,
+  without network passes (runtime.images.head), its traces in closed form, and its eigenpairs by
+  subspace iteration run to convergence (relative 1e-10);
+- a conv layer of the trunk: randomized (`exact` = 0). Top eigenvalues by subspace
   iteration on OP_A's products (one jvp and one vjp over the N A views each), traces by Hutch++
   (runtime.images.spectra), with the Hutchinson part's standard error (`exact` = 0).
 
@@ -25,12 +26,11 @@ import torch
 from torch import Tensor
 
 from runtime.images.encoders import Encoder
-from runtime.images.operator import FLOAT, Connections, Layer, head_connections, head_operator, layers_of
+from runtime.images.head import HeadProducts, head_connections
+from runtime.images.operator import FLOAT, Connections, Layer, layers_of
 from runtime.images.source import ImageSource
-from runtime.images.spectra import dense_spectrum, randomized_spectrum
+from runtime.images.spectra import converged_spectrum, randomized_spectrum
 from sslspec.spec.schema import CovarianceOperator
-
-DENSE_MAX = 4096  # weights of a head layer whose P x P operator is formed (128 MiB in float64)
 
 
 def selected(enc: Encoder, names: Sequence[str] | None) -> list[Layer]:
@@ -42,8 +42,8 @@ def selected(enc: Encoder, names: Sequence[str] | None) -> list[Layer]:
 
 
 def exact_route(layer: Layer) -> bool:
-    """Whether a layer's operator is formed exactly (a head Linear layer of at most DENSE_MAX weights)."""
-    return layer.linear and layer.size <= DENSE_MAX
+    """Whether a layer's operator is measured exactly: the head's Linear layers (runtime.images.head)."""
+    return layer.linear
 
 
 def measurement_views(
@@ -63,10 +63,11 @@ def layer_spectrum(
     a = views.shape[0]
     if exact_route(layer):
         h, jac = head_connections(enc, layer, views)
-        out = dense_spectrum(head_operator(h, jac), op.top)
-        noise = head_operator(h, jac, within=True).trace() / a
-        zero = torch.zeros((), dtype=FLOAT, device=views.device)
-        return out | {"trace_stderr": zero, "view_noise": noise, "exact": torch.ones((), dtype=FLOAT)}
+        head = HeadProducts(layer, enc.get_parameter(layer.param), h, jac)
+        out = converged_spectrum(head.apply_block, layer.size, op.top, gen)
+        trace, within = head.traces()
+        zero = torch.zeros((), dtype=FLOAT)
+        return {**out, "trace": trace, "trace_stderr": zero, "view_noise": within / a, "exact": zero + 1}
     conn = Connections(enc, layer, views)
     out = randomized_spectrum(conn.apply_block, conn.quadratic, layer.size, op.top, op.probes, op.power, gen)
     trace, stderr = out.pop("trace"), out.pop("trace_stderr")

@@ -94,12 +94,68 @@ def layers_of(enc: Encoder) -> dict[str, Layer]:
     return out
 
 
-class Connections:
+class Products:
+    """What every way of applying a layer's operator shares: given `jvp` (P, k) -> (k, A, N, D)
+    t = K_an^T v and `vjp` (k, A, N, D) -> (P, k) sum_an K_an c_an of a subclass, `apply(v, b, w)`
+    -> (b OP_A + w V_hat) v, the unbiased (OP_hat - beta V_hat) v and the quadratic forms (module
+    docstring), float64. `a`, `n`: views and images; `weight`: the layer's weight parameter."""
+
+    a: int
+    n: int
+    unbiased: bool
+    layer: Layer
+    weight: Tensor
+
+    def jvp(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def vjp(self, c: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def divisors(self) -> tuple[int, int]:
+        """The divisors of OP_A's (over images) and V_hat's (over views) sums of outer products."""
+        a, n = self.a, self.n
+        return (n - 1, n * (a - 1)) if self.unbiased else (n, a * n)
+
+    def coefficients(self, t: Tensor, between: float, within: float) -> Tensor:
+        """t (k, A, N, D) = K^T v -> cotangents c (k, A, N, D) of (between OP_A + within V_hat) v."""
+        mean_n = t.mean(dim=1, keepdim=True)  # (k, 1, N, D): tbar_n
+        b_div, w_div = self.divisors()
+        dev_n = (mean_n - mean_n.mean(dim=2, keepdim=True)) / (self.a * b_div)
+        return between * dev_n.expand_as(t) + within * (t - mean_n) / w_div
+
+    def apply(self, v: Tensor, between: float = 1.0, within: float = 0.0) -> Tensor:
+        """v (P, k) (or (P,)) -> the same shape, float64: (between OP_A + within V_hat) v, one jvp
+        and one vjp per column."""
+        cols = v[:, None] if v.dim() == 1 else v
+        out = self.vjp(self.coefficients(self.jvp(cols), between, within))
+        return out[:, 0] if v.dim() == 1 else out
+
+    def unbiased_apply(self, v: Tensor, beta: float = 0.0) -> Tensor:
+        """v (P,) -> (OP_hat - beta V_hat) v with OP_hat = OP_A - V_hat / A (the population OP and V
+        when not `unbiased`, where OP_A is OP)."""
+        return self.apply(v, 1.0, -beta - (1.0 / self.a if self.unbiased else 0.0))
+
+    def quadratic(self, g: Tensor) -> Tensor:
+        """g (P, k) -> (2, k) float64: g^T OP_A g and g^T V_hat g per column, from jvps alone."""
+        b_div, w_div = self.divisors()
+        t = self.jvp(g)  # (k, A, N, D)
+        mean_n = t.mean(dim=1)  # (k, N, D)
+        between = (mean_n - mean_n.mean(dim=1, keepdim=True)).square().sum(dim=(1, 2)) / b_div
+        within = (t - mean_n[:, None]).square().sum(dim=(1, 2, 3)) / w_div
+        return torch.stack([between, within])
+
+    def apply_block(self, v: Tensor) -> Tensor:
+        """v (P, k) -> (P, k) float64: OP_A v."""
+        return self.apply(v)
+
+
+class Connections(Products):
     """Products with the connections K_an of one layer over fixed views (A, N, 3, S, S).
 
-    `jvp(v)` (P, k) -> t (k, A, N, D) = K_an^T v; `vjp(c)` (k, A, N, D) -> (P, k) sum_an K_an c_an;
-    `apply(v, b, w)` -> (b OP_A + w V_hat) v (module docstring), float64. The encoder is
-    put in eval mode for each product and its mode restored; its weights are not changed."""
+    The products by autograd through the network (jvp and vjp over the N A views, in chunks): any
+    layer. The encoder is put in eval mode for each product and its mode restored; its weights are
+    not changed."""
 
     def __init__(self, enc: Encoder, layer: Layer, views: Tensor, *, unbiased: bool = True) -> None:
         a, n = views.shape[:2]
@@ -148,43 +204,6 @@ class Connections:
                 total += g.reshape(c.shape[0], -1).to(FLOAT)
         return total.T
 
-    def divisors(self) -> tuple[int, int]:
-        """The divisors of OP_A's (over images) and V_hat's (over views) sums of outer products."""
-        a, n = self.a, self.n
-        return (n - 1, n * (a - 1)) if self.unbiased else (n, a * n)
-
-    def coefficients(self, t: Tensor, between: float, within: float) -> Tensor:
-        """t (k, A, N, D) = K^T v -> cotangents c (k, A, N, D) of (between OP_A + within V_hat) v."""
-        mean_n = t.mean(dim=1, keepdim=True)  # (k, 1, N, D): tbar_n
-        b_div, w_div = self.divisors()
-        dev_n = (mean_n - mean_n.mean(dim=2, keepdim=True)) / (self.a * b_div)
-        return between * dev_n.expand_as(t) + within * (t - mean_n) / w_div
-
-    def apply(self, v: Tensor, between: float = 1.0, within: float = 0.0) -> Tensor:
-        """v (P, k) (or (P,)) -> the same shape, float64: (between OP_A + within V_hat) v, one jvp
-        and one vjp per column."""
-        cols = v[:, None] if v.dim() == 1 else v
-        out = self.vjp(self.coefficients(self.jvp(cols), between, within))
-        return out[:, 0] if v.dim() == 1 else out
-
-    def unbiased_apply(self, v: Tensor, beta: float = 0.0) -> Tensor:
-        """v (P,) -> (OP_hat - beta V_hat) v with OP_hat = OP_A - V_hat / A (the population OP and V
-        when not `unbiased`, where OP_A is OP)."""
-        return self.apply(v, 1.0, -beta - (1.0 / self.a if self.unbiased else 0.0))
-
-    def quadratic(self, g: Tensor) -> Tensor:
-        """g (P, k) -> (2, k) float64: g^T OP_A g and g^T V_hat g per column, from jvps alone."""
-        b_div, w_div = self.divisors()
-        t = self.jvp(g)  # (k, A, N, D)
-        mean_n = t.mean(dim=1)  # (k, N, D)
-        between = (mean_n - mean_n.mean(dim=1, keepdim=True)).square().sum(dim=(1, 2)) / b_div
-        within = (t - mean_n[:, None]).square().sum(dim=(1, 2, 3)) / w_div
-        return torch.stack([between, within])
-
-    def apply_block(self, v: Tensor) -> Tensor:
-        """v (P, k) -> (P, k) float64: OP_A v."""
-        return self.apply(v)
-
 
 class eval_mode:
     """Puts a module in eval mode for the block, restoring its mode after."""
@@ -197,42 +216,3 @@ class eval_mode:
 
     def __exit__(self, *exc: object) -> None:
         self.module.train(self.mode)
-
-
-def head_connections(enc: Encoder, layer: Layer, views: Tensor) -> tuple[Tensor, Tensor]:
-    """A head Linear layer's exact factors over views (A, N, 3, S, S): its inputs h (A, N, n_in) and
-    the Jacobians J = d f / d g (A, N, D, n_out) of the output by its outputs g = W h + b, so that
-    K_an[(o, i), d] = J_an[d, o] h_an[i]. J comes from the head above the layer (per view, by
-    jacrev), the network in eval mode; float64."""
-    if not layer.linear:
-        raise ValueError(f"{layer.name} is not a Linear layer of the head")
-    head = enc.head
-    assert isinstance(head, nn.Sequential), head
-    idx = int(layer.module.split(".")[-1])
-    tail = head[idx + 1 :]
-    seen: list[Tensor] = []
-    hook = head[idx].register_forward_hook(lambda m, inp, out: seen.extend([inp[0].clone(), out.clone()]))
-    try:
-        with eval_mode(enc), torch.no_grad():
-            enc(views.flatten(0, 1))
-    finally:
-        hook.remove()
-    h, g = seen[0].detach(), seen[1].detach()  # (A N, n_in), (A N, n_out)
-    with eval_mode(enc):
-        jac = torch.func.vmap(torch.func.jacrev(lambda y: tail(y[None])[0]))(g)  # (A N, D, n_out)
-    a, n = views.shape[:2]
-    return h.to(FLOAT).unflatten(0, (a, n)), jac.detach().to(FLOAT).unflatten(0, (a, n))
-
-
-def head_operator(h: Tensor, jac: Tensor, *, unbiased: bool = True, within: bool = False) -> Tensor:
-    """Factors h (A, N, n_in), J (A, N, D, n_out) (`head_connections`) -> the dense (P, P) OP_A
-    (or V_hat with `within`), P = n_out n_in in vec(W) order, formed from K = J^T (x) h exactly."""
-    a, n = h.shape[:2]
-    k = torch.einsum("ando,ani->anoid", jac, h).flatten(2, 3)  # (A, N, P, D)
-    mean_n = k.mean(dim=0)  # (N, P, D): Kbar_n
-    dev_a = (k - mean_n).permute(2, 0, 1, 3).reshape(k.shape[2], -1)  # (P, A N D)
-    b_div, w_div = (n - 1, n * (a - 1)) if unbiased else (n, a * n)
-    if within:
-        return dev_a @ dev_a.T / w_div
-    dev_n = (mean_n - mean_n.mean(dim=0)).permute(1, 0, 2).reshape(k.shape[2], -1)  # (P, N D)
-    return dev_n @ dev_n.T / b_div

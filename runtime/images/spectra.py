@@ -75,6 +75,32 @@ def randomized_spectrum(
     return out
 
 
+def converged_spectrum(
+    apply_block: ApplyBlock, size: int, top: int, gen: torch.Generator, tol: float = 1e-10, most: int = 500
+) -> dict[str, Tensor]:
+    """OP (P = size) given by exact, cheap products -> eigvals (top,), eigvecs (P, top) by subspace
+    iteration run until the top Ritz values move by at most tol times the largest between two
+    passes (at most `most` passes), and `passes` (the count). For the head's exact products
+    (runtime.images.head), where a pass costs no network pass; at convergence the Ritz values are
+    the eigenvalues to about tol (the Rayleigh quotient's error is the square of the vectors')."""
+    k = min(size, top + OVERSAMPLE)
+    dev = gen.device
+    q = _orth(torch.randn(size, k, generator=gen, dtype=FLOAT, device=dev))
+    before = torch.full((min(top, k),), torch.inf, dtype=FLOAT, device=dev)
+    passes = 0
+    while True:
+        y = apply_block(q)
+        small = q.T @ y
+        vals, u = torch.linalg.eigh(0.5 * (small + small.T))
+        ritz = vals.flip(0)[: before.shape[0]]
+        passes += 1
+        if bool(((ritz - before).abs() <= tol * ritz[0].abs()).all()) or passes >= most or k == size:
+            break
+        before, q = ritz, _orth(y)
+    out = _finish(vals.flip(0), q @ u.flip(1), top)
+    return out | {"passes": torch.tensor(passes)}
+
+
 def _orth(y: Tensor) -> Tensor:
     """An orthonormal basis (P, k) of y's columns (reduced QR)."""
     q: Tensor = torch.linalg.qr(y).Q

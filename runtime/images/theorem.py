@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 from runtime.images.encoders import Encoder
-from runtime.images.operator import FLOAT, Connections, Layer, eval_mode, head_connections, layers_of
+from runtime.images.head import head_connections
+from runtime.images.operator import FLOAT, Layer, Products, eval_mode, layers_of
 from runtime.loss_operators import pair_weights, view_coefficients
 from runtime.losses import loss_value
 from runtime.theorem import PREDICTION, REDUCTION_FACTOR, TheoremResult
@@ -122,7 +123,7 @@ def head_theorem_check(
     enc: Encoder,
     loss_cfg: schema.Loss,
     draw: DrawImages,
-    conns: Sequence[Connections],
+    conns: Sequence[Products],
     batches: Sequence[int] = (1, 4, 16, 64, 256),
     identity: bool = True,
 ) -> TheoremResult:

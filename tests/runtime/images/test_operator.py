@@ -7,8 +7,9 @@ import torch
 from torch.func import functional_call, jacrev
 
 from runtime.images.encoders import Encoder, build_encoder
-from runtime.images.operator import Connections, Layer, head_connections, head_operator, layers_of
-from runtime.images.spectra import dense_spectrum, randomized_spectrum
+from runtime.images.head import HeadProducts, head_connections, head_operator
+from runtime.images.operator import Connections, Layer, layers_of
+from runtime.images.spectra import converged_spectrum, dense_spectrum, randomized_spectrum
 
 F64 = torch.float64
 
@@ -140,3 +141,29 @@ def test_randomized_spectrum_is_deterministic() -> None:
     first, second = run(), run()
     for key in first:
         assert torch.equal(first[key].nan_to_num(), second[key].nan_to_num()), key
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_head_products_and_traces_are_exact(unbiased: bool) -> None:
+    """For each head layer, the products from K = J^T (x) h equal autograd's through the network,
+    the closed-form traces of OP_A and V_hat equal the dense matrices' and the converged spectrum
+    equals eigh's to 1e-9 relative."""
+    enc = tiny_encoder(head=(5, 7, 4))
+    x = views(3, 4)
+    gen = torch.Generator().manual_seed(5)
+    for layer in (lay for lay in layers_of(enc).values() if lay.linear):
+        h, jac = head_connections(enc, layer, x)
+        head = HeadProducts(layer, enc.get_parameter(layer.param), h, jac, unbiased=unbiased)
+        conn = Connections(enc, layer, x, unbiased=unbiased)
+        v = torch.randn(layer.size, 3, generator=gen, dtype=F64)
+        torch.testing.assert_close(head.apply(v, 1.0, 0.7), conn.apply(v, 1.0, 0.7), rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(head.quadratic(v), conn.quadratic(v), rtol=1e-10, atol=1e-13)
+        op, within = (
+            head_operator(h, jac, unbiased=unbiased),
+            head_operator(h, jac, unbiased=unbiased, within=True),
+        )
+        trace, trace_within = head.traces()
+        torch.testing.assert_close(trace, op.trace(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(trace_within, within.trace(), rtol=1e-12, atol=0)
+        got = converged_spectrum(head.apply_block, layer.size, 4, gen)
+        torch.testing.assert_close(got["eigvals"], dense_spectrum(op, 4)["eigvals"], rtol=1e-9, atol=1e-15)
