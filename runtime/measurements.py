@@ -14,7 +14,7 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
-from runtime.images.layer_ops import layer_operators
+from runtime.images.layer_ops import head_check, layer_operators
 from runtime.images.network import ImageNet, encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -275,7 +275,12 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
         found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
     tc = m.theorem_check
-    if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
+    if tc is not None and theorem_due(ctx.cfg, epoch) and isinstance(net, ImageNet):
+        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+        gen, negatives = ctx.gens["measure"], ctx.objective.negatives
+        with torch.enable_grad():
+            found.theorem = head_check(net.encoder, ctx.source, ctx.cfg, tc, gen, ctx.dtype, negatives)
+    elif tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
         draw = lambda: check_batch(ctx, ctx.source.views(B, H, gen))
         with torch.enable_grad():

@@ -30,7 +30,9 @@ from runtime.images.head import HeadProducts, head_connections
 from runtime.images.operator import FLOAT, Connections, Layer, layers_of
 from runtime.images.source import ImageSource
 from runtime.images.spectra import converged_spectrum, randomized_spectrum
-from sslspec.spec.schema import CovarianceOperator
+from runtime.images.theorem import head_theorem_check
+from runtime.theorem import TheoremResult
+from sslspec.spec.schema import Config, CovarianceOperator, TheoremCheck
 
 
 def selected(enc: Encoder, names: Sequence[str] | None) -> list[Layer]:
@@ -95,3 +97,29 @@ def layer_operators(
     out = {key: torch.stack([f[key].cpu() for f in found]) for key in ("eigvals", "trace", "trace_stderr")}
     out |= {key: torch.stack([f[key].cpu() for f in found]) for key in ("view_noise", "exact")}
     return out | {"eigvecs": vecs}
+
+
+def head_check(
+    enc: Encoder,
+    source: ImageSource,
+    cfg: Config,
+    check: TheoremCheck,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    negatives: int,
+) -> TheoremResult:
+    """The theorem check on the head layers `check.nodes` (runtime.images.theorem): the operator
+    over fresh measurement views (as many images and views as the run's `covariance_operator`
+    block says, else its defaults), M training batches drawn as the run draws them, all from `gen`."""
+    op = cfg.measure.covariance_operator or CovarianceOperator()
+    views = measurement_views(source, op.images, op.views, gen, dtype)
+    layers = [layers_of(enc)[f"head{n}"] for n in check.nodes]
+    products = [
+        HeadProducts(lay, enc.get_parameter(lay.param), *head_connections(enc, lay, views)) for lay in layers
+    ]
+
+    def draw() -> tuple[Tensor, Tensor, Tensor]:
+        flat = source.views(cfg.train.batch, negatives, gen)
+        return flat.x.to(dtype), flat.pos.to(dtype), flat.neg.to(dtype)
+
+    return head_theorem_check(enc, cfg.loss, draw, products, check.batches)

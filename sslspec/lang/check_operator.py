@@ -1,10 +1,12 @@
-"""Check rules of the covariance operator on an image network (runtime.images.operator):
-sslspec.lang.check calls `operator_rules` for every experiment.
+"""Check rules of the covariance operator and the theorem check on an image network
+(runtime.images.operator, runtime.images.theorem): sslspec.lang.check calls `operator_rules` for
+every experiment.
 
 - With an image network (`resnet`, `convnet`) the operator is measured per layer: each name in
   `layers` must be one the network has (conv<k>: the trunk's convs in module order, shortcuts
   included; head<k>: the projection head's Linear layers), and `full` and `official`, which
   belong to the per-node operator of a tree_relu or mlp, are refused.
+- With an image network the theorem check's `nodes` are the head's Linear layers (0 = head0).
 - With a tree_relu or mlp network the image fields (layers, images, views, probes, power) mean
   nothing and are refused where written.
 """
@@ -48,6 +50,12 @@ def _span(sec: Section, name: str) -> ir.Span | None:
     return (s.spans.get(name) or s.span) if s else sec.span
 
 
+def _tc_span(sec: Section) -> ir.Span | None:
+    m = sec.blocks.get("measure")
+    s = m.blocks.get("theorem_check") if m else None
+    return (s.spans.get("nodes") or s.span) if s else sec.span
+
+
 def _written(sec: Section) -> dict[str, ir.Value]:
     m = sec.blocks.get("measure")
     s = m.blocks.get("covariance_operator") if m else None
@@ -56,7 +64,16 @@ def _written(sec: Section) -> dict[str, ir.Value]:
 
 def operator_rules(bad: Bad, cfg: Config, sec: Section) -> None:
     """Report layers an image network does not have and fields that do not apply to its kind."""
-    op, net = cfg.measure.covariance_operator, cfg.network
+    op, net, tc = cfg.measure.covariance_operator, cfg.network, cfg.measure.theorem_check
+    if tc is not None and isinstance(net, IMAGE_NETWORKS):
+        heads = len(net.projector)
+        for node in tc.nodes:
+            if node >= heads:
+                bad(
+                    f"'theorem_check.nodes' has {node}, but the head of {schema.kind_of(net)} has "
+                    f"{heads} Linear layers (0..{heads - 1})",
+                    _tc_span(sec),
+                )
     if op is None:
         return
     written = _written(sec)

@@ -25,6 +25,7 @@ CAPABILITIES: dict[str, str] = {
     "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
     "layers": "an image network (resnet or convnet), whose layers are measured one by one",
+    "negatives": "a loss with negative pairs (nt_xent or exact_cov, with an image network)",
     "head_loss": "a loss defined on an unnormalized projection head output (nt_xent, exact_cov or byol)",
 }
 
@@ -63,8 +64,8 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
-        "nt_xent": _provides("head_loss"),
-        "exact_cov": _provides("head_loss"),
+        "nt_xent": _provides("head_loss", "negatives"),
+        "exact_cov": _provides("head_loss", "negatives"),
         "byol": _provides("head_loss"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
@@ -73,7 +74,10 @@ SUPPORT: dict[str, dict[str, Support]] = {
 # measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks;
 # ALTERNATIVES lists other sets that serve as well (the operator per latent node of a LevelNet, or
 # per layer of an image network: runtime.images.operator).
-ALTERNATIVES: dict[str, tuple[tuple[str, ...], ...]] = {"covariance_operator": (("images", "layers"),)}
+ALTERNATIVES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "covariance_operator": (("images", "layers"),),
+    "theorem_check": (("images", "layers", "negatives"),),  # on the head's layers
+}
 NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),

@@ -137,3 +137,45 @@ def test_report_shows_each_layers_amplification(sslspec_cli, write_spec, cifar: 
         assert f"| {row} |" in md, md
     (png,) = (tmp_path / "rep").glob("*_layer_operator.png")
     assert png.stat().st_size > 0
+
+
+def test_check_refuses_a_theorem_check_it_cannot_run(sslspec_cli, write_spec) -> None:
+    """On an image network the theorem check's nodes must be head layers, and BYOL (no negative
+    pairs) is refused, at their positions."""
+    text = SPEC.format(root=".")
+    spec = write_spec(text.replace("  measure {\n", "  measure {\n    theorem_check { nodes = [0, 2] }\n", 1))
+    result = sslspec_cli("check", spec)
+    assert result.exit_code == 2, result.stdout
+    want = f"{spec}:17:21: error: 'theorem_check.nodes' has 2, but the head of convnet has 2 Linear layers"
+    assert want in result.stderr, result.stderr
+    byol = "byol {\n    predictor {\n      width     = 8\n      optimizer = own\n    }\n  }"
+    spec = write_spec(
+        text.replace("nt_xent { temperature = 0.5 }", byol).replace(
+            "  measure {\n", "  measure {\n    theorem_check\n", 1
+        )
+    )
+    result = sslspec_cli("check", spec)
+    assert result.exit_code == 2, result.stdout
+    assert "error: measurement 'theorem_check' needs a loss with negative pairs" in result.stderr, (
+        result.stderr
+    )
+
+
+def test_tiny_convnet_theorem_check_on_the_head(sslspec_cli, write_spec, cifar: Path, tmp_path: Path) -> None:
+    """A convnet NT-Xent run records the theorem check on both head layers at every measured epoch:
+    the per-batch identity holds to float32 precision, the relative errors are finite, and the note
+    says why the prediction is not exact (normalized projections, pair weights, head0's biases)."""
+    text = SPEC.format(root=cifar).replace(
+        "  measure {\n",
+        "  measure {\n    theorem_check {\n      nodes = [0, 1]\n      batches = [1, 4]\n    }\n",
+        1,
+    )
+    result = sslspec_cli("run", write_spec(text), "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr + repr(result.exception)
+    (path,) = sorted((tmp_path / "out").rglob("v*.zarr"))
+    ds = xr.open_zarr(path, consolidated=False)
+    assert ds["tc_rel_error"].shape == (3, 2, 2) and np.isfinite(ds["tc_rel_error"].values).all()
+    assert (ds["tc_batch_rel_error"].values < 1e-4).all()
+    assert (ds["tc_residue_normalization"].values > 1e-3).all()
+    note = ds["tc_rel_error"].attrs["note"]
+    assert "l2-normalizes" in note and "head0: " in note and "biases" in note

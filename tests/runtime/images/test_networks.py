@@ -95,7 +95,6 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
             "23:5",
             "measurement 'weights' needs a network with one weight",
         ),
-        (("    collapse\n", "    theorem_check\n"), "23:5", "measurement 'theorem_check' needs"),
         (("    collapse\n", "    latent_correlation\n"), "23:5", "measurement 'latent_correlation' needs"),
     ],
 )
