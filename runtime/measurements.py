@@ -14,12 +14,13 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
-from runtime.images.layer_ops import head_check, layer_operators
-from runtime.images.network import ImageNet, encoder_features
+from runtime.images.measure import head_check, measure_images
+from runtime.images.network import encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
+from runtime.network import LevelNet
 from runtime.networks import level_net
 from runtime.objective import Contrastive
 from runtime.sampler import Views
@@ -30,7 +31,6 @@ from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
-OPERATOR = "covariance_operator"
 # Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
 # activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
 BLOCK = {"cpu": 256}
@@ -135,7 +135,7 @@ def measure_pass(
     With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
     blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
     then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
-    cfg, gen = ctx.cfg, ctx.gens["measure"]
+    cfg, gen, net = ctx.cfg, ctx.gens["measure"], level_net(ctx.net)  # an image network: images.measure
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
@@ -154,11 +154,6 @@ def measure_pass(
         step = block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
-            if corr is None and op is None:  # the collapse alone: any network (runtime.networks)
-                assert spread is not None
-                spread.update(ctx.net(plain[rows]).raw)
-                continue
-            net = level_net(ctx.net)  # the latent correlation and the operator read a LevelNet's nodes
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
             fwd = net(plain[rows]) if plain_needed else None
             if spread is not None and fwd is not None:
@@ -204,7 +199,7 @@ def operator(ctx: RunContext, nodes: NetNodes, epoch: int) -> CovarianceOperator
     """The operator accumulator when recorded or needed by a theorem check at this epoch."""
     m = ctx.cfg.measure
     c, tc, due = m.covariance_operator, m.theorem_check, theorem_due(ctx.cfg, epoch)
-    if (c is None and not due) or isinstance(ctx.net, ImageNet):  # an image network's: per layer
+    if c is None and not due:
         return None
     beta = ctx.objective.beta if isinstance(ctx.objective, Contrastive) else 0.0
     within = tuple(tc.nodes) if due and tc is not None and beta != 0 else ()
@@ -241,12 +236,26 @@ class Measured:
     results: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
+def _readout(ctx: RunContext) -> dict[str, float] | None:
+    """The linear probe's and k-NN's accuracies on the network's features, when measured."""
+    m = ctx.cfg.measure
+    if m.linear_probe is None and m.knn is None:
+        return None
+    assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+    return readout(ctx.net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
+
+
 @torch.no_grad()
 def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
-    covariance operator, the output's collapse and the theorem check, as the config asks."""
+    covariance operator, the output's collapse and the theorem check, as the config asks, and the
+    probe and k-NN on image data; an image network's own measurements are runtime.images.measure's."""
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
+    if not isinstance(net, LevelNet):  # an image network: its own measurements, then the readout
+        due = m.theorem_check is not None and theorem_due(ctx.cfg, epoch)
+        theorem = head_check(ctx) if due else None
+        return Measured(results=measure_images(ctx, epoch), readout=_readout(ctx), theorem=theorem)
     corr: LatentCorrelation | LayerCorrelation | None = None
     if m.latent_correlation is not None:
         assert ctx.source.layout is not None  # the checker asks for a source with latents
@@ -264,25 +273,11 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
         op.result() if op is not None and m.covariance_operator is not None else None,
         results={"collapse": spread.result()} if spread is not None else {},
     )
-    if m.covariance_operator is not None and isinstance(net, ImageNet):
-        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
-        with torch.enable_grad():
-            gen = ctx.gens["measure"]
-            found.results[OPERATOR] = layer_operators(
-                net.encoder, ctx.source, m.covariance_operator, gen, ctx.dtype
-            )
-    if m.linear_probe is not None or m.knn is not None:
-        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
-        found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
+    found.readout = _readout(ctx)
     tc = m.theorem_check
-    if tc is not None and theorem_due(ctx.cfg, epoch) and isinstance(net, ImageNet):
-        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
-        gen, negatives = ctx.gens["measure"], ctx.objective.negatives
-        with torch.enable_grad():
-            found.theorem = head_check(net.encoder, ctx.source, ctx.cfg, tc, gen, ctx.dtype, negatives)
-    elif tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
+    if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]
         draw = lambda: check_batch(ctx, ctx.source.views(B, H, gen))
         with torch.enable_grad():
-            found.theorem = theorem_check(level_net(net), ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
+            found.theorem = theorem_check(net, ctx.cfg.loss, draw, op, tc.nodes, tc.batches)
     return found

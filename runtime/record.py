@@ -19,6 +19,7 @@ from runtime.network import BN_VIEWS
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 from sslspec.store import variables as V
 from sslspec.store.files import Files
@@ -37,6 +38,11 @@ from sslspec.store.variables import (
 from sslspec.store.write import RunStore, dumps, jsonable
 
 Row = tuple[str, int, Any]  # (variable, row, value): one row of a variable to write
+
+
+def _batch_norm(cfg: Config) -> bool:
+    """Whether the network normalizes batches (an image network's trunk always does)."""
+    return isinstance(cfg.network, IMAGE_NETWORKS) or bool(getattr(cfg.network, "batch_norm", False))
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -69,7 +75,7 @@ class Recorder:
                 "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
                 "plan_spec": spec,
-                **({"batch_norm_views": BN_VIEWS} if getattr(cfg.network, "batch_norm", False) else {}),
+                **({"batch_norm_views": BN_VIEWS} if _batch_norm(cfg) else {}),
             },
             files,
         )

@@ -1,11 +1,9 @@
 """Check rules of the image networks (sslspec.spec.images: `network resnet`, `network convnet`);
 sslspec.lang.check calls `network_rules` for every experiment. What an image network needs from
 the other blocks (image data) and which measurements it supports are declared in
-sslspec.spec.kinds; the rules here are those between its own fields and the training block:
-
-- a ResNet's `depth` is one the runtime builds (18 or 50);
-- an image network trains with batch norm (the trunk's, and the head's when on), which needs at
-  least two examples per view in a batch.
+sslspec.spec.kinds, a ResNet's depths in its field's type; the rule here is between the network
+and the training block: an image network trains with batch norm (the trunk's, and the head's
+when on), which needs at least two examples per view in a batch.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from collections.abc import Callable
 from sslspec.lang import ir
 from sslspec.lang.resolve import Section
 from sslspec.spec import schema
-from sslspec.spec.images import IMAGE_NETWORKS, RESNET_DEPTHS, ResNet
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 Bad = Callable[[str, "ir.Span | None"], None]  # (message, where) -> records an error
@@ -29,14 +27,11 @@ def _span(sec: Section, block: str, name: str) -> ir.Span | None:
 
 
 def network_rules(bad: Bad, cfg: Config, sec: Section) -> None:
-    """Report the image network's fields the runtime cannot build, and a batch too small for it."""
+    """Report a batch too small for an image network's batch norm."""
     net = cfg.network
     if not isinstance(net, IMAGE_NETWORKS):
         return
     kind = schema.kind_of(net)
-    if isinstance(net, ResNet) and net.depth not in RESNET_DEPTHS:
-        shown = " or ".join(map(str, RESNET_DEPTHS))
-        bad(f"'depth' must be {shown} (got {net.depth})", _span(sec, "network", "depth"))
     if cfg.train.batch < 2:
         bad(
             f"'batch' must be >= 2 with network {kind}: its batch norm needs two examples per view "

@@ -64,6 +64,7 @@ class IntT:
     ge: int | None = None
     le: int | None = None
     label: str = "an integer"
+    one_of: tuple[int, ...] = ()  # when given, the only values allowed (a ResNet's depth)
 
     def coerce(self, node: ir.Value) -> int:
         if not isinstance(node, ir.Int):
@@ -71,6 +72,8 @@ class IntT:
         problem = _bounds(node.value, self.ge, None, self.le, None)
         if problem:
             raise Bad(f"{problem} (got {node.value})")
+        if self.one_of and node.value not in self.one_of:
+            raise Bad(f"must be {either([str(v) for v in self.one_of])} (got {node.value})")
         return node.value
 
 

@@ -119,7 +119,7 @@ class ResNet:
     projection head on them (Linear, batch norm, ReLU per hidden layer, then a Linear)."""
 
     depth: int = fld(
-        18, IntT(ge=18, le=50), "18 (basic blocks, 512 features) or 50 (bottlenecks, 2048 features)"
+        18, IntT(one_of=RESNET_DEPTHS), "18 (basic blocks, 512 features) or 50 (bottlenecks, 2048 features)"
     )
     stem: str = fld(
         "cifar",

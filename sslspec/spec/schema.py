@@ -280,7 +280,10 @@ class LatentCorrelation:
 
 @frozen
 class CovarianceOperator:
-    """The covariance operator per latent node."""
+    """The covariance operator per latent node (tree_relu, mlp), or per layer of an image network:
+    OP_A, the covariance over `images` images of each layer's connection averaged over `views`
+    augmented views, its top eigenvalues and trace (exact for the head's Linear layers, randomized
+    for convs) and the views' noise tr(V) / A in it."""
 
     top: int = fld(8, POSITIVE_INT, "eigenvalues and eigenvectors kept")
     vectors: bool = fld(True, BoolT(), "store the eigenvectors (epochs x nodes x P x top values)")

@@ -20,6 +20,7 @@ import zarr
 from inprocess import sslspec_in_process
 
 from runtime.run import execute
+from sslspec.spec import schema
 from sslspec.spec.lower import lower
 from sslspec.spec.plan import Plan, Run
 
@@ -85,9 +86,17 @@ def covering(plan: Plan) -> tuple[Run, ...]:
     return tuple(picked)
 
 
+def needs_a_copy(spec: Path) -> bool:
+    """Whether a spec trains on a data set read from a local copy (CIFAR-10, STL-10), which no
+    machine here has: those specs are run shortened on generated files in
+    tests/runtime/images/test_networks.py, and their code paths are pinned by digits_simclr."""
+    return any(isinstance(r.config.data, schema.Cifar10 | schema.STL10) for r in lower(spec).runs)
+
+
 def cases() -> Iterator[tuple[str, Path | None, list[str]]]:
     for spec in sorted(SPECS.rglob("*.ssl")):
-        yield str(spec.relative_to(SPECS)), spec, []
+        if not needs_a_copy(spec):
+            yield str(spec.relative_to(SPECS)), spec, []
     for name, sets in VARIANTS.items():
         # `tree` excludes depth and branching: the ragged variant starts from a spec without them
         yield f"variant/{name}", None if name == "leaky_ragged" else REFERENCE, sets

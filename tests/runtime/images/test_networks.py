@@ -6,15 +6,18 @@ shortened cifar10_simclr (ResNet-18) runs on generated data."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from test_datasets import _cifar_python  # files in the exact CIFAR-10 python layout
 
+from runtime.networks import build
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -83,7 +86,11 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
             "network kind 'convnet' needs an image",
         ),
         ((SIMCLR, "infonce { negatives = 2 }"), "5:11", "network kind 'convnet' needs a loss defined on an"),
-        (("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"), "6:5", "'depth' must be 18 or 50 (got 34)"),
+        (
+            ("convnet {\n    channels  = [4, 8]", "resnet {\n    depth     = 34"),
+            "6:17",
+            "'depth' must be 18 or 50 (got 34)",
+        ),
         (("batch   = 8", "batch   = 1"), "15:5", "'batch' must be >= 2 with network convnet"),
         (
             ("projector = [8, 4]", "projector = [8, 4]\n    batch_norm = false\n    bn_affine = false"),
@@ -111,6 +118,35 @@ def test_check_refuses_what_an_image_network_cannot_do(
     assert result.exit_code == 2, result.stdout
     assert f"{spec}:{where}: error: {message}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _network(seed: int = 0) -> torch.nn.Module:
+    cfg = lower("n.ssl", text=_spec(Path("."))).runs[0].config
+    gen = torch.Generator().manual_seed(seed)
+    return build(cfg, None, gen, torch.float32, torch.device("cpu"), 3 * 8 * 8)
+
+
+def test_image_network_views_are_separate_forwards() -> None:
+    """An image network's forward of two stacked views equals one forward per view (outputs and
+    batch-norm running statistics bit for bit); `features` is the trunk's on the images; the same
+    generator state builds the same weights."""
+    net = _network()
+    ref, first = copy.deepcopy(net), copy.deepcopy(net.state_dict())
+    x = torch.randn(2 * 6, 3 * 8 * 8, generator=torch.Generator().manual_seed(1))  # (V B, 3 S S)
+    out = net(x, views=2)
+    assert out.out is out.raw and out.out.shape == (12, 4)
+    one_by_one = torch.cat([ref(x[:6]).out, ref(x[6:]).out])
+    assert torch.equal(out.out, one_by_one)
+    for (name, a), (_, b) in zip(net.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    net.eval()
+    trunk = net.encoder.trunk(x.reshape(12, 3, 8, 8))
+    assert torch.equal(net.features(x), trunk) and trunk.shape == (12, 8)
+    again = _network()
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), first.values(), strict=True))
+    assert not torch.equal(
+        _network(1).state_dict()["encoder.head.0.weight"], again.state_dict()["encoder.head.0.weight"]
+    )
 
 
 @pytest.mark.parametrize("loss", [SIMCLR, BYOL], ids=["simclr", "byol"])
