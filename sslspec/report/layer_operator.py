@@ -76,17 +76,20 @@ def section(sw: SweepResults, out: Path, stem: str) -> str:
                     fmt_stats(*stats(last / first)),
                     f"{stats(t_first)[0]:.3g} → {stats(t_last)[0]:.3g}",
                     fmt_stats(*stats(t_last / t_first)),
+                    f"{stats(first / t_first)[0]:.3f} → {stats(last / t_last)[0]:.3f}",
                     fmt_stats(*stats(noise / t_last)),
                 ]
             )
     head = ["setting", "layer", "top eigenvalue: init → after", "amplification (top)"]
-    head += ["trace: init → after", "amplification (trace)", "view noise / trace after"]
+    head += ["trace: init → after", "amplification (trace)", "top / trace: init → after"]
+    head += ["view noise / trace after"]
     parts = [
         "### Covariance operator per layer",
         "",
         "OP_A = Cov over images of the layer's connection K = (d output / d vec W)^T averaged over "
         "each image's augmented views; amplification = value after training / value at "
-        f"initialization, per run, then over seeds ({seeds_note(sw)}). The view noise tr(V)/A is "
+        f"initialization, per run, then over seeds ({seeds_note(sw)}); top / trace is scale-free (the raw "
+        f"output's scale grows when the loss normalizes it). The view noise tr(V)/A is "
         "the part of the trace that the finite number of views A adds (E[OP_A] = OP + V / A); the "
         "network is measured in eval mode.",
         "",
