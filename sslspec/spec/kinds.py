@@ -6,10 +6,11 @@ needs; the checker reports, at the measurement's or the kind's position, needs t
 the experiment provides, and, at the kind's position, a kind the runtime has no implementation
 of. So a spec that passes `check` never fails at start-up with "not supported".
 
-Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL) adds its
-schema class to `schema.BLOCKS`, its entry here and its runtime builder (runtime.source's
-DATA_SOURCES, runtime.objective's OBJECTIVES); nothing registers itself on import, and a test may
-add a toy kind to all three dicts for its duration.
+Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL, the image
+networks) adds its schema class to `schema.BLOCKS`, its entry here and its runtime builder
+(runtime.source's DATA_SOURCES, runtime.objective's OBJECTIVES, runtime.networks' NETWORKS);
+nothing registers itself on import, and a test may add a toy kind to all three dicts for its
+duration.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Image networks (`network resnet`, `network convnet`) end to end: check refuses at its position
 every combination the runtime cannot run; tiny convnet SimCLR and BYOL runs on files generated in
 the CIFAR-10 format complete with the probe, k-NN and collapse measured from initialization on,
-bit-identically when rerun and when resumed after a kill; the official specs check, and a
-shortened cifar10_simclr (ResNet-18) runs on generated data."""
+bit-identically when rerun and when resumed after a kill; the official specs check, and each,
+shortened, runs its ResNet-18 on generated data."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_datasets import _cifar_python  # files in the exact CIFAR-10 python layout
+from test_datasets import _cifar_python, _stl  # files in the exact CIFAR-10 / STL-10 layouts
 
+from runtime.group import plan_groups
 from runtime.networks import build
+from runtime.replicas import group_key, unbatchable
+from runtime.run import make_jobs
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
 
@@ -173,6 +176,18 @@ def test_tiny_convnet_runs_end_to_end_and_reruns_bit_identically(
     _identical(first, second)
 
 
+def test_image_runs_never_join_a_batched_group(tmp_path: Path) -> None:
+    """A sweep of image-network runs that share every shape is planned one unit per run even
+    when groups of 4 are allowed: none has a group key, and each says why it runs unbatched."""
+    spec = tmp_path / "s.ssl"
+    spec.write_text(_spec(Path(".")) + "sweep tiny {\n  seed = 1..4\n}\n")
+    jobs = make_jobs([(lower(spec), tmp_path / "out")], "cpu", False)
+    assert len(jobs) == 4 and plan_groups(jobs, replicas=4) == [[0], [1], [2], [3]]
+    assert all(group_key(job.run, "cpu") is None for job in jobs)
+    digits = lower(ROOT / "specs" / "images" / "digits_simclr.ssl").runs[0].config
+    assert unbatchable(digits) == "data digits: replica batching covers HLTM runs only"
+
+
 def test_killed_image_run_resumes_bit_identically(cifar: Path, tmp_path: Path) -> None:
     """A BYOL convnet run killed in its second epoch resumes from its checkpoint (network with its
     batch-norm running statistics, target, predictor and its own optimizer, the data position) to
@@ -218,11 +233,19 @@ def test_official_specs_check(name: str, stem: str, loss: str) -> None:
 
 
 @pytest.mark.slow
-def test_shortened_cifar10_simclr_runs_on_generated_data(sslspec_cli, cifar: Path, tmp_path: Path) -> None:
-    """The official cifar10_simclr spec, pointed at generated CIFAR-10 files and shortened with
-    --set to one epoch of two batches of 8, runs its ResNet-18 to a complete store."""
+@pytest.mark.parametrize("name", ["cifar10_simclr", "cifar10_byol", "stl10_simclr"])
+def test_shortened_official_specs_run_on_generated_data(
+    sslspec_cli, cifar: Path, tmp_path: Path, name: str
+) -> None:
+    """Each official image spec, pointed at generated files of its data set and shortened with
+    --set to one epoch of two batches of 8, runs its ResNet-18 to a complete store with the loss
+    and the probe at epochs 0 and 1."""
+    root = cifar
+    if name.startswith("stl10"):
+        root = tmp_path / "stl"
+        _stl(root)
     sets = {
-        "data.root": f'"{cifar}"',
+        "data.root": f'"{root}"',
         "train.batch": "8",
         "train.samples": "16",
         "train.epochs": "1",
@@ -231,7 +254,7 @@ def test_shortened_cifar10_simclr_runs_on_generated_data(sslspec_cli, cifar: Pat
         "measure.knn.k": "5",
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    spec = ROOT / "specs" / "images" / "cifar10_simclr.ssl"
+    spec = ROOT / "specs" / "images" / f"{name}.ssl"
     result = sslspec_cli("run", spec, *args, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.stderr + repr(result.exception)
     (ds,) = _stores(tmp_path / "out")
