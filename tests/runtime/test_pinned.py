@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import zarr
 from inprocess import sslspec_in_process
+from test_run import needs_a_copy  # CIFAR-10 / STL-10 specs: run shortened on generated files instead
 
 from runtime.run import execute
-from sslspec.spec import schema
 from sslspec.spec.lower import lower
 from sslspec.spec.plan import Plan, Run
 
@@ -84,13 +84,6 @@ def covering(plan: Plan) -> tuple[Run, ...]:
             picked.append(run)
             wanted -= new
     return tuple(picked)
-
-
-def needs_a_copy(spec: Path) -> bool:
-    """Whether a spec trains on a data set read from a local copy (CIFAR-10, STL-10), which no
-    machine here has: those specs are run shortened on generated files in
-    tests/runtime/images/test_networks.py, and their code paths are pinned by digits_simclr."""
-    return any(isinstance(r.config.data, schema.Cifar10 | schema.STL10) for r in lower(spec).runs)
 
 
 def cases() -> Iterator[tuple[str, Path | None, list[str]]]:
