@@ -44,6 +44,35 @@ def layer_names(net: ResNet | ConvNet) -> tuple[str, ...]:
     return convs + tuple(f"head{k}" for k in range(len(net.projector)))
 
 
+def layer_sizes(net: ResNet | ConvNet) -> tuple[int, ...]:
+    """The weights of each layer of `layer_names`, in its order (as runtime.images.encoders builds
+    them: a conv's out x in x k x k, a head Linear's out x in)."""
+    sizes: list[int] = []
+    if isinstance(net, ConvNet):
+        for c_in, c in zip((3, *net.channels), net.channels, strict=False):
+            sizes.append(c * c_in * 9)
+        c_in = net.channels[-1]
+    else:
+        sizes.append(64 * 3 * (9 if net.stem == "cifar" else 49))
+        blocks, _ = _RESNET_CONVS.get(net.depth, _RESNET_CONVS[18])
+        wide = 4 if net.depth == 50 else 1  # a Bottleneck's output is 4x its width
+        c_in = 64
+        for i, n in enumerate(blocks):
+            c = 64 * 2**i
+            for j in range(n):
+                if wide == 1:
+                    sizes += [c * c_in * 9, c * c * 9]
+                else:
+                    sizes += [c * c_in, c * c * 9, c * wide * c]
+                if (j == 0 and i > 0) or c_in != c * wide:
+                    sizes.append(c * wide * c_in)  # the shortcut's 1x1 conv
+                c_in = c * wide
+    for width in net.projector:
+        sizes.append(width * c_in)
+        c_in = width
+    return tuple(sizes)
+
+
 def _span(sec: Section, name: str) -> ir.Span | None:
     m = sec.blocks.get("measure")
     s = m.blocks.get("covariance_operator") if m else None
@@ -93,6 +122,7 @@ def operator_rules(bad: Bad, cfg: Config, sec: Section) -> None:
                 _span(sec, name),
             )
     names = layer_names(net)
+    _eigvec_bytes(bad, op, net, sec)
     items = written.get("layers")
     for i, layer in enumerate(op.layers or ()):
         if layer not in names:
@@ -100,3 +130,27 @@ def operator_rules(bad: Bad, cfg: Config, sec: Section) -> None:
             have = f"{prefix[0]}..{prefix[-1]}" if prefix else "none"
             where = items.items[i].span if isinstance(items, ir.List) else _span(sec, "layers")
             bad(f"'covariance_operator.layers' has {layer}, but {kind} has {have}", where)
+
+
+MAX_EIGVEC_BYTES = 256 << 20  # per measurement: the layers' eigenvectors, padded to the largest
+
+
+def _eigvec_bytes(bad: Bad, op: schema.CovarianceOperator, net: ResNet | ConvNet, sec: Section) -> None:
+    """Refuse `vectors = true` where one measurement's eigenvectors (layers x the largest layer's
+    weights x top, float32, as the store holds them) exceed MAX_EIGVEC_BYTES: a ResNet-18's every
+    layer would be about 1.7 GB per measured epoch."""
+    if not op.vectors:
+        return
+    size = dict(zip(layer_names(net), layer_sizes(net), strict=True))
+    chosen = [size[n] for n in (op.layers or size) if n in size]
+    if not chosen:
+        return
+    need = 4 * len(chosen) * max(chosen) * op.top
+    if need > MAX_EIGVEC_BYTES:
+        bad(
+            f"'covariance_operator.vectors' would store {need / 2**20:,.0f} MiB of eigenvectors per "
+            f"measurement ({len(chosen)} layers x {max(chosen):,} weights x {op.top} float32); at most "
+            f"{MAX_EIGVEC_BYTES >> 20} MiB: set vectors = false (the eigenvalues and traces need none) "
+            "or name fewer or smaller layers in 'layers'",
+            _span(sec, "vectors"),
+        )

@@ -95,6 +95,53 @@ def test_image_fields_are_refused_on_an_mlp(sslspec_cli, write_spec) -> None:
     assert want in result.stderr, result.stderr
 
 
+def test_eigenvectors_too_large_to_store_are_refused(sslspec_cli, write_spec) -> None:
+    """Every layer of a ResNet-18 with `vectors` on (the default) would store ~0.8 GB of
+    eigenvectors (top 4) per measurement: refused at the block, naming the size and the way out;
+    `vectors = false` passes."""
+    text = SPEC.format(root=".").replace(
+        "network convnet {\n    channels  = [4, 8]\n    projector = [8, 4]\n  }", "network resnet {}"
+    )
+    text = text.replace("layers = [conv0, conv1, head0, head1]\n", "")
+    spec = write_spec(text)
+    result = sslspec_cli("check", spec)
+    assert result.exit_code == 2, result.stdout
+    want = (
+        f"{spec}:14:5: error: 'covariance_operator.vectors' would store 792 MiB of eigenvectors per "
+        "measurement (22 layers x 2,359,296 weights x 4 float32)"
+    )
+    assert want in result.stderr and "Traceback" not in result.stderr, result.stderr
+    spec = write_spec(text.replace("power  = 1", "power  = 1\n      vectors = false"))
+    assert sslspec_cli("check", spec).exit_code == 0
+
+
+def test_front_end_layer_sizes_are_the_runtime_layers() -> None:
+    """check's layer names and weight counts (torch-free) equal the modules runtime builds, for
+    both ResNet depths and stems and a convnet."""
+    import math
+
+    import torch
+
+    from runtime.images.encoders import build_encoder
+    from runtime.images.operator import layers_of
+    from sslspec.lang.check_operator import layer_names, layer_sizes
+    from sslspec.spec.images import ConvNet, ResNet
+
+    r18 = {"kind": "resnet", "depth": 18, "stem": "cifar", "head": (512, 128)}
+    r50 = {"kind": "resnet", "depth": 50, "stem": "imagenet", "head": (256, 64)}
+    conv = {"kind": "convnet", "channels": (8, 16), "head": (16, 8)}
+    cases = [
+        (ResNet(depth=18, stem="cifar"), r18),
+        (ResNet(depth=50, stem="imagenet", projector=(256, 64)), r50),
+        (ConvNet(channels=(8, 16), projector=(16, 8)), conv),
+    ]
+    for net, kw in cases:
+        built = layers_of(build_encoder(gen=torch.Generator().manual_seed(0), **kw))  # type: ignore[arg-type]
+        assert {k: math.prod(v.shape) for k, v in built.items()} == dict(
+            zip(layer_names(net), layer_sizes(net), strict=True)
+        )
+
+
 def test_tiny_convnet_records_each_layers_operator(
     sslspec_cli, write_spec, cifar: Path, tmp_path: Path
 ) -> None:
