@@ -14,7 +14,7 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
-from runtime.images.measure import measure_images
+from runtime.images.measure import head_check, measure_images
 from runtime.images.network import encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
@@ -253,7 +253,9 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
     if not isinstance(net, LevelNet):  # an image network: its own measurements, then the readout
-        return Measured(results=measure_images(ctx, epoch), readout=_readout(ctx))
+        due = m.theorem_check is not None and theorem_due(ctx.cfg, epoch)
+        theorem = head_check(ctx) if due else None
+        return Measured(results=measure_images(ctx, epoch), readout=_readout(ctx), theorem=theorem)
     corr: LatentCorrelation | LayerCorrelation | None = None
     if m.latent_correlation is not None:
         assert ctx.source.layout is not None  # the checker asks for a source with latents

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from runtime.context import RunContext
+from runtime.images.layer_ops import exact_route, selected
+from runtime.images.network import ImageNet
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
 from runtime.network import BN_VIEWS
 from runtime.optim import lr_schedule
@@ -89,6 +91,10 @@ class Recorder:
         cfg, layout = ctx.cfg, ctx.source.layout
         self.cfg, self.run, self.layout = cfg, ctx.run, layout
         self.nodes = NetNodes.of(cfg, layout, ctx.source.input_dim)
+        op, net = cfg.measure.covariance_operator, ctx.net
+        self.op_layers = (
+            selected(net.encoder, op.layers) if op is not None and isinstance(net, ImageNet) else []
+        )
         self.loss_attrs = ctx.objective.attrs
         self.schedule = lr_schedule(cfg)
         self.epochs = measure_epochs(cfg)
@@ -128,6 +134,9 @@ class Recorder:
                 st.variable(entry, dims, shape, chunk, names, extra.get(entry.name, {}))
         if V.POLARITY in values:
             st.write(V.POLARITY, slice(None), values[V.POLARITY])
+        if self.op_layers:
+            st.arrays[V.LAYER_OP_EIGVAL].attrs.update(layers=[lay.name for lay in self.op_layers])
+            st.update_attrs(coordinates=f"{V.OP_LAYER_SIZE} {V.OP_LAYER_EXACT}")
 
     def _schedule_attrs(self) -> dict[str, Any]:
         s = self.schedule
@@ -171,7 +180,13 @@ class Recorder:
             ]
             values["step"] = np.asarray(ends, dtype=np.int64)
         op = cfg.measure.covariance_operator
-        if op is not None:
+        if op is not None and self.op_layers:  # an image network: per layer (runtime.images.layer_ops)
+            values["op_layer"] = np.arange(len(self.op_layers))
+            values[V.OP_LAYER_SIZE] = np.asarray([lay.size for lay in self.op_layers])
+            values[V.OP_LAYER_EXACT] = np.asarray([int(exact_route(lay)) for lay in self.op_layers])
+            values["op_eig"] = np.arange(op.top)
+            values["op_weight"] = np.arange(max(lay.size for lay in self.op_layers))
+        elif op is not None:
             p_max = max(f * w for f, w in zip(nodes.fan_in, nodes.widths, strict=True))
             values["eig"] = np.arange(min(op.top, p_max))
             values["op_index"] = values["op_index2"] = np.arange(p_max)

@@ -10,6 +10,11 @@ network's features on image data, are runtime.images.readout's, for every networ
 
 - `collapse`: the spread of the l2-normalized output of the projection head (runtime.collapse)
   over `measure.samples` plain images drawn from the measure generator, in chunks of CHUNK.
+- `covariance_operator`: the operator of each selected layer over augmented views of fresh
+  images (runtime.images.layer_ops).
+
+`head_check` is the theorem check on the head's layers (runtime.images.layer_ops.head_check), at
+the epochs runtime.measurements finds it due.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from torch import Tensor
 
 from runtime.collapse import OutputSpread
 from runtime.context import RunContext
+from runtime.images import layer_ops
+from runtime.images.layer_ops import layer_operators
+from runtime.images.network import ImageNet
+from runtime.images.source import ImageSource
+from runtime.theorem import TheoremResult
 
 CHUNK = 512  # images per forward
 
@@ -39,7 +49,24 @@ def collapse(ctx: RunContext, epoch: int) -> dict[str, Tensor]:
     return spread.result()
 
 
-MEASUREMENTS: dict[str, Hook] = {"collapse": collapse}
+def covariance_operator(ctx: RunContext, epoch: int) -> dict[str, Tensor]:
+    """Each selected layer's top eigenpairs, traces and view noise (runtime.images.layer_ops)."""
+    op, net = ctx.cfg.measure.covariance_operator, ctx.net
+    assert op is not None and isinstance(net, ImageNet) and isinstance(ctx.source, ImageSource), net
+    with torch.enable_grad():
+        return layer_operators(net.encoder, ctx.source, op, ctx.gens["measure"], ctx.dtype)
+
+
+def head_check(ctx: RunContext) -> TheoremResult:
+    """The theorem check on the head layers the config names, on the run's measure generator."""
+    tc, net = ctx.cfg.measure.theorem_check, ctx.net
+    assert tc is not None and isinstance(net, ImageNet) and isinstance(ctx.source, ImageSource), net
+    negatives, gen = ctx.objective.negatives, ctx.gens["measure"]
+    with torch.enable_grad():
+        return layer_ops.head_check(net.encoder, ctx.source, ctx.cfg, tc, gen, ctx.dtype, negatives)
+
+
+MEASUREMENTS: dict[str, Hook] = {"collapse": collapse, "covariance_operator": covariance_operator}
 
 
 @torch.no_grad()

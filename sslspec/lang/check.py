@@ -15,11 +15,12 @@ from sslspec.errors import did_you_mean
 from sslspec.lang import ir
 from sslspec.lang.check_byol import byol_rules
 from sslspec.lang.check_networks import network_rules
+from sslspec.lang.check_operator import operator_rules
 from sslspec.lang.check_schedule import schedule_rules
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
-from sslspec.spec.kinds import CAPABILITIES, NEEDS, missing_runtime, needs, provided
+from sslspec.spec.kinds import ALTERNATIVES, CAPABILITIES, NEEDS, missing_runtime, needs, provided
 from sslspec.spec.schema import Config
 
 At = Callable[[str, str], "ir.Span | None"]  # (block, field) -> where it was written
@@ -158,6 +159,7 @@ class _Checker:
         byol_rules(self.bad, cfg, sec)
         schedule_rules(self.bad, cfg, sec)
         network_rules(self.bad, cfg, sec)
+        operator_rules(self.bad, cfg, sec)
         if cfg.train.samples % cfg.train.batch:
             self.bad(
                 f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
@@ -212,7 +214,10 @@ class _Checker:
             lacking(f"{block} kind '{kind}'", needs(block, kind), span)
         for name, wanted in NEEDS.items():
             if getattr(cfg.measure, name, None) is not None:
-                lacking(f"measurement '{name}'", wanted, _measure_span(sec, name))
+                options = (wanted, *ALTERNATIVES.get(name, ()))
+                if not any(all(need in have for need in option) for option in options):
+                    closest = min(options, key=lambda option: sum(need not in have for need in option))
+                    lacking(f"measurement '{name}'", closest, _measure_span(sec, name))
 
 
 def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:

@@ -163,6 +163,20 @@ class DeviceT:
 
 
 @frozen
+class LayerT:
+    """A layer of an image network, as a bare name or a string: conv<k> (the k-th conv of the trunk
+    in module order) or head<k> (the k-th Linear layer of the projection head), k from 0."""
+
+    def coerce(self, node: ir.Value) -> str:
+        name = node.name if isinstance(node, ir.Ident) else node.value if isinstance(node, ir.Str) else None
+        if not isinstance(name, str):
+            raise Bad(f"must be a layer such as conv0 or head1 (got {describe(node)})")
+        if name[:4] not in ("conv", "head") or not name[4:].isdigit():
+            raise Bad(f"must be a layer such as conv0 or head1 (got '{name}')")
+        return name
+
+
+@frozen
 class PathT:
     """A non-empty string naming a directory or an fsspec-style URL."""
 

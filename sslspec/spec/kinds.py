@@ -25,6 +25,8 @@ CAPABILITIES: dict[str, str] = {
     "node_weights": "a network with one weight matrix per node (tree_relu or mlp)",
     "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
+    "layers": "an image network (resnet or convnet), whose layers are measured one by one",
+    "negatives": "a loss with negative pairs (nt_xent or exact_cov, with an image network)",
     "head_loss": "a loss defined on an unnormalized projection head output (nt_xent, exact_cov or byol)",
 }
 
@@ -56,21 +58,27 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "tree_relu": Support(frozenset({"jacobians", "node_weights"}), needs=("tree",)),  # units per node
         "mlp": _provides("jacobians", "node_weights"),
         # a conv trunk and a projection head (runtime.images.network), whose output is not normalized
-        "resnet": Support(needs=("images", "head_loss")),
-        "convnet": Support(needs=("images", "head_loss")),
+        "resnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
+        "convnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
     },
     "loss": {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
-        "nt_xent": _provides("head_loss"),
-        "exact_cov": _provides("head_loss"),
+        "nt_xent": _provides("head_loss", "negatives"),
+        "exact_cov": _provides("head_loss", "negatives"),
         "byol": _provides("head_loss"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
 }
 
-# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks.
+# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks;
+# ALTERNATIVES lists other sets that serve as well (the operator per latent node of a LevelNet, or
+# per layer of an image network: runtime.images.operator).
+ALTERNATIVES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "covariance_operator": (("images", "layers"),),
+    "theorem_check": (("images", "layers", "negatives"),),  # on the head's layers
+}
 NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),

@@ -70,6 +70,7 @@ DESCRIBE: dict[type, Callable[[Any], str]] = {
     fields.ListT: _list,
     fields.DeviceT: lambda t: '`auto`, `cpu`, `cuda` or `"cuda:N"`',
     fields.PathT: lambda t: "a non-empty string",
+    fields.LayerT: lambda t: "`conv<k>` (the trunk's convs in order) or `head<k>` (the head's Linear layers)",
     fields.TreeT: lambda t: "nested list of integers ≥ 1, all leaves at one depth",
     fields.CallT: _call,
 }

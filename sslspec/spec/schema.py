@@ -22,6 +22,7 @@ from sslspec.spec.fields import (
     DeviceT,
     FloatT,
     IntT,
+    LayerT,
     ListT,
     PathT,
     Tree,
@@ -282,12 +283,26 @@ class LatentCorrelation:
 
 @frozen
 class CovarianceOperator:
-    """The covariance operator per latent node."""
+    """The covariance operator per latent node (tree_relu, mlp), or per layer of an image network:
+    OP_A, the covariance over `images` images of each layer's connection averaged over `views`
+    augmented views, its top eigenvalues and trace (exact for the head's Linear layers, randomized
+    for convs) and the views' noise tr(V) / A in it."""
 
     top: int = fld(8, POSITIVE_INT, "eigenvalues and eigenvectors kept")
     vectors: bool = fld(True, BoolT(), "store the eigenvectors (epochs x nodes x P x top values)")
     full: bool = fld(False, BoolT(), "also store the whole matrix")
     official: bool = fld(False, BoolT(), "also the official code's 'conn' norm (another index order)")
+    # image networks (resnet, convnet): per layer, over `images` images with `views` views each
+    layers: tuple[str, ...] | None = fld(
+        None,
+        ListT(LayerT(), min_len=1),
+        "image networks: layers to measure (default: every layer)",
+        added=True,
+    )
+    images: int = fld(64, IntT(ge=2), "image networks: images per measurement", added=True)
+    views: int = fld(2, IntT(ge=2), "image networks: augmented views of each image", added=True)
+    probes: int = fld(8, IntT(ge=0), "image networks: Hutchinson probes for a conv layer's trace", added=True)
+    power: int = fld(2, IntT(ge=0), "image networks: power passes of the randomized eigensolver", added=True)
 
 
 @frozen

@@ -55,6 +55,10 @@ IMAGES = """experiment a {{
 IMAGE_ONLY = ("measure.linear_probe.", "measure.knn.")
 IMAGE_ONLY_KINDS = ("nt_xent", "exact_cov")
 IMAGE_NETWORKS = ("resnet", "convnet")  # on image data, with a two-view loss and no `weights`
+# the operator's fields for an image network's layers (refused with tree_relu and mlp)
+LAYER_OPERATOR = tuple(
+    f"measure.covariance_operator.{f}" for f in ("layers", "images", "views", "probes", "power")
+)
 
 
 def spec_for(block: str | None, kind: str | None) -> str:
@@ -89,6 +93,8 @@ class Case:
     def lower(self) -> object:
         images = self.path.startswith(IMAGE_ONLY) or self.kind in IMAGE_ONLY_KINDS
         text = IMAGES.format(data="digits { }") if images else spec_for(self.block, self.kind)
+        if self.path.startswith(LAYER_OPERATOR):
+            text = spec_for("network", "convnet")
         if images and self.block == "loss":
             text = text.replace("simple { beta = 0 }", f"{self.kind} {{ }}")
         return lower("a.ssl", [*self.before, f"{self.path}={self.text}"], text=text)

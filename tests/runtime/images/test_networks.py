@@ -105,8 +105,6 @@ def _identical(a: xr.Dataset, b: xr.Dataset) -> None:
             "23:5",
             "measurement 'weights' needs a network with one weight",
         ),
-        (("    collapse\n", "    covariance_operator\n"), "23:5", "measurement 'covariance_operator' needs"),
-        (("    collapse\n", "    theorem_check\n"), "23:5", "measurement 'theorem_check' needs"),
         (("    collapse\n", "    latent_correlation\n"), "23:5", "measurement 'latent_correlation' needs"),
     ],
 )
