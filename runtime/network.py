@@ -307,7 +307,7 @@ class LevelNet(nn.Module):
         gate = gate.view(n_up, k, b, 1, w)
         if torch.is_grad_enabled() and (out.requires_grad or gate.requires_grad):  # out= has no autograd
             return (out * gate).reshape(n_up * k, b, d, w)
-        j = torch.empty(n_up, k, b, d, w, dtype=torch.result_type(out, gate), device=out.device)
+        j = torch.empty(n_up, k, b, d, w, dtype=out.dtype, device=out.device)  # gate: bool or out's dtype
         return torch.mul(out, gate, out=j).view(n_up * k, b, d, w)
 
 
