@@ -12,8 +12,10 @@ CUDA (no second import of torch) and spawned otherwise (CUDA does not survive a 
 
 Ctrl-C reaches every worker (one process group): each stops where it is, its run stays `running`
 with its last checkpoint, and the driver waits for them before re-raising, so the same command
-resumes them next time. A worker that dies on its own (killed, out of memory) fails its job with
-a message; its run stays resumable and the other workers go on.
+resumes them next time. SIGTERM to the driver alone (`kill PID`, a scheduler's preemption) does
+the same: the driver passes it to its workers, and each process takes it as a Ctrl-C. A worker
+that dies on its own (killed, out of memory) fails its job with a message; its run stays
+resumable and the other workers go on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -32,6 +36,7 @@ from runtime.device import set_determinism
 from runtime.executor import OnEvent, lock_of
 from runtime.group import plan_groups, run_group
 from runtime.job import Event, Job, Outcome
+from sslspec.errors import raise_terminated
 from sslspec.store.layout import Status, run_dir
 
 POLL_S = 0.5  # how often the driver looks for workers that died
@@ -66,10 +71,29 @@ class LocalPool:
         for p in procs:
             p.start()
         units = plan_groups(jobs, self.replicas, self.n)
+        previous = _forward_sigterm(procs)
         try:
             yield from _dispatch(jobs, units, procs, inboxes, results, on_event)
         finally:
             _stop(procs, inboxes)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _forward_sigterm(procs: list[Any]) -> Any:
+    """While the workers live, SIGTERM to the driver goes on to each of them, then is raised here
+    as Terminated (a KeyboardInterrupt). Returns the handler to restore (None off the main thread,
+    where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def forward(signum: int, frame: Any) -> None:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        raise_terminated(signum, frame)
+
+    return signal.signal(signal.SIGTERM, forward)
 
 
 def _dispatch(
@@ -146,7 +170,8 @@ def _stop(procs: list[Any], inboxes: list[Any]) -> None:
 
 def _work(k: int, jobs: list[Job], inbox: Any, results: Any, gpus: int, batched: bool) -> None:
     """Worker `k`: ask for a unit, run the runs of it whose locks it gets (as one replica-batched
-    group when `batched`), report; until told to stop."""
+    group when `batched`), report; until told to stop. SIGTERM stops it as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, raise_terminated)  # not the driver's forwarding handler
     try:
         set_determinism()
         results.put(("ready", k, -1, None))

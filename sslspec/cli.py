@@ -8,6 +8,7 @@ pydantic adapter per parameter at every invocation, which alone cost more than t
 from __future__ import annotations
 
 import difflib
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from sslspec import __version__
-from sslspec.errors import Diagnostic, SpecError
+from sslspec.errors import Diagnostic, SpecError, Terminated, raise_terminated
 from sslspec.store.location import Place, of
 
 
@@ -249,16 +250,19 @@ def run(
         guarded(lambda: _usage("--replicas applies to the local executor; Ray runs one run per task"))
     where: dict[str, Any] = {"jobs": jobs, "executor": executor, "address": address, "gpus": gpus}
     where["replicas"] = replicas
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # `kill PID` stops runs as Ctrl-C does
     try:
         outcome = guarded(
             lambda: execute(files, set_ or (), out=out, device=device, force=force, dry_run=dry_run, **where)
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _err(
-            "interrupted: the runs in progress stay `running` with their last checkpoints; "
-            "run the same command again to resume them"
+            f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: the runs in progress "
+            "stay `running` with their last checkpoints; run the same command again to resume them"
         )
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(stop, Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     raise SystemExit(outcome.code)
 
 

@@ -92,3 +92,13 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
     """Return a "; did you mean 'x'?" suffix when a close option exists, else ''."""
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a batch scheduler's preemption) taken as a Ctrl-C: the runs in
+    progress stop where they are and stay resumable."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: raise Terminated in the main thread."""
+    raise Terminated

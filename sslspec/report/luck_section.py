@@ -100,12 +100,18 @@ def _agreement_table(sw: SweepResults, lk: Any) -> str:
     return md_table(head, rows)
 
 
+def _levels(node_level: Any) -> Any:
+    """The tree levels present: a sweep over depth pads the shallower trees' missing nodes with NaN."""
+    values = np.asarray(node_level.values, dtype=float)
+    return np.unique(values[np.isfinite(values)])
+
+
 def _level_table(lk: Any) -> str:
     """All settings pooled, per level (0 = root)."""
     if "node_level" not in lk.coords:
         return ""
     rows = []
-    for lv in np.unique(lk.node_level.values):
+    for lv in _levels(lk.node_level):
         r = lk.where(lk.node_level == lv)
         cells = [_cell(_per_run(r.spearman)), _cell(_per_run(r.null_spearman))]
         cells += [
@@ -178,7 +184,7 @@ def _scatter(sw: SweepResults, path: Path) -> bool:
     a0, a1 = abs(corr.sel(epoch=corr.epoch.min())), abs(final(corr))
     if "node_level" not in corr.coords:
         return False
-    levels = np.unique(corr.node_level.values)
+    levels = _levels(corr.node_level)
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), squeeze=False)
     for ax, lv in zip(axes[0], levels, strict=True):

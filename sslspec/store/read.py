@@ -231,6 +231,22 @@ def _ordered(values: Sequence[Any], sort: bool) -> list[Any]:
     return uniq
 
 
+def _union_coords(data: Any, opened: Sequence[Any]) -> dict[str, Any]:
+    """The non-index coordinates of the stacked runs, each the union over the runs rather than the
+    first run's (what concat's "minimal" keeps): runs of a depth sweep hold trees of different
+    sizes, and a node's `node_level` must not be NaN because the first run's tree lacked it."""
+    out: dict[str, Any] = {}
+    for name, coord in data.coords.items():
+        if name in data.indexes or "run" in coord.dims or coord.dtype.kind != "f":
+            continue
+        merged = opened[0][name] if name in opened[0].coords else coord
+        for ds in opened[1:]:
+            if name in ds.coords:
+                merged = merged.combine_first(ds[name])
+        out[str(name)] = merged.reindex_like(coord)
+    return out
+
+
 def _assemble(exp: str, axes: list[str], points: list[Point], version: Any, source: str, sort: bool) -> Any:
     """Open each point's store, stack them on a MultiIndex of the swept values and unstack."""
     import numpy as np
@@ -259,6 +275,7 @@ def _assemble(exp: str, axes: list[str], points: list[Point], version: Any, sour
             combine_attrs="drop",
             fill_value=np.nan,
         )
+        data = data.assign_coords(_union_coords(data, [ds for _, ds in opened]))
         index = pd.MultiIndex.from_tuples([k for k, _ in opened], names=dims) if dims else None
         if index is not None:
             data = data.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "run")).unstack("run")

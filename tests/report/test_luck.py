@@ -116,6 +116,19 @@ def test_report_section_has_baselines_and_figure(tmp_path: Path) -> None:
     assert (tmp_path / "syn_luck_scatter.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_nodes_missing_in_shallower_trees_are_not_a_level(tmp_path: Path) -> None:
+    """A sweep over depth pads the shallower trees' absent nodes with a NaN level: the per-level
+    table and the scatter show only the levels that exist (a NaN level crashed the report)."""
+    ds = _store(tmp_path, "noise")
+    levels = np.array([0] + [1] * (NODES - 5) + [np.nan] * 4)
+    ds = ds.assign_coords(node_level=("node", levels))
+    runs = [{"seed": s, "status": "complete", "run_id": f"r{s}", "attrs": {}} for s in range(1, SEEDS + 1)]
+    md = section(SweepResults(tmp_path, ds, None, "", runs), tmp_path, "deep")
+    table = md.split("| level | Spearman | null |")[1].split("\n\n")[0]
+    assert [row.split("|")[1].strip() for row in table.strip().splitlines()[2:]] == ["0", "1"]
+    assert (tmp_path / "deep_luck_scatter.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_report_section_on_a_single_run_without_a_sweep(tmp_path: Path) -> None:
     """One run, no sweep dims (a 0-d status, as `sslspec report` on a quickstart result gives):
     the section is built, with one row for all runs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +86,51 @@ def test_ctrl_c_stops_every_worker_and_their_runs_resume(tmp_path: Path) -> None
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
+    assert {version_attrs(p)["status"] for p in stores(out)} == {"running"} and len(stores(out)) == 2
+    again = cli("run", spec, "--out", out, "-j", "2", "--device", "cpu", *sets)
+    assert again.returncode == 0, again.stderr
+    found = stores(out)
+    assert len(found) == 4 and {version_attrs(p)["status"] for p in found} == {"complete"}
+    assert sum("resumed" in version_attrs(p) for p in found) == 2
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while listed
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_to_the_driver_alone_stops_every_worker_and_their_runs_resume(tmp_path: Path) -> None:
+    """SIGTERM to the driver's pid only (`kill PID`, a batch scheduler's preemption), while both
+    workers have a run past its first checkpoint: exit 143 with a message, no worker left behind
+    (they used to run on, orphaned), both runs `running` and resumed by the same command."""
+    sets = ["--set", "train.samples=2000", "--set", "train.epochs=20", "--replicas", "1"]
+    spec, out = short_spec(tmp_path, SWEEP), tmp_path / "out"
+    command = [str(SSLSPEC), "run", str(spec), "--out", str(out), "-j", "2", "--device", "cpu", *sets]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("v*.ckpt.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert workers, "the driver has no worker processes"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+        time.sleep(0.5)
+        left = [w for w in workers if Path(f"/proc/{w}").exists()]
+    finally:  # a failing run of this test must not leave orphans behind
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+    assert proc.returncode == 143 and "terminated" in err, err
+    assert not left, "a worker outlived its driver"
     assert {version_attrs(p)["status"] for p in stores(out)} == {"running"} and len(stores(out)) == 2
     again = cli("run", spec, "--out", out, "-j", "2", "--device", "cpu", *sets)
     assert again.returncode == 0, again.stderr

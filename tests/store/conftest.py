@@ -23,12 +23,15 @@ def write_store(
     swept: dict[str, Any] | None = None,
     value: float = 0.5,
     measured: int = EPOCHS + 1,
+    nodes: int | None = None,
     **attrs: Any,
 ) -> Path:
     """Write ROOT/<experiment>/<run_id>/vNNNN.zarr whose root best_corr, level-0 level_corr and loss
     end at `value`; they differ from epoch to epoch, node to node and step to step (so a reader that
     takes the first value, or another node's, reads a different number). Epochs from `measured` on
-    are NaN, as in a run killed before measuring them."""
+    are NaN, as in a run killed before measuring them. With `nodes`: that many breadth-first nodes
+    of a binary tree, each with its `node_level` (an auxiliary coordinate, as the runtime writes it)."""
+    with_levels, nodes = nodes is not None, nodes or NODES
     path = Path(root) / experiment / run_id / f"v{version:04d}.zarr"
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     g.attrs.update(
@@ -50,7 +53,7 @@ def write_store(
     for name, values in (
         ("epoch", np.arange(EPOCHS + 1)),
         ("level", np.arange(DEPTH)),
-        ("node", np.arange(NODES)),
+        ("node", np.arange(nodes)),
     ):
         g.create_array(
             name, shape=values.shape, dtype=values.dtype, dimension_names=[name], compressors=COMPRESSORS
@@ -59,7 +62,7 @@ def write_store(
         ...
     ] = np.arange(1, EPOCHS + 1)
     for name, dims, shape in (
-        ("best_corr", ("epoch", "node"), (EPOCHS + 1, NODES)),
+        ("best_corr", ("epoch", "node"), (EPOCHS + 1, nodes)),
         ("level_corr", ("epoch", "level"), (EPOCHS + 1, DEPTH)),
         ("loss", ("step",), (EPOCHS,)),
     ):
@@ -72,6 +75,12 @@ def write_store(
             compressors=COMPRESSORS,
         )
         arr[...] = _varying(shape, value, measured if name != "loss" else shape[0])
+    if with_levels:
+        arr = g.create_array(
+            "node_level", shape=(nodes,), dtype="int64", dimension_names=["node"], compressors=COMPRESSORS
+        )
+        arr[...] = np.log2(np.arange(nodes) + 1).astype(np.int64)
+        g.attrs["coordinates"] = "node_level"
     return path
 
 

@@ -152,6 +152,17 @@ def test_load_sweep_of_a_results_directory_groups_by_swept_attrs(tmp_path: Path)
     assert np.isnan(ds.best_corr.sel(width=2, seed=2)).all()
 
 
+def test_coordinates_of_trees_of_different_sizes_are_the_union(tmp_path: Path) -> None:
+    """A depth sweep stacks trees of 3 and 7 nodes: node_level is known for all 7 nodes (it was the
+    first run's, NaN beyond its 3 nodes), while the small tree's variables stay NaN there."""
+    write_store(tmp_path, "e", "r1", swept={"data.depth": 2}, nodes=3)
+    write_store(tmp_path, "e", "r2", swept={"data.depth": 3}, nodes=7)
+    ds = load_sweep(tmp_path / "e")
+    assert ds.node_level.dims == ("node",)
+    assert ds.node_level.values.tolist() == [0, 1, 1, 2, 2, 2, 2]
+    assert np.isnan(ds.best_corr.sel(depth=2).values[:, 3:]).all()
+
+
 def test_load_sweep_refuses_two_runs_at_one_point(tmp_path: Path) -> None:
     """Two runs with the same swept values (other settings differ) raise StoreError naming both run ids."""
     write_store(tmp_path, "e", "r1", swept={"seed": 1})
