@@ -188,6 +188,10 @@ def cmd_combine(args: argparse.Namespace) -> dict[str, Any]:
         "official": off["official"],
         "sslspec_runs": runs,
         "during_official_run": ratio_block(wall, cpu, inside),
+        "during_official_run_by_commit": {
+            c: ratio_block(wall, cpu, [r for r in inside if r["commit"] == c])
+            for c in dict.fromkeys(r["commit"] for r in inside)
+        },
         "outside_official_run": ratio_block(wall, cpu, outside),
         "target_ratio": TARGET,
     }
