@@ -1,7 +1,8 @@
 """BYOL as an objective (runtime.objective's interface): `loss byol` (sslspec.spec.schema.BYOLLoss).
 
 Two views x1, x2 of each example (no negatives). The online network f gives z_v = f(x_v), its
-output as the `network` block defines it; the predictor q (runtime.predictor; none when
+output as the `network` block defines it (any network of runtime.networks: a LevelNet on the
+HLTM, or an image network's projection head); the predictor q (runtime.predictor; none when
 `predictor = false`) gives p_v = q(z_v); the target network f_t gives t_v = f_t(x_v) under no_grad
 (the stop-gradient). With `distance = cosine` the loss is, averaged over the batch,
 
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from runtime.network import LevelNet
+from runtime.networks import Network
 from runtime.optim import build_optimizer
 from runtime.predictor import Predictor
 from runtime.stateless import Parts
@@ -60,8 +61,8 @@ class BYOL:
         loss = cfg.loss
         assert isinstance(loss, schema.BYOLLoss), loss
         self.cfg, self.online = loss, net
-        assert isinstance(net, LevelNet), net
-        dim = net.widths[0]  # output units
+        assert isinstance(net, Network), net
+        dim = net.out_dim  # output units
         pred = loss.predictor
         self.predictor = Predictor(dim, pred, parts.init, parts.dtype).to(parts.device) if pred else None
         self.target = copy.deepcopy(net) if loss.target == "copy" else parts.network()

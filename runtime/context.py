@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from runtime.network import LevelNet, build_network
+from runtime.networks import Network, build
 from runtime.objective import Objective, build_objective
 from runtime.optim import build_optimizer
 from runtime.source import DataSource, build_source
@@ -42,7 +42,7 @@ class RunContext:
     device: torch.device
     dtype: torch.dtype
     source: DataSource
-    net: LevelNet
+    net: Network
     objective: Objective
     opt: torch.optim.Optimizer
     gens: dict[str, torch.Generator]  # the streams still drawn from after building: data, measure
@@ -58,8 +58,8 @@ class RunContext:
         source = build_source(cfg, seeds.tree, device)
         init = generator(seeds.init, cpu)
 
-        def another() -> LevelNet:  # drawn from `init` on the CPU, then moved
-            return build_network(cfg, source.layout, init, dtype, cpu, source.input_dim).to(device)
+        def another() -> Network:  # drawn from `init` on the CPU, then moved
+            return build(cfg, source.layout, init, dtype, device, source.input_dim)
 
         net = another()
         objective = build_objective(cfg, net, Parts(init, device, dtype, another))

@@ -34,6 +34,7 @@ from runtime.checkpoint import decide
 from runtime.context import RunContext
 from runtime.device import device_name
 from runtime.record import Recorder, measure_epochs
+from runtime.replicas import unbatchable
 from runtime.train import Trainer
 from sslspec import faults
 from sslspec.spec.plan import Run
@@ -212,6 +213,7 @@ def provenance(job: Job, device: torch.device) -> dict[str, Any]:
     """The store's provenance attrs: the plan's (job.origin) and this machine's."""
     origin = dict(job.origin)
     command = origin.pop("command", "")
+    why = unbatchable(job.run.config)  # a run that can batch says so by its replica_group, or not
     return {
         "title": f"sslspec run {job.run.experiment}/{job.run.id}",
         "source": f"sslspec {sslspec.__version__}",
@@ -232,6 +234,7 @@ def provenance(job: Job, device: torch.device) -> dict[str, Any]:
         },
         "device": device_name(device),
         "host": host(),
+        **({"replica_batching": f"unbatched: {why}"} if why else {}),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         **origin,  # git_commit, git_dirty when the spec lives in a git work tree
     }

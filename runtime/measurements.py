@@ -14,16 +14,20 @@ from runtime.activity import DeadUnits
 from runtime.collapse import OutputSpread
 from runtime.connections import Scratch
 from runtime.context import RunContext
+from runtime.images.measure import head_check, measure_images
+from runtime.images.network import encoder_features
 from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
-from runtime.network import Forward
+from runtime.network import Forward, LevelNet
+from runtime.networks import level_net
 from runtime.objective import Contrastive
 from runtime.sampler import Views
 from runtime.source import ViewBatch
 from runtime.theorem import TheoremResult, theorem_check
 from sslspec.spec import schema
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
@@ -54,6 +58,9 @@ class NetNodes:
     def of(cls, cfg: Config, layout: Layout | None, n_in: int) -> NetNodes:
         """The nodes of `cfg.network` on inputs of size `n_in` (a tree network: of `layout`)."""
         net = cfg.network
+        if isinstance(net, IMAGE_NETWORKS):  # the projection head's output layer only
+            head = (*encoder_features(net), *net.projector)
+            return cls("layer", (head[-1],), (head[-2],), (1,))
         if isinstance(net, schema.MLP):
             widths = tuple(reversed(net.widths))  # level 0 = output layer
             fan_in = (*widths[1:], n_in)
@@ -134,7 +141,7 @@ def measure_pass(
     FORWARD samples, one forward each; the operator gets each block in parts of `block_size`
     samples with their own Jacobians: its class sums then read contiguous runs of one class, with
     no copies, from Jacobians still in cache."""
-    cfg, gen = ctx.cfg, ctx.gens["measure"]
+    cfg, gen, net = ctx.cfg, ctx.gens["measure"], level_net(ctx.net)  # an image network: images.measure
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
         b = min(CHUNK, left)
@@ -154,7 +161,7 @@ def measure_pass(
         for s in range(0, b, step):
             rows = slice(s, s + step)
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
-            fwd = ctx.net(plain[rows]) if plain_needed else None
+            fwd = net(plain[rows]) if plain_needed else None
             if spread is not None and fwd is not None:
                 spread.update(fwd.raw)
             if corr is not None and fwd is not None:
@@ -162,11 +169,11 @@ def measure_pass(
                 if dead is not None:
                     dead.update(fwd.pre)
             if op is not None:
-                fwd = fwd if fwd is not None and seen is plain else ctx.net(seen[rows])
+                fwd = fwd if fwd is not None and seen is plain else net(seen[rows])
                 block_cls = cls[rows]
                 for t in range(0, len(block_cls), sub):
                     part = forward_rows(fwd, t, t + sub)
-                    op.update(block_cls[t : t + sub], part.inputs, ctx.net.jacobians(part))
+                    op.update(block_cls[t : t + sub], part.inputs, net.jacobians(part))
     return total
 
 
@@ -185,7 +192,7 @@ def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:
     most = BLOCK.get(device.type)
     if most is None or not jacobians:
         return CHUNK if most is None else most
-    net = ctx.net
+    net = level_net(ctx.net)
     per_sample = net.widths[0] * sum(n * w for n, w in zip(net.sizes[1:], net.widths[1:], strict=True))
     return max(MIN_BLOCK, min(most, JACOBIAN_NUMBERS // max(per_sample, 1)))
 
@@ -240,15 +247,32 @@ class Measured:
     op: dict[str, torch.Tensor] | None = None
     theorem: TheoremResult | None = field(default=None, repr=False)
     readout: dict[str, float] | None = None  # linear probe and k-NN accuracies (image data)
-    collapse: dict[str, torch.Tensor] | None = None  # the output's spread (runtime.collapse)
+    # measurement name -> its results keyed as the variable table's `result`s (the Recorder writes
+    # each through sslspec.store.variables.results_of(name)): the collapse, and where a network
+    # kind adds measurements of its own, theirs
+    results: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def _readout(ctx: RunContext) -> dict[str, float] | None:
+    """The linear probe's and k-NN's accuracies on the network's features, when measured."""
+    m = ctx.cfg.measure
+    if m.linear_probe is None and m.knn is None:
+        return None
+    assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
+    return readout(ctx.net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
 
 
 @torch.no_grad()
 def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     """One measurement pass on fresh samples after `epoch` epochs: the latent correlation, the
-    covariance operator, the output's collapse and the theorem check, as the config asks."""
+    covariance operator, the output's collapse and the theorem check, as the config asks, and the
+    probe and k-NN on image data; an image network's own measurements are runtime.images.measure's."""
     m, net = ctx.cfg.measure, ctx.net
     net.eval()
+    if not isinstance(net, LevelNet):  # an image network: its own measurements, then the readout
+        due = m.theorem_check is not None and theorem_due(ctx.cfg, epoch)
+        theorem = head_check(ctx) if due else None
+        return Measured(results=measure_images(ctx, epoch), readout=_readout(ctx), theorem=theorem)
     corr: LatentCorrelation | LayerCorrelation | None = None
     if m.latent_correlation is not None:
         assert ctx.source.layout is not None  # the checker asks for a source with latents
@@ -264,11 +288,9 @@ def measure(ctx: RunContext, nodes: NetNodes, epoch: int) -> Measured:
     found = Measured(
         {**corr.result(), "dead_fraction": dead.result()} if corr is not None and dead is not None else None,
         op.result() if op is not None and m.covariance_operator is not None else None,
-        collapse=spread.result() if spread is not None else None,
+        results={"collapse": spread.result()} if spread is not None else {},
     )
-    if m.linear_probe is not None or m.knn is not None:
-        assert isinstance(ctx.source, ImageSource)  # the checker asks for image data
-        found.readout = readout(net, ctx.source, ctx.dtype, m.linear_probe, m.knn)
+    found.readout = _readout(ctx)
     tc = m.theorem_check
     if tc is not None and theorem_due(ctx.cfg, epoch) and op is not None:
         B, H, gen = ctx.cfg.train.batch, ctx.objective.negatives, ctx.gens["measure"]

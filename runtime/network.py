@@ -148,6 +148,16 @@ class LevelNet(nn.Module):
                     )
                     self.biases[lvl][node] = b.to(self.biases[lvl])
 
+    features_doc = "the input of the network's output layer (the encoder), not the output (the head)"
+
+    @property
+    def out_dim(self) -> int:
+        return self.widths[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n) -> (B, F_0) the output layer's input, what a linear probe reads (runtime.networks)."""
+        return self.forward(x).inputs[0][:, 0]
+
     def level_weights(self) -> list[torch.Tensor]:
         """Per level the (N_l, W_l, F_l) weights, padding columns zero."""
         return [w if self.uniform else w * self._buf("wmask", lvl) for lvl, w in enumerate(self.weights)]

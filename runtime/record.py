@@ -12,11 +12,14 @@ import numpy as np
 import torch
 
 from runtime.context import RunContext
+from runtime.images.layer_ops import exact_route, selected
+from runtime.images.network import ImageNet
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
 from runtime.network import BN_VIEWS
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
+from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 from sslspec.store import variables as V
 from sslspec.store.files import Files
@@ -35,6 +38,11 @@ from sslspec.store.variables import (
 from sslspec.store.write import RunStore, dumps, jsonable
 
 Row = tuple[str, int, Any]  # (variable, row, value): one row of a variable to write
+
+
+def _batch_norm(cfg: Config) -> bool:
+    """Whether the network normalizes batches (an image network's trunk always does)."""
+    return isinstance(cfg.network, IMAGE_NETWORKS) or bool(getattr(cfg.network, "batch_norm", False))
 
 
 def measure_epochs(cfg: Config) -> list[int]:
@@ -67,7 +75,7 @@ class Recorder:
                 "seeds": {k: int(v) for k, v in attrs.asdict(run.seeds).items()},
                 "plan": dumps(run.to_data()),
                 "plan_spec": spec,
-                **({"batch_norm_views": BN_VIEWS} if getattr(cfg.network, "batch_norm", False) else {}),
+                **({"batch_norm_views": BN_VIEWS} if _batch_norm(cfg) else {}),
             },
             files,
         )
@@ -81,6 +89,10 @@ class Recorder:
         cfg, layout = ctx.cfg, ctx.source.layout
         self.cfg, self.run, self.layout = cfg, ctx.run, layout
         self.nodes = NetNodes.of(cfg, layout, ctx.source.input_dim)
+        op, net = cfg.measure.covariance_operator, ctx.net
+        self.op_layers = (
+            selected(net.encoder, op.layers) if op is not None and isinstance(net, ImageNet) else []
+        )
         self.loss_attrs = ctx.objective.attrs
         self.epochs = measure_epochs(cfg)
         self.first_best: float | None = None
@@ -118,6 +130,9 @@ class Recorder:
                 st.variable(entry, dims, shape, chunk, names, self.loss_attrs if entry.name == LOSS else {})
         if V.POLARITY in values:
             st.write(V.POLARITY, slice(None), values[V.POLARITY])
+        if self.op_layers:
+            st.arrays[V.LAYER_OP_EIGVAL].attrs.update(layers=[lay.name for lay in self.op_layers])
+            st.update_attrs(coordinates=f"{V.OP_LAYER_SIZE} {V.OP_LAYER_EXACT}")
 
     def _losses_per_epoch(self) -> int:
         lt = self.cfg.measure.loss
@@ -157,7 +172,13 @@ class Recorder:
             ]
             values["step"] = np.asarray(ends, dtype=np.int64)
         op = cfg.measure.covariance_operator
-        if op is not None:
+        if op is not None and self.op_layers:  # an image network: per layer (runtime.images.layer_ops)
+            values["op_layer"] = np.arange(len(self.op_layers))
+            values[V.OP_LAYER_SIZE] = np.asarray([lay.size for lay in self.op_layers])
+            values[V.OP_LAYER_EXACT] = np.asarray([int(exact_route(lay)) for lay in self.op_layers])
+            values["op_eig"] = np.arange(op.top)
+            values["op_weight"] = np.arange(max(lay.size for lay in self.op_layers))
+        elif op is not None:
             p_max = max(f * w for f, w in zip(nodes.fan_in, nodes.widths, strict=True))
             values["eig"] = np.arange(min(op.top, p_max))
             values["op_index"] = values["op_index2"] = np.arange(p_max)
@@ -187,8 +208,8 @@ class Recorder:
         rows = self._measure_rows(row, found.corr, found.op, net)
         if found.theorem is not None:
             rows += self._theorem_rows(row, found.theorem)
-        if found.collapse is not None:
-            rows += self._result_rows(row, "collapse", found.collapse)
+        for measure, result in found.results.items():
+            rows += self._result_rows(row, measure, result)
         self.store.write_many(rows)
         if found.theorem is not None:
             self.store.arrays[V.TC_REL_ERROR].attrs.update(jsonable(found.theorem.attrs))
@@ -199,7 +220,7 @@ class Recorder:
             self.store.arrays[READOUT["probe"]].attrs.update(
                 selection=probe.selection,
                 selection_rule=f"{rule[probe.selection]}; never selected on the test split",
-                features="the input of the network's output layer (the encoder), not the output (the head)",
+                features=net.features_doc,
             )
         self.store.update_attrs(measured_epochs=self.epochs[: row + 1])
 

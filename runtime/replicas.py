@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from runtime.context import RunContext
 from runtime.network import EPS_NORM, LevelNet
+from runtime.networks import level_net
 from runtime.objective import OBJECTIVES, Contrastive
 from runtime.replica_views import ReplicaViews
 from sslspec.spec import schema
@@ -70,15 +71,23 @@ PER_REPLICA: tuple[tuple[str, ...], ...] = (
 def batchable(cfg: schema.Config) -> bool:
     """Whether a run of `cfg` can train as a replica: HLTM data, a tree_relu or mlp network
     without batch norm, a contrastive objective, SGD."""
+    return not unbatchable(cfg)
+
+
+def unbatchable(cfg: schema.Config) -> str:
+    """Why a run of `cfg` never trains as a replica ('' when it can; stored with the run)."""
     net, kind = cfg.network, schema.kind_of(cfg.loss)
-    return (
-        isinstance(cfg.data, schema.HLTM)
-        and isinstance(net, schema.TreeReLU | schema.MLP)
-        and not net.batch_norm
-        and kind is not None
-        and OBJECTIVES.get(kind) is Contrastive
-        and isinstance(cfg.optimizer, schema.SGD)
-    )
+    if not isinstance(cfg.data, schema.HLTM):
+        return f"data {schema.kind_of(cfg.data)}: replica batching covers HLTM runs only"
+    if not isinstance(net, schema.TreeReLU | schema.MLP):
+        return f"network {schema.kind_of(net)}: replica batching covers tree_relu and mlp only"
+    if net.batch_norm:
+        return "batch norm: replicas share no batch statistics"
+    if kind is None or OBJECTIVES.get(kind) is not Contrastive:
+        return f"loss {kind}: replica batching covers the contrastive family only"
+    if not isinstance(cfg.optimizer, schema.SGD):
+        return f"optimizer {schema.kind_of(cfg.optimizer)}: replica batching covers SGD only"
+    return ""
 
 
 def group_key(run: Run, device: str) -> str | None:
@@ -246,7 +255,7 @@ class ReplicaTrainer:
     def __init__(self, ctxs: Sequence[RunContext]) -> None:
         self.ctxs = list(ctxs)
         first = self.ctxs[0]
-        self.net = ReplicaNet([c.net for c in self.ctxs])
+        self.net = ReplicaNet([level_net(c.net) for c in self.ctxs])
         params = [*self.net.weights, *self.net.biases]
         self.opt = ReplicaSGD(params, [c.cfg.optimizer for c in self.ctxs], self._buffers())
         self.loss_cfg = first.cfg.loss

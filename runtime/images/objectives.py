@@ -35,7 +35,12 @@ def _similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """Two views' projections (B, D) -> the NT-Xent loss (a scalar)."""
-    sim, pos = _similarities(z1, z2)
+    return nt_xent_of(*_similarities(z1, z2), temperature)
+
+
+def nt_xent_of(sim: torch.Tensor, pos: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent from the cosines (2B, 2B) and each anchor's positive (2B,) (`_similarities`): the
+    loss as a function of the pairs' similarities, which the theorem check differentiates."""
     n = sim.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=sim.device)
     logits = (sim / temperature).masked_fill(eye, float("-inf"))
@@ -46,7 +51,11 @@ def exact_cov(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, beta: float = 0.0
 ) -> torch.Tensor:
     """Two views' projections (B, D) -> the detached-weight covariance surrogate (a scalar)."""
-    sim, pos = _similarities(z1, z2)
+    return exact_cov_of(*_similarities(z1, z2), temperature, beta)
+
+
+def exact_cov_of(sim: torch.Tensor, pos: torch.Tensor, temperature: float, beta: float) -> torch.Tensor:
+    """exact_cov from the cosines (2B, 2B) and each anchor's positive (2B,), as `nt_xent_of`."""
     n = sim.shape[0]
     r = 1 - sim  # (2B, 2B) distances
     r_pos = r.gather(1, pos[:, None])  # (2B, 1)

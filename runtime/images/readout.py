@@ -1,8 +1,9 @@
 """Reading a frozen representation out on labelled images: the linear probe and the k-NN accuracy
 of one measurement pass.
 
-The features are the encoder's, not the projection head's: for an `mlp` network, the input of its
-output layer (the last hidden layer's activations; the output layer is the head). Both labelled
+The features are the encoder's, not the projection head's (`features` of runtime.networks): for an
+`mlp` network, the input of its output layer (the last hidden layer's activations; the output
+layer is the head); for `resnet` and `convnet`, the trunk's pooled features. Both labelled
 splits of the data set (its train and test splits, whatever split the run trains on) are read once
 per run, resized and normalized as the views are but not augmented, and passed through the network
 in eval mode in chunks. The probe's selection rule (the final model, or a weight decay chosen on a
@@ -17,25 +18,25 @@ import torch
 
 from runtime.images.evaluate import Split, knn, linear_probe
 from runtime.images.source import ImageSource
-from runtime.network import LevelNet
+from runtime.networks import Network
 from sslspec.store.variables import READOUT
 
 CHUNK = 1024  # images per forward pass
 
 
-def features(net: LevelNet, source: ImageSource, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def features(net: Network, source: ImageSource, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(N, 3, H, W) uint8 on the device -> (N, F) the encoder's features, on the CPU."""
     gen = torch.Generator(device=pixels.device)  # the plain view draws nothing random
     out = []
     for start in range(0, pixels.shape[0], CHUNK):
         x = source.plain_view(pixels[start : start + CHUNK], gen).flatten(1).to(dtype)
-        out.append(net(x).inputs[0][:, 0].detach().cpu())  # (B, F_0): the output layer's input
+        out.append(net.features(x).detach().cpu())  # (B, F): the encoder's features
     return torch.cat(out)
 
 
 @torch.no_grad()
 def readout(
-    net: LevelNet, source: ImageSource, dtype: torch.dtype, probe: Any, neighbours: Any
+    net: Network, source: ImageSource, dtype: torch.dtype, probe: Any, neighbours: Any
 ) -> dict[str, float]:
     """The probe's test and train accuracy (when `probe`, a LinearProbe config, is given) and the
     k-NN accuracy (when `neighbours`, a KNN config, is)."""

@@ -14,10 +14,12 @@ import attrs
 from sslspec.errors import did_you_mean
 from sslspec.lang import ir
 from sslspec.lang.check_byol import byol_rules
+from sslspec.lang.check_networks import network_rules
+from sslspec.lang.check_operator import operator_rules
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
-from sslspec.spec.kinds import CAPABILITIES, NEEDS, missing_runtime, needs, provided
+from sslspec.spec.kinds import ALTERNATIVES, CAPABILITIES, NEEDS, missing_runtime, needs, provided
 from sslspec.spec.schema import Config
 
 At = Callable[[str, str], "ir.Span | None"]  # (block, field) -> where it was written
@@ -154,6 +156,8 @@ class _Checker:
 
         self.supported(cfg, sec)
         byol_rules(self.bad, cfg, sec)
+        network_rules(self.bad, cfg, sec)
+        operator_rules(self.bad, cfg, sec)
         if cfg.train.samples % cfg.train.batch:
             self.bad(
                 f"'samples' must be a multiple of batch (got samples = {cfg.train.samples}, "
@@ -208,7 +212,10 @@ class _Checker:
             lacking(f"{block} kind '{kind}'", needs(block, kind), span)
         for name, wanted in NEEDS.items():
             if getattr(cfg.measure, name, None) is not None:
-                lacking(f"measurement '{name}'", wanted, _measure_span(sec, name))
+                options = (wanted, *ALTERNATIVES.get(name, ()))
+                if not any(all(need in have for need in option) for option in options):
+                    closest = min(options, key=lambda option: sum(need not in have for need in option))
+                    lacking(f"measurement '{name}'", closest, _measure_span(sec, name))
 
 
 def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
@@ -291,6 +298,8 @@ def _tree(checker: _Checker, data: schema.HLTM, written: Section, at: At) -> sch
 
 def _operator_memory(checker: _Checker, cfg: Config, tree: Any, sec: Section) -> None:
     """Refuse dense operator matrices that would not fit in schema.MAX_OPERATOR_BYTES."""
+    if not isinstance(cfg.network, schema.TreeReLU | schema.MLP):
+        return  # an image network on the HLTM: refused by its needs (kinds.SUPPORT)
     levels = _operator_levels(cfg.network, tree)  # (nodes, P) per level
     limit = schema.MAX_OPERATOR_BYTES
     op, tc = cfg.measure.covariance_operator, cfg.measure.theorem_check
@@ -401,7 +410,7 @@ def _sub_span(sec: Section, sub: str, name: str) -> ir.Span | None:
     return (s.spans.get(name) or s.span) if s else sec.span
 
 
-def _operator_levels(net: schema.Network, tree: Any) -> list[tuple[int, int]]:
+def _operator_levels(net: schema.TreeReLU | schema.MLP, tree: Any) -> list[tuple[int, int]]:
     """(nodes, P) per level of the network's operators: P = the level's widest fan-in * its width
     (as the runtime pads a level); a tree_relu node per latent node, an mlp node per layer."""
     if isinstance(net, schema.MLP):

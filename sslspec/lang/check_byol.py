@@ -32,6 +32,8 @@ def _needs(bad: Bad, sec: Section | None, block: Any, names: tuple[str, ...], ho
         return
     defaults = attrs.fields_dict(type(block))
     for name in names:
+        if name not in defaults:  # a block without the field (an image network has no bn_mean)
+            continue
         value = getattr(block, name)
         if name in sec.values and value != defaults[name].default:
             shown = str(value).lower() if isinstance(value, bool) else value

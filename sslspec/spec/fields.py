@@ -64,6 +64,7 @@ class IntT:
     ge: int | None = None
     le: int | None = None
     label: str = "an integer"
+    one_of: tuple[int, ...] = ()  # when given, the only values allowed (a ResNet's depth)
 
     def coerce(self, node: ir.Value) -> int:
         if not isinstance(node, ir.Int):
@@ -71,6 +72,8 @@ class IntT:
         problem = _bounds(node.value, self.ge, None, self.le, None)
         if problem:
             raise Bad(f"{problem} (got {node.value})")
+        if self.one_of and node.value not in self.one_of:
+            raise Bad(f"must be {either([str(v) for v in self.one_of])} (got {node.value})")
         return node.value
 
 
@@ -156,6 +159,20 @@ class DeviceT:
         if name is None or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
             got = f"'{name}'" if name is not None else describe(node)
             raise Bad(f'must be auto, cpu, cuda or "cuda:N" (got {got})')
+        return name
+
+
+@frozen
+class LayerT:
+    """A layer of an image network, as a bare name or a string: conv<k> (the k-th conv of the trunk
+    in module order) or head<k> (the k-th Linear layer of the projection head), k from 0."""
+
+    def coerce(self, node: ir.Value) -> str:
+        name = node.name if isinstance(node, ir.Ident) else node.value if isinstance(node, ir.Str) else None
+        if not isinstance(name, str):
+            raise Bad(f"must be a layer such as conv0 or head1 (got {describe(node)})")
+        if name[:4] not in ("conv", "head") or not name[4:].isdigit():
+            raise Bad(f"must be a layer such as conv0 or head1 (got '{name}')")
         return name
 
 

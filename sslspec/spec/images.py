@@ -1,6 +1,7 @@
 """The blocks image experiments add: `augment images { ... }`, the steps of both views'
-pipeline, the two-view losses `nt_xent` and `exact_cov`, and the measurements on labelled
-images, `linear_probe` and `knn`.
+pipeline, the image networks `resnet` and `convnet` (a trunk and an MLP projection head), the
+two-view losses `nt_xent` and `exact_cov`, and the measurements on labelled images,
+`linear_probe` and `knn`.
 
 Each step is a sub-block, on with the official SimCLR CIFAR-10 parameters by default (crop, flip,
 color jitter, grayscale, normalize) or off by default (blur, solarize); `name = false` removes a
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from sslspec.spec.fields import ChoiceT, FloatT, IntT, ListT, fld
+from sslspec.spec.byol import BN_AFFINE_DOC
+from sslspec.spec.fields import BoolT, ChoiceT, FloatT, IntT, ListT, fld
 
 PROBABILITY = FloatT(ge=0, le=1)
 RANGE = ListT(FloatT(gt=0), 2, 2)
@@ -102,6 +104,49 @@ AUGMENT_STEPS: dict[str, type] = {
     "solarize": Solarize,
     "normalize": Normalize,
 }
+
+
+WIDTHS = ListT(IntT(ge=1), min_len=1)
+PROJECTOR_DOC = "the projection head's layer widths: hidden layers, then the output the loss sees"
+HEAD_BN_DOC = "batch normalization after each hidden layer of the projection head (before its ReLU)"
+HEAD_BIAS_DOC = "a learned bias in the projection head's hidden layers (its output layer always has one)"
+RESNET_DEPTHS = (18, 50)
+
+
+@frozen
+class ResNet:
+    """A ResNet encoder (its pooled features are what the linear probe reads) and an MLP
+    projection head on them (Linear, batch norm, ReLU per hidden layer, then a Linear)."""
+
+    depth: int = fld(
+        18, IntT(one_of=RESNET_DEPTHS), "18 (basic blocks, 512 features) or 50 (bottlenecks, 2048 features)"
+    )
+    stem: str = fld(
+        "cifar",
+        ChoiceT(("cifar", "imagenet")),
+        "cifar: a 3x3 stride-1 first conv and no max pool; imagenet: 7x7 stride 2 and a max pool",
+    )
+    projector: tuple[int, ...] = fld((512, 128), WIDTHS, PROJECTOR_DOC)
+    batch_norm: bool = fld(True, BoolT(), HEAD_BN_DOC)
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC)
+    bias: bool = fld(True, BoolT(), HEAD_BIAS_DOC)
+
+
+@frozen
+class ConvNet:
+    """A small conv net for CPU-sized runs (3x3 conv, batch norm, ReLU blocks, then global average
+    pooling: the features the linear probe reads) and an MLP projection head like resnet's."""
+
+    channels: tuple[int, ...] = fld(
+        (32, 64, 128), WIDTHS, "output channels of each block; every block after the first halves the side"
+    )
+    projector: tuple[int, ...] = fld((128, 64), WIDTHS, PROJECTOR_DOC)
+    batch_norm: bool = fld(True, BoolT(), HEAD_BN_DOC)
+    bn_affine: bool = fld(True, BoolT(), BN_AFFINE_DOC)
+    bias: bool = fld(True, BoolT(), HEAD_BIAS_DOC)
+
+
+IMAGE_NETWORKS = (ResNet, ConvNet)
 
 
 @frozen

@@ -6,10 +6,11 @@ needs; the checker reports, at the measurement's or the kind's position, needs t
 the experiment provides, and, at the kind's position, a kind the runtime has no implementation
 of. So a spec that passes `check` never fails at start-up with "not supported".
 
-Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL) adds its
-schema class to `schema.BLOCKS`, its entry here and its runtime builder (runtime.source's
-DATA_SOURCES, runtime.objective's OBJECTIVES); nothing registers itself on import, and a test may
-add a toy kind to all three dicts for its duration.
+Plain dicts keyed by kind, read by the checker: a new kind (the image data sets, BYOL, the image
+networks) adds its schema class to `schema.BLOCKS`, its entry here and its runtime builder
+(runtime.source's DATA_SOURCES, runtime.objective's OBJECTIVES, runtime.networks' NETWORKS);
+nothing registers itself on import, and a test may add a toy kind to all three dicts for its
+duration.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ CAPABILITIES: dict[str, str] = {
     "latents": "a data source with latent variables (the HLTM)",
     "tree": "a data source with a latent tree (the HLTM)",
     "jacobians": "a network with per-node Jacobians (tree_relu or mlp)",
+    "node_weights": "a network with one weight matrix per node (tree_relu or mlp)",
     "images": "an image data source (digits, cifar10 or stl10)",
     "contrastive": "a loss of the contrastive family (simple, triplet or infonce)",
+    "layers": "an image network (resnet or convnet), whose layers are measured one by one",
+    "negatives": "a loss with negative pairs (nt_xent or exact_cov, with an image network)",
+    "head_loss": "a loss defined on an unnormalized projection head output (nt_xent, exact_cov or byol)",
 }
 
 
@@ -50,25 +55,35 @@ SUPPORT: dict[str, dict[str, Support]] = {
     },
     "augment": {"images": Support(needs=("images",))},
     "network": {
-        "tree_relu": Support(frozenset({"jacobians"}), needs=("tree",)),  # a block of units per node
-        "mlp": _provides("jacobians"),
+        "tree_relu": Support(frozenset({"jacobians", "node_weights"}), needs=("tree",)),  # units per node
+        "mlp": _provides("jacobians", "node_weights"),
+        # a conv trunk and a projection head (runtime.images.network), whose output is not normalized
+        "resnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
+        "convnet": Support(frozenset({"layers"}), needs=("images", "head_loss")),
     },
     "loss": {
         "simple": _provides("contrastive"),
         "triplet": _provides("contrastive"),
         "infonce": _provides("contrastive"),
-        "nt_xent": Support(),
-        "exact_cov": Support(),
-        "byol": Support(),
+        "nt_xent": _provides("head_loss", "negatives"),
+        "exact_cov": _provides("head_loss", "negatives"),
+        "byol": _provides("head_loss"),
     },
     "optimizer": {"sgd": Support(), "adam": Support()},
 }
 
-# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks.
+# measurement (a sub-block of `measure`) -> the capabilities it needs from the experiment's blocks;
+# ALTERNATIVES lists other sets that serve as well (the operator per latent node of a LevelNet, or
+# per layer of an image network: runtime.images.operator).
+ALTERNATIVES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "covariance_operator": (("images", "layers"),),
+    "theorem_check": (("images", "layers", "negatives"),),  # on the head's layers
+}
 NEEDS: dict[str, tuple[str, ...]] = {
     "latent_correlation": ("latents",),
     "covariance_operator": ("latents", "jacobians"),
     "theorem_check": ("latents", "jacobians", "contrastive"),
+    "weights": ("node_weights",),
     "linear_probe": ("images",),
     "knn": ("images",),
 }

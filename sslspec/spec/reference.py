@@ -61,13 +61,16 @@ def _either(items: list[str]) -> str:
 
 # How each field type reads in the reference, keyed by the type's class.
 DESCRIBE: dict[type, Callable[[Any], str]] = {
-    fields.IntT: lambda t: "integer" + _bounds(ge=t.ge, le=t.le),
+    fields.IntT: lambda t: (
+        _either([f"`{v}`" for v in t.one_of]) if t.one_of else "integer" + _bounds(ge=t.ge, le=t.le)
+    ),
     fields.FloatT: lambda t: "number" + _bounds(t.ge, t.gt, t.le, t.lt),
     fields.BoolT: lambda t: "`true` or `false`",
     fields.ChoiceT: lambda t: _either([f"`{o}`" for o in t.options]),
     fields.ListT: _list,
     fields.DeviceT: lambda t: '`auto`, `cpu`, `cuda` or `"cuda:N"`',
     fields.PathT: lambda t: "a non-empty string",
+    fields.LayerT: lambda t: "`conv<k>` (the trunk's convs in order) or `head<k>` (the head's Linear layers)",
     fields.TreeT: lambda t: "nested list of integers ≥ 1, all leaves at one depth",
     fields.CallT: _call,
 }

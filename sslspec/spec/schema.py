@@ -22,6 +22,7 @@ from sslspec.spec.fields import (
     DeviceT,
     FloatT,
     IntT,
+    LayerT,
     ListT,
     PathT,
     Tree,
@@ -29,7 +30,16 @@ from sslspec.spec.fields import (
     describe,
     fld,
 )
-from sslspec.spec.images import AUGMENT_STEPS, KNN, ExactCovLoss, ImageAugment, LinearProbe, NTXentLoss
+from sslspec.spec.images import (
+    AUGMENT_STEPS,
+    KNN,
+    ConvNet,
+    ExactCovLoss,
+    ImageAugment,
+    LinearProbe,
+    NTXentLoss,
+    ResNet,
+)
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -270,12 +280,26 @@ class LatentCorrelation:
 
 @frozen
 class CovarianceOperator:
-    """The covariance operator per latent node."""
+    """The covariance operator per latent node (tree_relu, mlp), or per layer of an image network:
+    OP_A, the covariance over `images` images of each layer's connection averaged over `views`
+    augmented views, its top eigenvalues and trace (exact for the head's Linear layers, randomized
+    for convs) and the views' noise tr(V) / A in it."""
 
     top: int = fld(8, POSITIVE_INT, "eigenvalues and eigenvectors kept")
     vectors: bool = fld(True, BoolT(), "store the eigenvectors (epochs x nodes x P x top values)")
     full: bool = fld(False, BoolT(), "also store the whole matrix")
     official: bool = fld(False, BoolT(), "also the official code's 'conn' norm (another index order)")
+    # image networks (resnet, convnet): per layer, over `images` images with `views` views each
+    layers: tuple[str, ...] | None = fld(
+        None,
+        ListT(LayerT(), min_len=1),
+        "image networks: layers to measure (default: every layer)",
+        added=True,
+    )
+    images: int = fld(64, IntT(ge=2), "image networks: images per measurement", added=True)
+    views: int = fld(2, IntT(ge=2), "image networks: augmented views of each image", added=True)
+    probes: int = fld(8, IntT(ge=0), "image networks: Hutchinson probes for a conv layer's trace", added=True)
+    power: int = fld(2, IntT(ge=0), "image networks: power passes of the randomized eigensolver", added=True)
 
 
 @frozen
@@ -324,7 +348,7 @@ class Measure:
 
 # ---- the experiment -----------------------------------------------------------------------
 
-Network = TreeReLU | MLP
+Network = TreeReLU | MLP | ResNet | ConvNet
 Loss = SimpleLoss | TripletLoss | InfoNCELoss | BYOLLoss | NTXentLoss | ExactCovLoss
 Optimizer = SGD | Adam
 
@@ -349,7 +373,7 @@ class Config:
 BLOCKS: dict[str, tuple[dict[str | None, type], bool]] = {
     "data": ({"hltm": HLTM, "digits": Digits, "cifar10": Cifar10, "stl10": STL10}, True),
     "augment": ({None: Augment, "images": ImageAugment}, False),
-    "network": ({"tree_relu": TreeReLU, "mlp": MLP}, True),
+    "network": ({"tree_relu": TreeReLU, "mlp": MLP, "resnet": ResNet, "convnet": ConvNet}, True),
     "loss": (
         {
             "simple": SimpleLoss,

@@ -47,6 +47,8 @@ def _c(name: str, units: str, long_name: str, dim: str | None = None, **kw: Any)
     return Entry(name, (dim or name,), units, long_name, "int64", chunk="whole", aux=dim is not None, **kw)
 
 
+_OP, _TC, _LC = "covariance_operator", "theorem_check", "latent_correlation"
+
 COORDS: tuple[Entry, ...] = (
     _c("epoch", "epochs", "training epochs completed when measured (0 = initialization)"),
     _c("level", "1", "latent level (0 = root)"),
@@ -61,19 +63,47 @@ COORDS: tuple[Entry, ...] = (
     # a data variable to xarray (not listed in `coordinates`), as it always was
     Entry("layer_width", ("layer",), "1", "units of each layer", "int64", chunk="whole"),
     _c("state", "1", "latent state (one-vs-rest indicator)", measure="latent_correlation"),
-    _c("eig", "1", "eigenvalue rank (0 = largest)", measure="covariance_operator"),
+    _c("eig", "1", "eigenvalue rank (0 = largest)", measure=_OP),
     _c(
         "op_index",
         "1",
         "operator row: input i major, unit o minor (= vec(W))",
-        measure="covariance_operator",
+        measure=_OP,
     ),
     _c(
         "op_index2",
         "1",
         "operator column (same order as op_index)",
-        measure="covariance_operator",
+        measure=_OP,
         option="full",
+    ),
+    _c(
+        "op_layer",
+        "1",
+        "measured layer of an image network (its name: the attribute `layers` of layer_op_eigval)",
+        measure=_OP,
+    ),
+    _c(
+        "op_layer_size",
+        "1",
+        "weights P of each measured layer",
+        dim="op_layer",
+        measure=_OP,
+    ),
+    _c(
+        "op_layer_exact",
+        "1",
+        "1: the layer's operator formed exactly from K = J^T (x) h; 0: randomized (Ritz values, Hutch++)",
+        dim="op_layer",
+        measure=_OP,
+    ),
+    _c("op_eig", "1", "eigenvalue rank of a layer's operator (0 = largest)", measure=_OP),
+    _c(
+        "op_weight",
+        "1",
+        "weight of a layer in vec(W) = W.reshape(-1) order (output unit major)",
+        measure=_OP,
+        option="vectors",
     ),
     _c("input", "1", "input of a node (children in order, then their units)", measure="weights"),
     _c("output", "1", "dimension of the network's output", measure="collapse"),
@@ -81,7 +111,6 @@ COORDS: tuple[Entry, ...] = (
     _c("tc_batches", "batches", "M: training batches the gradient is averaged over", measure="theorem_check"),
 )
 
-_OP, _TC, _LC = "covariance_operator", "theorem_check", "latent_correlation"
 _TC_DIMS = ("epoch", "tc_node", "tc_batches")
 _TC_WHAT = "mean gradient g over M batches vs the loss's prediction p = -2 sum_m OP_w[node, m] vec(W_m)"
 _TC_SIMPLE = (
@@ -176,6 +205,55 @@ VARIABLES: tuple[Entry, ...] = (
             "through the smaller Gram matrix; no dense P x P matrix is formed"
         },
         result="conn",
+    ),
+    Entry(
+        "layer_op_eigval",
+        ("epoch", "op_layer", "op_eig"),
+        "1",
+        "top eigenvalues of a layer's covariance operator over images, OP_A = Cov_x[K_bar(x)]",
+        "float64",
+        measure=_OP,
+        attrs={
+            "comment": "K_bar(x): the mean over `views` augmented views of image x; E[OP_A] = OP + V / A "
+            "(layer_op_view_noise); the network in eval mode"
+        },
+        result="eigvals",
+    ),
+    Entry(
+        "layer_op_eigvec",
+        ("epoch", "op_layer", "op_weight", "op_eig"),
+        "1",
+        "eigenvectors (Ritz vectors when randomized) of a layer's operator, NaN beyond its size",
+        measure=_OP,
+        option="vectors",
+        result="eigvecs",
+    ),
+    Entry(
+        "layer_op_trace",
+        ("epoch", "op_layer"),
+        "1",
+        "trace of a layer's covariance operator OP_A (exact, or Hutch++)",
+        "float64",
+        measure=_OP,
+        result="trace",
+    ),
+    Entry(
+        "layer_op_trace_stderr",
+        ("epoch", "op_layer"),
+        "1",
+        "standard error of layer_op_trace's Hutchinson part (0 when exact)",
+        "float64",
+        measure=_OP,
+        result="trace_stderr",
+    ),
+    Entry(
+        "layer_op_view_noise",
+        ("epoch", "op_layer"),
+        "1",
+        "tr(V_hat) / A: the views' noise in layer_op_trace (layer_op_trace minus it estimates tr(OP))",
+        "float64",
+        measure=_OP,
+        result="view_noise",
     ),
     Entry(
         "tc_rel_error",
@@ -347,6 +425,9 @@ def _name(name: str) -> str:
 CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
 POLARITY, WEIGHT, WEIGHT_NORM = _name("polarity"), _name("weight"), _name("weight_norm")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
+LAYER_OP_EIGVAL, LAYER_OP_TRACE = _name("layer_op_eigval"), _name("layer_op_trace")
+LAYER_OP_VIEW_NOISE, LAYER_OP_TRACE_STDERR = _name("layer_op_view_noise"), _name("layer_op_trace_stderr")
+OP_LAYER_SIZE, OP_LAYER_EXACT = _name("op_layer_size"), _name("op_layer_exact")
 DEAD_FRACTION = _name("dead_fraction")
 TC_REL_ERROR, TC_COSINE = _name("tc_rel_error"), _name("tc_cosine")
 TC_BATCH_REL_ERROR, TC_REL_ERROR_SIMPLE = _name("tc_batch_rel_error"), _name("tc_rel_error_simple")

@@ -47,13 +47,18 @@ IMAGES = """experiment a {{
   network mlp {{ widths = [4] }}
   loss simple {{ beta = 0 }}
   optimizer sgd {{ lr = 0.1 }}
-  train {{ batch = 1; samples = 4; epochs = 2 }}
+  train {{ batch = 2; samples = 4; epochs = 2 }}
   measure {{ weights; linear_probe; knn }}
 }}
 """
 # Fields and kinds that only image data has (the HLTM base refuses them for that alone).
 IMAGE_ONLY = ("measure.linear_probe.", "measure.knn.")
 IMAGE_ONLY_KINDS = ("nt_xent", "exact_cov")
+IMAGE_NETWORKS = ("resnet", "convnet")  # on image data, with a two-view loss and no `weights`
+# the operator's fields for an image network's layers (refused with tree_relu and mlp)
+LAYER_OPERATOR = tuple(
+    f"measure.covariance_operator.{f}" for f in ("layers", "images", "views", "probes", "power")
+)
 
 
 def spec_for(block: str | None, kind: str | None) -> str:
@@ -63,6 +68,9 @@ def spec_for(block: str | None, kind: str | None) -> str:
         return IMAGES.format(data=f'{kind} {{ root = "." }}' if kind != "digits" else "digits { }")
     if block == "augment":
         return IMAGES.format(data="digits { }")
+    if block == "network" and kind in IMAGE_NETWORKS:
+        text = IMAGES.format(data="digits { }").replace("weights; ", "").replace("simple {", "nt_xent {")
+        return text.replace("mlp { widths = [4] }", f"{kind} {{ }}").replace("beta = 0", "")
     kinds = dict(KINDS)
     if block in kinds and kind is not None:
         kinds[block] = f"{kind} {{ }}"
@@ -85,6 +93,8 @@ class Case:
     def lower(self) -> object:
         images = self.path.startswith(IMAGE_ONLY) or self.kind in IMAGE_ONLY_KINDS
         text = IMAGES.format(data="digits { }") if images else spec_for(self.block, self.kind)
+        if self.path.startswith(LAYER_OPERATOR):
+            text = spec_for("network", "convnet")
         if images and self.block == "loss":
             text = text.replace("simple { beta = 0 }", f"{self.kind} {{ }}")
         return lower("a.ssl", [*self.before, f"{self.path}={self.text}"], text=text)
