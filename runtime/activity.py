@@ -28,8 +28,19 @@ class DeadUnits:
         self.alive: list[Tensor] = []  # per level (N_l, W_l) bool: positive on some sample
 
     def update(self, pre: Sequence[Tensor]) -> None:
-        """Add a chunk of pre-activations, per level (B, N_l, W_l)."""
-        seen = [(p.detach() > 0).any(dim=0) for p in pre]  # (N_l, W_l)
+        """Add a chunk of pre-activations, per level (B, N_l, W_l).
+
+        A unit is alive when its largest pre-activation is positive: one max over the samples of
+        all levels at once, (B, sum_l N_l W_l) contiguous, costs a third of a comparison and an
+        `any` per level across the network's node-major layout. A NaN pre-activation makes its
+        unit's maximum NaN, so not alive on that chunk."""
+        if len({p.shape[2] for p in pre}) == 1:  # a tree: one width, levels side by side
+            flat = torch.cat([p.detach() for p in pre], dim=1).flatten(1)  # (B, sum N_l W_l)
+        else:  # an mlp's layers
+            flat = torch.cat([p.detach().flatten(1) for p in pre], dim=1)
+        live = flat.amax(dim=0) > 0
+        parts = live.split([p[0].numel() for p in pre])
+        seen = [x.view(p.shape[1:]) for x, p in zip(parts, pre, strict=True)]  # (N_l, W_l)
         self.alive = seen if not self.alive else [a | s for a, s in zip(self.alive, seen, strict=True)]
 
     def result(self) -> Tensor:

@@ -46,7 +46,7 @@ def class_sums(counts: Sequence[int], f: Tensor, jac: Tensor, out: Tensor, scrat
         for c, lo, hi in bounds:
             lo, hi = max(lo, s) - s, min(hi, e) - s
             if lo < hi:
-                acc[c] += torch.bmm(fb[:, lo:hi].mT, jb[:, lo:hi])
+                acc[c].baddbmm_(fb[:, lo:hi].mT, jb[:, lo:hi])  # in place: no product to allocate and add
 
 
 class Scratch:
@@ -54,13 +54,19 @@ class Scratch:
 
     def __init__(self) -> None:
         self.buffers: dict[str, Tensor] = {}
+        self.views: dict[tuple[str, torch.Size, torch.device], Tensor] = {}  # shaped views of them
 
     def copy(self, name: str, x: Tensor) -> Tensor:
         """A contiguous float64 copy of x (one pass, whatever x's strides) in the buffer `name`."""
-        buf = self.buffers.get(name)
-        if buf is None or buf.numel() < x.numel() or buf.device != x.device:
-            buf = self.buffers[name] = torch.empty(x.numel(), dtype=FLOAT, device=x.device)
-        return buf[: x.numel()].view(x.shape).copy_(x)
+        key = (name, x.shape, x.device)
+        view = self.views.get(key)
+        if view is None:  # a shape not seen yet (a pass has a few: its blocks and its last block)
+            buf = self.buffers.get(name)
+            if buf is None or buf.numel() < x.numel() or buf.device != x.device:
+                buf = self.buffers[name] = torch.empty(x.numel(), dtype=FLOAT, device=x.device)
+                self.views = {k: v for k, v in self.views.items() if k[0] != name}  # on the old buffer
+            view = self.views[key] = buf[: x.numel()].view(x.shape)
+        return view.copy_(x)
 
 
 def cross_moment(f: Tensor, jac: Tensor, sel: Tensor) -> Tensor:

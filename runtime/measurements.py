@@ -20,7 +20,7 @@ from runtime.images.readout import readout
 from runtime.images.source import ImageSource
 from runtime.layout import Layout
 from runtime.measure import CovarianceOperator, LatentCorrelation
-from runtime.network import LevelNet
+from runtime.network import Forward, LevelNet
 from runtime.networks import level_net
 from runtime.objective import Contrastive
 from runtime.sampler import Views
@@ -31,10 +31,15 @@ from sslspec.spec.images import IMAGE_NETWORKS
 from sslspec.spec.schema import Config
 
 CHUNK = 4096  # measurement samples per batched pass
-# Samples per forward in a chunk, by device type (at most; `block_size`): on the CPU a block's
-# activations and Jacobians stay in cache for the accumulators that read them; a GPU wants whole chunks.
-BLOCK = {"cpu": 256}
-JACOBIAN_NUMBERS = 1 << 19  # a CPU block's Jacobians at most (2 MiB of float32), down to MIN_BLOCK
+# Samples per forward in a chunk, by device type (a whole chunk where none is named): the latent
+# correlation, the dead units and the output's spread read a whole forward block at once; on the
+# CPU each of the ~100 small ops of a forward and its accumulators costs microseconds however few
+# its samples, so bigger blocks amortize them, up to where the activations leave the cache.
+FORWARD = {"cpu": 1024}
+# Samples per Jacobian block within a forward block (at most; `block_size`): on the CPU a block's
+# Jacobians stay in cache for the operator's class sums that read them; a GPU wants whole chunks.
+BLOCK = {"cpu": 512}
+JACOBIAN_NUMBERS = 1 << 20  # a CPU block's Jacobians at most (4 MiB of float32), down to MIN_BLOCK
 MIN_BLOCK = 64  # samples: fewer would make each class-sum product (N, F, b) @ (N, b, D W) as costly to
 # write out as to compute (its output is F D W a node whatever b), which is what wide nets have
 
@@ -132,9 +137,10 @@ def measure_pass(
     (`DataSource.augment`: leaf flips), so that its class means average over every augmentation
     the spec declares (a second forward only when flips are on).
 
-    With the operator on, each chunk is sorted by class (stably) and every accumulator is fed
-    blocks of BLOCK samples, each with its own forward (and Jacobians): the operator's class sums
-    then read contiguous runs of one class, with no copies, from Jacobians still in cache."""
+    With the operator on, each chunk is sorted by class (stably). The accumulators are fed blocks of
+    FORWARD samples, one forward each; the operator gets each block in parts of `block_size`
+    samples with their own Jacobians: its class sums then read contiguous runs of one class, with
+    no copies, from Jacobians still in cache."""
     cfg, gen, net = ctx.cfg, ctx.gens["measure"], level_net(ctx.net)  # an image network: images.measure
     left = total = int(cfg.measure.samples or cfg.train.samples)
     while (corr is not None or op is not None or spread is not None) and left > 0:
@@ -151,7 +157,7 @@ def measure_pass(
             cls, plain = cls[order], plain[order]
             seen = plain if augmented is sample else augmented.inputs(ctx.dtype)[order]
             latents = [z[order] for z in latents]
-        step = block_size(ctx, plain.device, op is not None)
+        step, sub = FORWARD.get(plain.device.type, CHUNK), block_size(ctx, plain.device, op is not None)
         for s in range(0, b, step):
             rows = slice(s, s + step)
             plain_needed = corr is not None or spread is not None or (op is not None and seen is plain)
@@ -164,8 +170,19 @@ def measure_pass(
                     dead.update(fwd.pre)
             if op is not None:
                 fwd = fwd if fwd is not None and seen is plain else net(seen[rows])
-                op.update(cls[rows], fwd.inputs, net.jacobians(fwd))
+                block_cls = cls[rows]
+                for t in range(0, len(block_cls), sub):
+                    part = forward_rows(fwd, t, t + sub)
+                    op.update(block_cls[t : t + sub], part.inputs, net.jacobians(part))
     return total
+
+
+def forward_rows(fwd: Forward, start: int, stop: int) -> Forward:
+    """The samples start..stop-1 of a forward (views; the forward itself when it has no others)."""
+    if start == 0 and stop >= fwd.raw.shape[0]:
+        return fwd
+    part = slice(start, stop)
+    return Forward([x[part] for x in fwd.inputs], [x[part] for x in fwd.pre], fwd.raw[part], fwd.out[part])
 
 
 def block_size(ctx: RunContext, device: torch.device, jacobians: bool) -> int:

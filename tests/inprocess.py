@@ -29,11 +29,13 @@ def torch_state_kept() -> Iterator[None]:
     import torch
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch._C._get_deterministic_fill_uninitialized_memory()
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        torch._C._set_deterministic_fill_uninitialized_memory(fill)
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from runtime.activity import DeadUnits
 from runtime.context import RunContext
-from runtime.measurements import BLOCK, measure_pass
+from runtime.measurements import BLOCK, FORWARD, measure_pass
 from runtime.sampler import Sample
 from sslspec.spec.lower import lower
 
@@ -71,10 +72,13 @@ def operator_feed(op: Recording) -> tuple[torch.Tensor, torch.Tensor]:
     return cls, bottom
 
 
-def test_operator_sees_flipped_leaves_and_correlation_plain_ones() -> None:
+def test_operator_sees_flipped_leaves_and_correlation_plain_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """augment.flip = 1 flips every leaf: the operator's leaf-level inputs are 1 - the plain leaves,
     which the latent correlation saw, and the classes (the root) are the plain samples' own; both
-    get the samples grouped by class (a stable sort), in blocks of BLOCK with a forward each."""
+    get the samples grouped by class (a stable sort): the correlation in blocks of FORWARD with a
+    forward each, the operator in parts of BLOCK of each."""
+    monkeypatch.setitem(FORWARD, "cpu", 128)
+    monkeypatch.setitem(BLOCK, "cpu", 100)
     ctx = context(1.0)
     (plain,), after = plain_samples(ctx, 1.0)
     corr, op = Recording(), Recording()
@@ -84,8 +88,8 @@ def test_operator_sees_flipped_leaves_and_correlation_plain_ones() -> None:
     torch.testing.assert_close(bottom, 1 - plain.leaves[order].to(bottom.dtype), rtol=0, atol=0)
     assert torch.equal(cls, plain.latents[0][order, 0])
     x = plain.inputs(ctx.dtype)[order]
-    blocks = [slice(0, BLOCK["cpu"]), slice(BLOCK["cpu"], 300)]
-    assert [len(c[0]) for c in op.calls] == [len(range(300)[b]) for b in blocks]
+    blocks = [slice(0, 128), slice(128, 256), slice(256, 300)]
+    assert [len(c[0]) for c in op.calls] == [100, 28, 100, 28, 44]
     for (latents, pre), rows in zip(corr.calls, blocks, strict=True):
         torch.testing.assert_close(pre, ctx.net(x[rows]).pre, rtol=0, atol=0)
         assert all(torch.equal(z, want[order][rows]) for z, want in zip(latents, plain.latents, strict=True))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def test_determinism_without_inductor() -> None:
-    """set_determinism() turns deterministic algorithms on (what eager ops read) and leaves
-    torch._inductor unimported: torch.use_deterministic_algorithms imports it (~1.8 s of start-up)."""
+    """set_determinism() turns deterministic algorithms on (what eager ops read), without the
+    NaN fill of new memory, and leaves torch._inductor unimported: torch.use_deterministic_algorithms
+    imports it (~1.8 s of start-up)."""
     code = (
         "import sys, torch\n"
         "from runtime.device import set_determinism\n"
@@ -17,6 +18,7 @@ def test_determinism_without_inductor() -> None:
         "assert torch.are_deterministic_algorithms_enabled()\n"
         "assert not torch.is_deterministic_algorithms_warn_only_enabled()\n"
         "assert torch.get_num_threads() == 1\n"
+        "assert not torch._C._get_deterministic_fill_uninitialized_memory()\n"
         "print(sorted(m for m in sys.modules if m.startswith('torch._inductor')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,77 @@
+"""The paper set's wall clock, read back from the stores of a results root (torch-free).
+
+    python benchmarks/paper_wall.py specs/paper/[1-6]_*.ssl --root RESULTS [--machine TEXT] [--out FILE]
+
+Per spec: the runs planned and complete, each run's recorded wall time (`wall_time_s`, resumed
+segments summed), their sum and median, the first start and last finish, the replica-batched
+runs and their groups; then the set's totals. Every replica of a batched group records the
+group's wall time, so `worker_seconds` counts a group once (its longest replica) and each
+unbatched run once: the cost of the set on one worker. The span from first start to last finish
+is what a reader waited, which depends on the workers, the machine's load and any pause between
+sessions, so both are reported and neither is a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sslspec.report.sweep import load_source
+from sslspec.store.layout import Status
+
+
+def spec_summary(spec: Path, root: Path) -> dict[str, Any]:
+    """The wall-clock figures of one spec's runs under `root`."""
+    sw = load_source(spec, root)
+    attrs = [r["attrs"] for r in sw.runs if r["status"] == Status.COMPLETE and r["attrs"]]
+    walls = [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
+    batched = [a for a in attrs if a.get("replica_group")]
+    groups: dict[str, float] = {}  # a group's replicas each record the group's wall time
+    for a in batched:
+        key = str(a["replica_group"].get("group"))
+        groups[key] = max(groups.get(key, 0.0), float(a.get("wall_time_s") or 0.0))
+    alone = [float(a["wall_time_s"]) for a in attrs if not a.get("replica_group") and a.get("wall_time_s")]
+    return {
+        "spec": str(spec),
+        "runs_planned": len(sw.runs),
+        "runs_complete": len(attrs),
+        "run_seconds_summed": sum(walls),
+        "run_seconds_median": statistics.median(walls) if walls else None,
+        "worker_seconds": sum(alone) + sum(groups.values()),
+        "replica_groups": len(groups),
+        "first_started": min((str(a["started"]) for a in attrs if a.get("started")), default=None),
+        "last_finished": max((str(a["finished"]) for a in attrs if a.get("finished")), default=None),
+        "runs_replica_batched": len(batched),
+        "devices": sorted({str(a.get("device")) for a in attrs}),
+        "git_commits": sorted({str(a.get("git_commit")) for a in attrs}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("specs", nargs="+", type=Path)
+    ap.add_argument("--root", type=Path, required=True, help="the results root the specs ran into")
+    ap.add_argument("--machine", default="2-core VM, shared with other sessions")
+    ap.add_argument("--out", default=None, help="write the report here as JSON")
+    args = ap.parse_args()
+    specs = [spec_summary(s, args.root) for s in args.specs]
+    report = {
+        "machine": f"{args.machine}: {platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+        "root": str(args.root),
+        "specs": specs,
+        "runs_complete": sum(s["runs_complete"] for s in specs),
+        "worker_seconds": sum(s["worker_seconds"] for s in specs),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
