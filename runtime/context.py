@@ -6,7 +6,8 @@ source (its tree and edges from the `tree` seed, on the CPU), the network (initi
 same `init` stream: BYOL's predictor and target), the optimizer over the network's and the
 objective's parameters, and the `data` and `measure` generators on the device. Training,
 measurement, the theorem check and checkpoints all take the context instead of long argument
-lists; `state()` and `restore()` are what a checkpoint holds.
+lists; `state()` and `restore()` are what a checkpoint holds, the count of optimizer steps taken
+included (the learning-rate schedule's position).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RunContext:
     objective: Objective
     opt: torch.optim.Optimizer
     gens: dict[str, torch.Generator]  # the streams still drawn from after building: data, measure
+    steps: int = 0  # optimizer steps taken: the index of the next one in the lr schedule
 
     @property
     def cfg(self) -> Config:
@@ -74,6 +76,7 @@ class RunContext:
             "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
             "generators": {name: g.get_state() for name, g in self.gens.items()},
+            "steps": self.steps,
         }
         own = self.objective.optimizer()
         parts = {
@@ -89,6 +92,8 @@ class RunContext:
         self.opt.load_state_dict(state["opt"])
         for name, g in self.gens.items():
             g.set_state(state["generators"][name])
+        train = self.cfg.train  # a checkpoint written before schedules: every epoch is whole
+        self.steps = int(state.get("steps", state.get("epoch", 0) * (train.samples // train.batch)))
         self.objective.load_state_dict(state.get("objective", {}))
         own = self.objective.optimizer()
         if own is not None and "objective_opt" in state:

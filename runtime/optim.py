@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch.optim import optimizer as torch_optimizer
 
 from sslspec.spec import schema
+from sslspec.spec.schedule import Schedule, is_constant, lr_at, scaled
 
 
 def sgd(cfg: schema.SGD, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -67,3 +69,36 @@ def step(opt: torch.optim.Optimizer) -> None:
         return
     with torch.no_grad():
         inspect.unwrap(type(opt).step)(opt)
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """The learning rate of each optimizer step of a run (sslspec.spec.schedule), for an
+    optimizer whose base learning rate is `base`."""
+
+    schedule: Schedule
+    base: float
+    total: int  # optimizer steps of the whole run
+    per_epoch: int
+
+    def lr(self, step: int) -> float:
+        """The learning rate of step `step` (0-based, counted over the whole run)."""
+        return lr_at(self.schedule, self.base, step, self.total, self.per_epoch)
+
+    def apply(self, opt: torch.optim.Optimizer, step: int) -> None:
+        """Set every parameter group of `opt` to step `step`'s learning rate (a Python float, as
+        torch.optim holds it, so the update is the one a constant lr of that value makes)."""
+        lr = self.lr(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def lr_schedule(cfg: schema.Config, base: float | None = None) -> LRSchedule | None:
+    """The schedule of `cfg`'s optimizer, or of a second optimizer with base learning rate `base`
+    following it (BYOL's own predictor optimizer); None for a constant lr, which is never reset."""
+    opt, train = cfg.optimizer, cfg.train
+    if is_constant(opt.schedule):
+        return None
+    per_epoch = train.samples // train.batch
+    schedule = opt.schedule if base is None else scaled(opt.schedule, opt.lr, base)
+    return LRSchedule(schedule, opt.lr if base is None else base, train.epochs * per_epoch, per_epoch)

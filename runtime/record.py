@@ -16,10 +16,12 @@ from runtime.images.layer_ops import exact_route, selected
 from runtime.images.network import ImageNet
 from runtime.measurements import Measured, NetNodes, require_finite, theorem_due
 from runtime.network import BN_VIEWS
+from runtime.optim import lr_schedule
 from runtime.sampler import Edges
 from runtime.theorem import TheoremResult
 from sslspec import faults
 from sslspec.spec.images import IMAGE_NETWORKS
+from sslspec.spec.schedule import describe as describe_schedule
 from sslspec.spec.schema import Config
 from sslspec.store import variables as V
 from sslspec.store.files import Files
@@ -94,6 +96,7 @@ class Recorder:
             selected(net.encoder, op.layers) if op is not None and isinstance(net, ImageNet) else []
         )
         self.loss_attrs = ctx.objective.attrs
+        self.schedule = lr_schedule(cfg)
         self.epochs = measure_epochs(cfg)
         self.first_best: float | None = None
         self.last_best: float | None = None
@@ -119,20 +122,25 @@ class Recorder:
         st, measure, dim = self.store, self.cfg.measure, self.nodes.dim
         values = self._coord_values(edges)
         names = {"net": dim, "every": measure.loss.every if measure.loss is not None else 1}
+        extra = {LOSS: self.loss_attrs, V.LR: self._schedule_attrs()}
         for entry in COORDS:
             if entry.name in values and wanted(entry, measure):
                 st.coord(entry, values[entry.name], names)
         for entry in VARIABLES:
             dims = resolve_dims(entry.dims, dim)
-            if wanted(entry, measure) and all(d in values for d in dims):  # no tree: no polarity
-                shape = tuple(len(values[d]) for d in dims)
+            if wanted(entry, measure, self.schedule is not None) and all(d in values for d in dims):
+                shape = tuple(len(values[d]) for d in dims)  # (no tree: no polarity)
                 chunk = {"row": 1, "epoch": self._losses_per_epoch(), "whole": shape[0]}[entry.chunk]
-                st.variable(entry, dims, shape, chunk, names, self.loss_attrs if entry.name == LOSS else {})
+                st.variable(entry, dims, shape, chunk, names, extra.get(entry.name, {}))
         if V.POLARITY in values:
             st.write(V.POLARITY, slice(None), values[V.POLARITY])
         if self.op_layers:
             st.arrays[V.LAYER_OP_EIGVAL].attrs.update(layers=[lay.name for lay in self.op_layers])
             st.update_attrs(coordinates=f"{V.OP_LAYER_SIZE} {V.OP_LAYER_EXACT}")
+
+    def _schedule_attrs(self) -> dict[str, Any]:
+        s = self.schedule
+        return {} if s is None else {"schedule": describe_schedule(s.schedule, s.base, s.total, s.per_epoch)}
 
     def _losses_per_epoch(self) -> int:
         lt = self.cfg.measure.loss
@@ -200,7 +208,13 @@ class Recorder:
         idx = torch.arange(losses.numel(), device=losses.device) // lt.every
         sums = torch.zeros(per_epoch, dtype=losses.dtype, device=losses.device).index_add_(0, idx, losses)
         means = sums / torch.bincount(idx, minlength=per_epoch).to(losses.dtype)
-        self.store.write(V.LOSS, slice(epoch * per_epoch, (epoch + 1) * per_epoch), means.cpu().numpy())
+        rows = slice(epoch * per_epoch, (epoch + 1) * per_epoch)
+        self.store.write(V.LOSS, rows, means.cpu().numpy())
+        if self.schedule is not None and V.LR in self.store.arrays:
+            first, n = epoch * losses.numel(), losses.numel()
+            lrs = np.asarray([self.schedule.lr(first + i) for i in range(n)], dtype=np.float64)
+            starts = np.arange(0, n, lt.every)
+            self.store.write(V.LR, rows, np.add.reduceat(lrs, starts) / np.diff(np.append(starts, n)))
 
     def write_epoch(self, row: int, found: Measured, net: Any) -> None:
         """Write row `row` of every measured variable from one measurement pass (the rows in one

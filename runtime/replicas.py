@@ -1,14 +1,16 @@
 """Replica batching: R runs that share every shape train as one model with a leading replica dim.
 
-Runs of a plan that differ only in scalars (seeds, polarities, learning rate, momentum, weight
-decay, temperature, beta, margin, the views' augmentation) build their contexts exactly as alone
-(runtime.context: tree, initialization and generators from their own seeds); `ReplicaTrainer`
-then stacks their networks' parameters, (N, W, F) -> (R, N, W, F), and takes one SGD step of all
-of them at once: each replica draws its batch from its own data generator (so its training
-samples are the unbatched run's), one forward pass of every replica and view (one batched matmul
+Runs of a plan that differ only in scalars (seeds, polarities, learning rate and its schedule,
+momentum, weight decay, temperature, beta, margin, the views' augmentation) build their contexts
+exactly as alone (runtime.context: tree, initialization and generators from their own seeds);
+`ReplicaTrainer` then stacks their networks' parameters, (N, W, F) -> (R, N, W, F), and takes one
+SGD step of all of them at once: each replica draws its batch from its own data generator (so its
+training samples are the unbatched run's), one forward pass of every replica and view (one batched matmul
 per level over R N nodes), the R losses with per-replica temperature or beta, and one update with
-per-replica lr, momentum and weight decay. Replicas never mix: the step minimizes the sum of the
-R losses, whose gradient with respect to replica r's parameters is replica r's own gradient.
+per-replica lr, momentum and weight decay, at the value of each replica's own lr schedule for
+the step (runtime.optim.LRSchedule, a Python float per span as alone). Replicas never mix:
+the step minimizes the sum of the R losses, whose gradient with respect to replica r's
+parameters is replica r's own gradient.
 
 `sync()` writes the batched parameters and momentum buffers back into each replica's own network
 and optimizer, in torch.optim.SGD's state format, so that a replica's measurements, checkpoint and
@@ -23,9 +25,9 @@ every batched code path and every shipped spec's pins, tests/runtime/test_replic
 batched op computes a replica's slice with the kernel, sizes and reduction order of the unbatched
 op: the per-level bmm runs over R N matrices of the unbatched shapes, the loss reduces each
 replica's (B, D) block as the unbatched loss reduces its tensor, and the update is torch's own
-single-tensor SGD step, op for op, on each span of replicas sharing (lr, momentum, weight decay)
-(a tensor lr, p - lr g, was one rounding off torch's fused p + (-lr) g, and training, being
-chaotic, grew that to visible differences within a few hundred steps). For the same reason a
+single-tensor SGD step, op for op, on each span of replicas sharing (lr, momentum, weight decay,
+schedule) (a tensor lr, p - lr g, was one rounding off torch's fused p + (-lr) g, and training,
+being chaotic, grew that to visible differences within a few hundred steps). For the same reason a
 replica's arrays do not depend on which replicas share its group, so a batched execution is
 bit-identical to itself on rerun, resume and regrouping. On CUDA the batched matmul may choose
 other kernels over R N matrices than over N: equality there is expected to float32 rounding at
@@ -44,6 +46,7 @@ from runtime.context import RunContext
 from runtime.network import EPS_NORM, LevelNet
 from runtime.networks import level_net
 from runtime.objective import OBJECTIVES, Contrastive
+from runtime.optim import lr_schedule
 from runtime.replica_views import ReplicaViews
 from sslspec.spec import schema
 from sslspec.spec.plan import Run, canonical_json, config_to_data
@@ -65,6 +68,7 @@ PER_REPLICA: tuple[tuple[str, ...], ...] = (
     ("optimizer", "lr"),
     ("optimizer", "momentum"),
     ("optimizer", "weight_decay"),
+    ("optimizer", "schedule"),  # a scalar of each step: the lr it sets
 )
 
 
@@ -201,14 +205,15 @@ class ReplicaSGD:
     """torch.optim.SGD (dampening 0, not Nesterov) over stacked parameters, with each replica's
     own lr, momentum and weight decay. The update is torch's own single-tensor step, op for op
     with the same scalar arguments, on each span of consecutive replicas that share
-    (lr, momentum, weight decay): p[a:b] is updated exactly as a replica's own p would be."""
+    (lr, momentum, weight decay, lr schedule): p[a:b] is updated exactly as a replica's own p would
+    be, at the lr its schedule gives the step (`lrs`)."""
 
     def __init__(
         self, params: Sequence[nn.Parameter], cfgs: Sequence[schema.Optimizer], bufs: list[Any]
     ) -> None:
         self.params = list(params)
         self.spans: list[tuple[int, int, schema.SGD]] = []  # [a, b) replicas sharing one config
-        setting = lambda c: (c.lr, c.momentum, c.weight_decay)
+        setting = lambda c: (c.lr, c.momentum, c.weight_decay, c.schedule)
         for r, c in enumerate(cfgs):
             assert isinstance(c, schema.SGD), c
             if self.spans and setting(self.spans[-1][2]) == setting(c):
@@ -218,13 +223,16 @@ class ReplicaSGD:
         self.bufs: list[Tensor | None] = bufs  # (R, ...) momentum buffers, None before the first step
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, lrs: Sequence[float] | None = None) -> None:
+        """One update; `lrs`: each span's learning rate for this step (its lr schedule's value),
+        else each span's `lr`."""
+        lr = [c.lr for _, _, c in self.spans] if lrs is None else list(lrs)
         for i, p in enumerate(self.params):
             assert p.grad is not None
             first = self.bufs[i] is None
             if first and any(c.momentum != 0 for _, _, c in self.spans):
                 self.bufs[i] = torch.zeros_like(p)
-            for a, b, c in self.spans:
+            for (a, b, c), span_lr in zip(self.spans, lr, strict=True):
                 grad = p.grad[a:b]
                 if c.weight_decay != 0:
                     grad = grad.add(p[a:b], alpha=c.weight_decay)
@@ -236,7 +244,7 @@ class ReplicaSGD:
                     else:
                         buf[a:b].mul_(c.momentum).add_(grad, alpha=1)
                     grad = buf[a:b]
-                p[a:b].add_(grad, alpha=-c.lr)
+                p[a:b].add_(grad, alpha=-span_lr)
             p.grad = None
 
     def momentum(self, r: int) -> bool:
@@ -263,6 +271,9 @@ class ReplicaTrainer:
         self.negatives = first.objective.negatives
         self.batch, self.dtype = first.cfg.train.batch, first.dtype
         self.views = ReplicaViews.of(self.ctxs, self.batch, self.negatives)
+        # Each span's lr schedule (the schedule is the group's; its base lr the span's): none for
+        # a constant lr, which the update then takes as it is.
+        self.schedules = [lr_schedule(self.ctxs[a].cfg) for a, _, _ in self.opt.spans]
 
     def _buffers(self) -> list[Any]:
         """The stacked momentum buffers from the replicas' optimizers (None before the first step;
@@ -296,7 +307,14 @@ class ReplicaTrainer:
         z = out.view(out.shape[0], -1, self.batch, out.shape[-1])  # (R, V, B, D)
         losses = replica_losses(self.loss_cfg, self.loss_scalars, z)
         losses.sum().backward()  # replica r's gradient is that of its own loss
-        self.opt.step()
+        step = self.ctxs[0].steps  # every replica of a group is at the same step
+        lrs = [
+            c.lr if s is None else s.lr(step)
+            for s, (_, _, c) in zip(self.schedules, self.opt.spans, strict=True)
+        ]
+        self.opt.step(lrs)
+        for c in self.ctxs:
+            c.steps += 1
         return losses.detach()
 
     def epoch(self) -> Tensor:

@@ -18,13 +18,28 @@ WARMUP = 3  # eager steps before a CUDA graph is captured
 class Trainer:
     """One run's training loop over its context: draw a batch of views from the data source, one
     forward pass of all views, the objective's loss, one optimizer step (and the objective's
-    own step and after-step update)."""
+    own step and after-step update). The optimizers' learning rate is set before each step from
+    the lr schedule and the context's step count (runtime.optim.LRSchedule), which the loop
+    advances; a constant lr is never touched."""
 
     ctx: RunContext
     graphs: bool = True  # on CUDA with SGD: replay one captured CUDA graph per step
     _graph: Any = field(default=None, repr=False)
     _graph_loss: torch.Tensor | None = field(default=None, repr=False)
     _capture_error: str = field(default="", repr=False)
+    _schedules: list[tuple[torch.optim.Optimizer, optim.LRSchedule]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        """The lr schedule of the run's optimizer and of the objective's own one (scaled to its
+        base lr); none for a constant lr."""
+        main = optim.lr_schedule(self.ctx.cfg)
+        own = self.ctx.objective.optimizer()
+        if main is not None:
+            self._schedules.append((self.opt, main))
+            if own is not None:
+                own_schedule = optim.lr_schedule(self.ctx.cfg, base=float(own.defaults["lr"]))
+                assert own_schedule is not None
+                self._schedules.append((own, own_schedule))
 
     @property
     def net(self) -> torch.nn.Module:
@@ -69,7 +84,8 @@ class Trainer:
 
         On CUDA the step (sampling, forward, backward, SGD update) is captured once as a CUDA graph
         after a few eager warm-up steps and replayed: one launch per step instead of ~150. The
-        warm-up steps are ordinary training steps and count towards `steps`."""
+        warm-up steps are ordinary training steps and count towards `steps`. With an lr schedule
+        every step is eager (a replayed step would keep the lr it was captured with)."""
         losses = torch.empty(steps, device=self.device, dtype=torch.float64)
         done = 0
         if self._graph is None and self._graphable() and steps > WARMUP:
@@ -77,11 +93,20 @@ class Trainer:
         if self._graph is not None:
             for i in range(done, steps):
                 self._graph.replay()
+                self.ctx.steps += 1
                 losses[i] = self._graph_loss  # type: ignore[assignment]
             return losses
         for i in range(done, steps):
-            losses[i] = self.step()
+            losses[i] = self.scheduled_step()
         return losses
+
+    def scheduled_step(self) -> torch.Tensor:
+        """`step()` at the learning rate the schedule gives the run's next step; counts it."""
+        for opt, schedule in self._schedules:
+            schedule.apply(opt, self.ctx.steps)
+        loss = self.step()
+        self.ctx.steps += 1
+        return loss
 
     def _graphable(self) -> bool:
         return not self._why_eager()
@@ -96,6 +121,8 @@ class Trainer:
             return f"optimizer {type(self.opt).__name__} (graphs are captured for SGD only)"
         if not self.ctx.objective.graphable:
             return f"objective {type(self.ctx.objective).__name__} not tried under graph capture"
+        if self._schedules:
+            return "an lr schedule (a captured step would replay the lr it was captured with)"
         return ""
 
     def mode(self) -> str:
@@ -110,7 +137,7 @@ class Trainer:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for i in range(WARMUP):
-                losses[i] = self.step()
+                losses[i] = self.scheduled_step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         register = getattr(graph, "register_generator_state", None)

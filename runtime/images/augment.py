@@ -7,6 +7,9 @@ global generator, so each call forks the global RNG state and seeds it with a nu
 the run's own data generator: the views depend only on that generator's state (checkpointed for
 resume), never on what else used the global RNG.
 A CPU and a CUDA run draw different numbers for the same seed.
+kornia draws every parameter and picks the images each step applies to; the two steps it runs
+slowly on small images (the resized crop and the color jitter) are computed batched by
+runtime.images.batched_steps (equal to kornia's up to float32 rounding, tested).
 
 The block's defaults are the official SimCLR CIFAR-10 pipeline (`CIFAR10_STEPS`); `STL10_STEPS`
 is the STL-10 one (stronger jitter, blur, no normalization). A step's `p` is its probability per
@@ -29,26 +32,34 @@ CIFAR10_STEPS = ImageAugment()
 STL10_STEPS = ImageAugment(color_jitter=ColorJitter(0.8, 0.8, 0.8, 0.2, 0.8), blur=Blur(), normalize=None)
 
 
-def _modules(aug: ImageAugment, size: int) -> list[Any]:
-    """The pipeline's steps -> kornia modules, in order (kornia is imported only for image runs)."""
+def _modules(aug: ImageAugment, size: int, reference: bool = False) -> list[Any]:
+    """The pipeline's steps -> kornia modules, in order (kornia is imported only for image runs).
+
+    The resized crop and the color jitter are runtime.images.batched_steps' subclasses of kornia's
+    modules (kornia's parameters and draws, the image operation batched), and every random step
+    chooses its images by lerp; with `reference`, kornia's own modules throughout (the tests and
+    the benchmark compare the two)."""
     import kornia.augmentation as K
 
+    from runtime.images import batched_steps
+
+    S: Any = K if reference else batched_steps
     mods: list[Any] = []
     if aug.crop is not None:
-        mods.append(K.RandomResizedCrop((size, size), scale=aug.crop.scale, ratio=aug.crop.ratio))
+        mods.append(S.RandomResizedCrop((size, size), scale=aug.crop.scale, ratio=aug.crop.ratio))
     else:
         mods.append(K.Resize((size, size)))
     if aug.flip is not None:
-        mods.append(K.RandomHorizontalFlip(p=aug.flip.p))
+        mods.append(S.RandomHorizontalFlip(p=aug.flip.p))
     if (j := aug.color_jitter) is not None:
-        mods.append(K.ColorJitter(j.brightness, j.contrast, j.saturation, j.hue, p=j.p))
+        mods.append(S.ColorJitter(j.brightness, j.contrast, j.saturation, j.hue, p=j.p))
     if aug.grayscale is not None:
-        mods.append(K.RandomGrayscale(p=aug.grayscale.p))
+        mods.append(S.RandomGrayscale(p=aug.grayscale.p))
     if (b := aug.blur) is not None:
-        mods.append(K.RandomGaussianBlur((b.kernel, b.kernel), b.sigma, p=b.p))
+        mods.append(S.RandomGaussianBlur((b.kernel, b.kernel), b.sigma, p=b.p))
     if (s := aug.solarize) is not None:
         # a (min, max) pair is kornia's range of thresholds itself: (t, t) fixes it at t
-        mods.append(K.RandomSolarize(thresholds=(s.threshold, s.threshold), additions=0.0, p=s.p))
+        mods.append(S.RandomSolarize(thresholds=(s.threshold, s.threshold), additions=0.0, p=s.p))
     if (n := aug.normalize) is not None:
         mods.append(K.Normalize(mean=torch.tensor(n.mean), std=torch.tensor(n.std)))
     return mods
@@ -56,12 +67,13 @@ def _modules(aug: ImageAugment, size: int) -> list[Any]:
 
 class Pipeline:
     """An `augment images` pipeline applied to uint8 batches; one call is one view of each image.
-    `size` is the output side when the crop does not name one (or there is no crop)."""
+    `size` is the output side when the crop does not name one (or there is no crop); `reference`:
+    kornia's own modules for every step (slower; equal up to float32 rounding)."""
 
-    def __init__(self, aug: ImageAugment, size: int) -> None:
+    def __init__(self, aug: ImageAugment, size: int, reference: bool = False) -> None:
         self.aug = aug
         self.size = aug.crop.size if aug.crop is not None and aug.crop.size is not None else size
-        self.mods = torch.nn.Sequential(*_modules(aug, self.size))
+        self.mods = torch.nn.Sequential(*_modules(aug, self.size, reference))
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> (B, 3, size, size) float32 views; consumes one draw of `gen`."""

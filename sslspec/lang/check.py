@@ -16,6 +16,7 @@ from sslspec.lang import ir
 from sslspec.lang.check_byol import byol_rules
 from sslspec.lang.check_networks import network_rules
 from sslspec.lang.check_operator import operator_rules
+from sslspec.lang.check_schedule import schedule_rules
 from sslspec.lang.resolve import Program, Section
 from sslspec.spec import schema
 from sslspec.spec.fields import Bad, CallT, tree_branching, tree_depth, uniform_tree
@@ -156,6 +157,7 @@ class _Checker:
 
         self.supported(cfg, sec)
         byol_rules(self.bad, cfg, sec)
+        schedule_rules(self.bad, cfg, sec)
         network_rules(self.bad, cfg, sec)
         operator_rules(self.bad, cfg, sec)
         if cfg.train.samples % cfg.train.batch:

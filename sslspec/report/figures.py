@@ -24,6 +24,8 @@ from sslspec.report.sweep import (
 )
 from sslspec.store.variables import (
     LEVEL_CORR,
+    LOSS,
+    LR,
     NODE_LEVEL,
     OP_EIGVAL,
     TC_COSINE,
@@ -248,6 +250,31 @@ def fig_theorem(sw: SweepResults, path: Path) -> bool:
     return True
 
 
+def fig_schedule(sw: SweepResults, path: Path) -> bool:
+    """The learning rate (left axis) and the training loss (right axis) vs optimizer step, one
+    panel per setting (mean ± std over seeds, each the mean over a loss window)."""
+    cs = combos(sw)
+    if len(cs) > MAX_PANELS:
+        return False
+    lr, loss = sw.ds[LR], sw.ds[LOSS]  # a store has the learning rate only with the loss trace
+    steps = lr.step.values
+    plt, fig, axes = _panels(len(cs))
+    for (ax,), c in zip(axes, cs, strict=True):
+        _band(ax, steps, _seed_runs(lr, c, "step"), "learning rate", color="C0")
+        ax.set(title=label(sw, c, 48), xlabel="optimizer steps (steps)", ylabel="learning rate (1)")
+        ax.title.set_fontsize(8)
+        twin = ax.twinx()
+        _band(twin, steps, _seed_runs(loss, c, "step"), "training loss", color="C1")
+        twin.set_ylabel("training loss (1)")
+        handles = [h for a in (ax, twin) for h in a.get_legend_handles_labels()[0]]
+        if handles:
+            ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper right")
+        else:
+            _legend(ax)
+    _save(plt, fig, path)
+    return True
+
+
 Figure = Callable[[SweepResults, Path], bool]
 
 # (variable it needs, function, file stem, caption)
@@ -278,5 +305,12 @@ FIGURES: tuple[tuple[str, Figure, str, str], ...] = (
         "theorem",
         "Theorem check vs M: relative error (top) and cosine (bottom) of the operator's prediction "
         "against the mean gradient (mean ± std)",
+    ),
+    (
+        LR,
+        fig_schedule,
+        "schedule",
+        "Learning-rate schedule (left) and training loss (right) vs optimizer step, each the mean over a "
+        "loss window; line: mean, band: ± std",
     ),
 )

@@ -10,6 +10,7 @@ import attrs
 from attrs import frozen
 
 from sslspec.spec import schema
+from sslspec.spec.schedule import SCHEDULES, ConstantLR
 from sslspec.spec.schema import Config
 
 PLAN_FORMAT = 1
@@ -123,7 +124,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-CALL_KINDS: dict[type, str] = {schema.Uniform: "uniform", schema.Constant: "constant"}
+CALL_KINDS: dict[type, str] = {
+    schema.Uniform: "uniform",
+    schema.Constant: "constant",
+    **{cls: name for name, cls in SCHEDULES.items()},
+}
 
 
 def config_to_data(cfg: Config) -> dict[str, Any]:
@@ -151,6 +156,9 @@ def _structure(cls: type, d: dict[str, Any]) -> Any:
         elif isinstance(a.default, schema.Uniform | schema.Constant) or a.name == "polarity":
             v = dict(v)
             kwargs[a.name] = schema.Uniform(**v) if v.pop("kind") == "uniform" else schema.Constant(**v)
+        elif isinstance(a.default, ConstantLR) and isinstance(v, dict):  # a schedule the plan holds
+            v = dict(v)
+            kwargs[a.name] = SCHEDULES[v.pop("kind")](**v)
         elif isinstance(a.default, schema.Activation):
             kwargs[a.name] = schema.Activation(**v)
         elif a.name == "tree":

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from sslspec.spec import fields, schema
+from sslspec.spec import fields, schedule, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGUAGE = ROOT / "docs" / "language.md"
@@ -95,9 +95,14 @@ def literal(value: Any, type_: Any = None) -> str:
         return "[" + ", ".join(literal(v) for v in value) + "]"
     if isinstance(value, schema.Activation):
         return value.name if value.name == "relu" else f"leaky_relu(slope = {value.slope})"
-    name = {schema.Constant: "constant", schema.Uniform: "uniform"}[type(value)]
+    if isinstance(value, schedule.ConstantLR) and schedule.is_constant(value):
+        return "constant"
+    name = {schema.Constant: "constant", schema.Uniform: "uniform", **CALL_NAMES}[type(value)]
     args = ", ".join(f"{a.name} = {literal(getattr(value, a.name))}" for a in attrs.fields(type(value)))
     return f"{name}({args})"
+
+
+CALL_NAMES = {cls: name for name, cls in schedule.SCHEDULES.items()}
 
 
 def _doc(cls: type) -> str:
@@ -150,12 +155,16 @@ def _subblocks(block: str, cls: type) -> list[str]:
 def _calls() -> list[str]:
     lines = ["## Calls", "", "Values written as a call with named arguments, all optional.", ""]
     seen: set[type] = set()
-    for t in (schema.POLARITY, schema.ACTIVATION):
+    for t, field in (
+        (schema.POLARITY, "polarity"),
+        (schema.ACTIVATION, "activation"),
+        (schedule.SCHEDULE, "schedule"),
+    ):
         for name, cls in t.calls.items():
             if cls in seen:
                 continue
             seen.add(cls)
-            lines += [f"### `{name}`", "", _doc(cls), ""]
+            lines += [f"### `{name}` ({field})", "", _doc(cls), ""]
             if attrs.fields(cls):
                 lines += _field_table(_class_rows(cls))
     return lines

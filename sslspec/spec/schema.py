@@ -40,6 +40,7 @@ from sslspec.spec.images import (
     NTXentLoss,
     ResNet,
 )
+from sslspec.spec.schedule import CONSTANT, SCHEDULE, SCHEDULE_DOC, Schedule
 
 # ---- calls (values with named arguments) --------------------------------------------------
 
@@ -248,6 +249,7 @@ class SGD:
     lr: float = fld(0.1, FloatT(gt=0), "learning rate")
     momentum: float = fld(0.0, FloatT(ge=0, lt=1), "momentum factor")
     weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
+    schedule: Schedule = fld(CONSTANT, SCHEDULE, SCHEDULE_DOC, added=True)
 
 
 @frozen
@@ -259,6 +261,7 @@ class Adam:
         (0.9, 0.999), ListT(FloatT(ge=0, lt=1), 2, 2), "decay rates of the gradient's running moments"
     )
     weight_decay: float = fld(0.0, FloatT(ge=0), "L2 penalty coefficient")
+    schedule: Schedule = fld(CONSTANT, SCHEDULE, SCHEDULE_DOC, added=True)
 
 
 @frozen

@@ -28,7 +28,8 @@ class Entry:
     (measured epoch), per training `epoch` (the loss windows of one epoch) or the `whole` array.
     A coordinate with `aux` is a non-index coordinate (its dim is named after another one).
     `result`: the key of the measurement's result (the accumulator's dict, or the theorem check's
-    fields) that the writer stores under this name, cropped to the declared shape."""
+    fields) that the writer stores under this name, cropped to the declared shape. `scheduled`:
+    only for a run whose optimizer has an lr schedule (its lr changes over the run)."""
 
     name: str
     dims: tuple[str, ...]
@@ -41,6 +42,7 @@ class Entry:
     aux: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
     result: str | None = None  # the key of the measurement's result that the writer stores here
+    scheduled: bool = False
 
 
 def _c(name: str, units: str, long_name: str, dim: str | None = None, **kw: Any) -> Entry:
@@ -127,6 +129,17 @@ VARIABLES: tuple[Entry, ...] = (
         "float64",
         "loss",
         chunk="epoch",
+    ),
+    Entry(
+        "learning_rate",
+        ("step",),
+        "1",
+        "learning rate of the run's optimizer, mean over the {every} SGD step(s) of each loss window",
+        "float64",
+        "loss",
+        chunk="epoch",
+        attrs={"comment": "the lr schedule's value per optimizer step (see the `schedule` attribute)"},
+        scheduled=True,
     ),
     Entry(
         "corr",
@@ -404,8 +417,12 @@ def resolve_dims(dims: Sequence[str], net: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def wanted(entry: Entry, measure: Any) -> bool:
-    """Whether a config's `measure` block makes this entry's measurement (and option) produce it."""
+def wanted(entry: Entry, measure: Any, scheduled: bool = False) -> bool:
+    """Whether a config's `measure` block makes this entry's measurement (and option) produce it;
+    `scheduled`: whether the run's optimizer has an lr schedule (entries that need one are
+    otherwise never wanted, so a reader that does not know says nothing is missing)."""
+    if entry.scheduled and not scheduled:
+        return False
     if entry.measure is None:
         return True
     block = getattr(measure, entry.measure)
@@ -423,6 +440,7 @@ def _name(name: str) -> str:
 
 
 CORR, ROOT_CORR, LEVEL_CORR, LOSS = _name("corr"), _name("best_corr"), _name("level_corr"), _name("loss")
+LR = _name("learning_rate")
 POLARITY, WEIGHT, WEIGHT_NORM = _name("polarity"), _name("weight"), _name("weight_norm")
 OP_EIGVAL, NODE_LEVEL = _name("op_eigval"), _name("node_level")
 LAYER_OP_EIGVAL, LAYER_OP_TRACE = _name("layer_op_eigval"), _name("layer_op_trace")

@@ -53,6 +53,11 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "flips_noise_share": ["augment.flip=0.1", "data.leaf_noise=0.05", "augment.share=1", "data.depth=3"],
     "adam_triplet": ["optimizer.kind=adam", "optimizer.lr=0.01", "loss.kind=triplet", "data.depth=3"],
+    "cosine_warmup": [
+        "optimizer.momentum=0.9",
+        "optimizer.schedule=cosine(warmup_steps = 3, final_lr = 0.01)",
+        "data.depth=3",
+    ],
     "simple_beta_check": [
         "loss.kind=simple",
         "loss.beta=0.5",

@@ -90,13 +90,16 @@ def test_table_dims_resolve_per_network() -> None:
 
 
 def test_wanted_follows_the_measure_block_and_its_options() -> None:
-    """An entry is declared when its measurement is on and its option (if any) is true."""
+    """An entry is declared when its measurement is on and its option (if any) is true, and the
+    learning rate only for a run with an lr schedule."""
     by = {e.name: e for e in VARIABLES}
     off = schema.Measure()
     on = schema.Measure(covariance_operator=schema.CovarianceOperator(vectors=False, full=True))
     assert wanted(by["polarity"], off) and wanted(by["loss"], off)
     assert not wanted(by["op_eigval"], off) and wanted(by["op_eigval"], on)
     assert not wanted(by["op_eigvec"], on) and wanted(by["op_full"], on)
+    assert not wanted(by["learning_rate"], off) and wanted(by["learning_rate"], off, scheduled=True)
+    assert not wanted(by["learning_rate"], schema.Measure(loss=None), scheduled=True)
 
 
 def test_root_values_take_the_root_by_dim_name() -> None:
