@@ -282,7 +282,7 @@ def _loss_prediction(
     return predictions(net, cov, nodes, 1.0, 0.0, pair_laplacian(sw.pairs.omega(), cov.counts))
 
 
-def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+def compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
     """g (m, n, P), p (n, P), zero-padded alike -> rel error and cosine, both (n, m)."""
     g_norm, p_norm = g.norm(dim=-1), p.norm(dim=-1)[None]
     rel = (g - p[None]).norm(dim=-1) / g_norm
@@ -290,7 +290,7 @@ def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
     return rel.T, cos.T
 
 
-def _relative(a: Tensor | None, b: Tensor, g: Tensor) -> Tensor:
+def relative(a: Tensor | None, b: Tensor, g: Tensor) -> Tensor:
     """(m, n, P) a and b (b may be (n, P)) -> (n, m) ||a - b|| / ||g||; NaN when a is None."""
     if a is None:
         return torch.full(g.shape[:2], torch.nan, dtype=g.dtype, device=g.device).T
@@ -342,9 +342,9 @@ def theorem_check(
     p_full, p_own, p_simple = pad(full), pad(own), pad(simple[0])  # (n, P_max), zero-padded
     sizes = torch.tensor([len(p) for p in full], device=g.device)
     real = torch.arange(g.shape[-1], device=g.device)[None, :] < sizes[:, None]  # (n, P_max)
-    rel, cos = _compare(g, p_full)
-    rel_own, cos_own = _compare(g, p_own)
-    rel_simple, cos_simple = _compare(g, p_simple)
+    rel, cos = compare(g, p_full)
+    rel_own, cos_own = compare(g, p_own)
+    rel_simple, cos_simple = compare(g, p_simple)
     no_norm = net.normalize == "none" and sw.raw is not None
     return TheoremResult(
         nodes=torch.tensor(list(nodes)),
@@ -355,9 +355,9 @@ def theorem_check(
         cosine_own=cos_own,
         rel_error_simple=rel_simple,
         cosine_simple=cos_simple,
-        batch_rel_error=_relative(sw.chain, g, g),
-        residue_normalization=torch.zeros_like(rel) if no_norm else _relative(sw.raw, g, g),
-        residue_other=_relative(sw.raw, p_full[None], g),
+        batch_rel_error=relative(sw.chain, g, g),
+        residue_normalization=torch.zeros_like(rel) if no_norm else relative(sw.raw, g, g),
+        residue_other=relative(sw.raw, p_full[None], g),
         grad_norm=g.norm(dim=-1).T,
         pred_norm=p_full.norm(dim=-1),
         pred_norm_own=p_own.norm(dim=-1),

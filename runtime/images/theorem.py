@@ -43,7 +43,7 @@ from runtime.images.encoders import Encoder
 from runtime.images.head import head_connections
 from runtime.images.operator import FLOAT, Layer, Products, eval_mode, layers_of
 from runtime.images.pair_terms import FAMILY, HEAD_PAIRS, batch_terms
-from runtime.theorem import TheoremResult
+from runtime.theorem import TheoremResult, compare, relative
 from sslspec.spec import schema
 
 # () -> x (B, 3, S, S), x_pos (B, 3, S, S), x_neg (H, B, 3, S, S): one fresh training batch
@@ -157,8 +157,8 @@ def head_theorem_check(
         preds.append(-2 * sw.neg * conn.unbiased_apply(vec, beta))  # -2 (E[neg] OP - E[total] V) vec(W)
         simple.append(-2 * sw.neg * conn.unbiased_apply(vec))
     p, p_simple = _padded(preds, g.shape[-1]), _padded(simple, g.shape[-1])
-    rel, cos = _compare(g, p)
-    rel_simple, cos_simple = _compare(g, p_simple)
+    rel, cos = compare(g, p)
+    rel_simple, cos_simple = compare(g, p_simple)
     sizes = torch.tensor([lay.size for lay in layers])
     real = torch.arange(g.shape[-1])[None, :] < sizes[:, None]  # (n, P_max)
     attrs = {
@@ -180,9 +180,9 @@ def head_theorem_check(
         cosine_own=cos,
         rel_error_simple=rel_simple,
         cosine_simple=cos_simple,
-        batch_rel_error=_relative(sw.chain, g, g),
-        residue_normalization=_relative(sw.raw, g, g),
-        residue_other=_relative(sw.raw, p[None], g),
+        batch_rel_error=relative(sw.chain, g, g),
+        residue_normalization=relative(sw.raw, g, g),
+        residue_other=relative(sw.raw, p[None], g),
         grad_norm=g.norm(dim=-1).T,
         pred_norm=p.norm(dim=-1),
         pred_norm_own=p.norm(dim=-1),
@@ -204,19 +204,3 @@ def _linear_layers(enc: Encoder) -> list[Layer]:
 
 def _padded(vs: Sequence[Tensor], size: int) -> Tensor:
     return torch.stack([torch.nn.functional.pad(v, (0, size - v.shape[0])) for v in vs])
-
-
-def _compare(g: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-    """g (m, n, P), p (n, P), zero-padded alike -> rel error and cosine, both (n, m)."""
-    g_norm, p_norm = g.norm(dim=-1), p.norm(dim=-1)[None]
-    rel = (g - p[None]).norm(dim=-1) / g_norm
-    cos = (g * p[None]).sum(-1) / (g_norm * p_norm)
-    return rel.T, cos.T
-
-
-def _relative(a: Tensor | None, b: Tensor, g: Tensor) -> Tensor:
-    """(m, n, P) a and b (or (1, n, P)) -> (n, m) ||a - b|| / ||g||; NaN when a is None."""
-    if a is None:
-        return torch.full(g.shape[:2], torch.nan, dtype=g.dtype).T
-    out: Tensor = ((a - b).norm(dim=-1) / g.norm(dim=-1)).T
-    return out
