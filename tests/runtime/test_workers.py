@@ -87,11 +87,7 @@ def test_ctrl_c_stops_every_worker_and_their_runs_resume(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
     assert {version_attrs(p)["status"] for p in stores(out)} == {"running"} and len(stores(out)) == 2
-    again = cli("run", spec, "--out", out, "-j", "2", "--device", "cpu", *sets)
-    assert again.returncode == 0, again.stderr
-    found = stores(out)
-    assert len(found) == 4 and {version_attrs(p)["status"] for p in found} == {"complete"}
-    assert sum("resumed" in version_attrs(p) for p in found) == 2
+    _the_same_command_resumes_both(spec, out, sets)
 
 
 def _children(pid: int) -> set[int]:
@@ -132,6 +128,11 @@ def test_sigterm_to_the_driver_alone_stops_every_worker_and_their_runs_resume(tm
     assert proc.returncode == 143 and "terminated" in err, err
     assert not left, "a worker outlived its driver"
     assert {version_attrs(p)["status"] for p in stores(out)} == {"running"} and len(stores(out)) == 2
+    _the_same_command_resumes_both(spec, out, sets)
+
+
+def _the_same_command_resumes_both(spec: Path, out: Path, sets: list[str]) -> None:
+    """The same `-j 2` command completes the 4-run sweep, resuming the 2 interrupted runs."""
     again = cli("run", spec, "--out", out, "-j", "2", "--device", "cpu", *sets)
     assert again.returncode == 0, again.stderr
     found = stores(out)
