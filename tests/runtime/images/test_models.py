@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from runtime.images import batched_steps
 from runtime.images.augment import CIFAR10_STEPS, STL10_STEPS, Pipeline
 from runtime.images.encoders import HeadOptions, build_encoder, mlp_head
-from runtime.images.evaluate import Split, knn, linear_probe
+from runtime.images.evaluate import Split, _standardize, knn, linear_probe
 from runtime.images.objectives import exact_cov, nt_xent
 from sslspec.spec.images import ImageAugment
 
@@ -182,3 +182,27 @@ def test_without_a_crop_every_image_is_resized_to_the_output_side() -> None:
     out = Pipeline(bare, 16)(x, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 16, 16)
     assert torch.equal(out, K.Resize((16, 16))(x.to(torch.float32) / 255.0))
+
+
+def test_probe_features_are_standardized_by_the_train_split() -> None:
+    """Both splits are centred and scaled by the train split's per-feature mean and std: the train
+    features come out with mean 0 and std 1, the test ones as (x - train mean) / train std."""
+    g = torch.Generator().manual_seed(1)
+    train = torch.randn(50, 4, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0]) + 5
+    test = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    tr, te = _standardize(train, test)
+    torch.testing.assert_close(tr.mean(0), torch.zeros(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(tr.std(0), torch.ones(4, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(te, (test - train.mean(0)) / train.std(0), rtol=1e-12, atol=1e-12)
+
+
+def test_validation_selects_the_best_weight_decay_and_the_first_of_a_tie() -> None:
+    """selection = validation keeps the weight decay with the best held-out accuracy (a decay that
+    flattens the model loses), and the first listed among equally good ones."""
+    g = torch.Generator().manual_seed(2)
+    centers = torch.randn(3, 10, generator=g) * 4
+    y, y_te = torch.randint(0, 3, (300,), generator=g), torch.randint(0, 3, (100,), generator=g)
+    tr = Split(centers[y] + torch.randn(300, 10, generator=g), y)
+    te = Split(centers[y_te] + torch.randn(100, 10, generator=g), y_te)
+    assert linear_probe(tr, te, "validation", weight_decays=(1e-4, 100.0)).weight_decay == 1e-4
+    assert linear_probe(tr, te, "validation", weight_decays=(1e-3, 1e-4)).weight_decay == 1e-3
