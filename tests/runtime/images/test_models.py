@@ -206,3 +206,21 @@ def test_validation_selects_the_best_weight_decay_and_the_first_of_a_tie() -> No
     te = Split(centers[y_te] + torch.randn(100, 10, generator=g), y_te)
     assert linear_probe(tr, te, "validation", weight_decays=(1e-4, 100.0)).weight_decay == 1e-4
     assert linear_probe(tr, te, "validation", weight_decays=(1e-3, 1e-4)).weight_decay == 1e-3
+
+
+def test_knn_is_the_weighted_vote_of_the_nearest_train_features() -> None:
+    """knn's accuracy, over test chunks smaller than the test split, equals a per-example loop: the k
+    train features of highest cosine similarity vote for their labels with weight exp(sim / 0.07)."""
+    g = torch.Generator().manual_seed(3)
+    train = Split(torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g))
+    test = Split(torch.randn(30, 5, generator=g), torch.randint(0, 3, (30,), generator=g))
+    hits = 0
+    for x, label in zip(test.features, test.labels, strict=True):
+        sims = [float(F.cosine_similarity(x, t, dim=0)) for t in train.features]
+        nearest = sorted(range(40), key=lambda i: -sims[i])[:6]
+        votes = [0.0, 0.0, 0.0]
+        for i in nearest:
+            votes[int(train.labels[i])] += math.exp(sims[i] / 0.07)
+        hits += int(max(range(3), key=lambda c: votes[c]) == int(label))
+    assert 0 < hits < 30
+    assert knn(train, test, k=6, chunk=7) == hits / 30
