@@ -5,6 +5,7 @@ each step's lr."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 from runtime import optim
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
+from sslspec.spec.schedule import describe
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "specs" / "quickstart.ssl"
 
@@ -88,7 +90,8 @@ def test_a_second_optimizer_follows_the_schedule_scaled_to_its_lr() -> None:
         assert second.lr(t) == pytest.approx(0.2 * main.lr(t), rel=1e-12), t
     assert second.lr(500) == pytest.approx(0.002, rel=1e-12)
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
-    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.7}], lr=0.1)
+    groups: list[dict[str, Any]] = [{"params": [a]}, {"params": [b], "lr": 0.7}]
+    opt = torch.optim.SGD(groups, lr=0.1)
     main.apply(opt, 200)
     assert [g["lr"] for g in opt.param_groups] == [main.lr(200)] * 2
     assert isinstance(opt.param_groups[0]["lr"], float)
@@ -115,3 +118,48 @@ def test_adam_takes_the_specs_betas_and_weight_decay() -> None:
         "momentum": 0.5,
         "weight_decay": 0.3,
     }
+
+
+def test_building_an_optimizer_caches_each_wrapped_method_on_itself() -> None:
+    """After build_optimizer, each torch.optim method under torch's dynamo wrapper holds itself as
+    the wrapper's cached function, so no call imports torch._dynamo (test_startup.py checks the
+    import in a fresh process)."""
+    optim.build_optimizer(schema.SGD(lr=0.1), [torch.nn.Parameter(torch.ones(1))])
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        fn = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if fn is not None:
+            assert getattr(fn, "__dynamo_disable", None) is fn, name
+
+
+class GradModeProbe(torch.optim.Optimizer):
+    """An optimizer whose step records whether grad mode was on (and changes nothing)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], differentiable: bool) -> None:
+        super().__init__(params, {"differentiable": differentiable})
+        self.grad_enabled: list[bool] = []
+
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        self.grad_enabled.append(torch.is_grad_enabled())
+
+
+def test_a_differentiable_optimizer_or_one_with_hooks_takes_torchs_own_step() -> None:
+    """optim.step runs a plain optimizer's step under no_grad (the fast path), but a differentiable
+    one, or one with a step hook, through opt.step() as it is (grad mode left on)."""
+    seen = []
+    for differentiable, hook in ((False, False), (True, False), (False, True)):
+        opt = GradModeProbe([torch.nn.Parameter(torch.ones(1))], differentiable)
+        if hook:
+            opt.register_step_pre_hook(lambda *_: None)
+        with torch.enable_grad():
+            optim.step(opt)
+        seen.append(opt.grad_enabled)
+    assert seen == [[False], [True], [True]]
+
+
+def test_a_runs_schedule_counts_whole_steps() -> None:
+    """lr_schedule's run length and steps per epoch are integers, so the store's description of a
+    schedule counts whole steps."""
+    sched = optim.lr_schedule(config("optimizer.schedule=cosine(warmup_epochs = 1, final_lr = 0.01)"))
+    assert sched is not None and type(sched.total) is int and type(sched.per_epoch) is int
+    words = describe(sched.schedule, sched.base, sched.total, sched.per_epoch)
+    assert words == "cosine from 0.1 to 0.01 over 450 steps after a linear warm-up of 50 steps"
