@@ -103,3 +103,30 @@ def test_sync_hands_each_replica_its_unbatched_optimizer_state(tmp_path: Path) -
                 assert got[i].keys() == state.keys(), (r, i)
                 for key, value in state.items():
                     assert torch.equal(torch.as_tensor(got[i][key]), torch.as_tensor(value)), (r, i, key)
+
+
+def test_a_group_built_from_trained_contexts_continues_their_momentum(tmp_path: Path) -> None:
+    """A group formed from contexts that already trained an epoch alone (as after a resume: momentum
+    buffers in their optimizers, one replica without momentum) trains the next epoch as each run's
+    own second epoch, losses and parameters bit for bit."""
+    spec = tmp_path / "v.ssl"
+    spec.write_text(REFERENCE.read_text())
+    sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3"]
+    runs = [
+        lower(spec, [*sets, f"seed={s}", f"optimizer.momentum={m}"]).runs[0]
+        for s, m in ((1, 0.9), (2, 0.0), (3, 0.9))
+    ]
+    cpu = torch.device("cpu")
+    with sslspec_in_process():
+        ctxs = [RunContext.build(r, cpu) for r in runs]
+        for c in ctxs:
+            Trainer(c).epoch()
+        trainer = ReplicaTrainer(ctxs)
+        second = trainer.epoch()
+        trainer.sync()
+        for r, run in enumerate(runs):
+            alone = Trainer(RunContext.build(run, cpu))
+            alone.epoch()
+            assert torch.equal(alone.epoch(), second[r]), r
+            for p, q in zip(alone.net.parameters(), ctxs[r].net.parameters(), strict=True):
+                assert torch.equal(p, q), r
