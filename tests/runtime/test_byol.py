@@ -491,3 +491,26 @@ def test_byol_states_its_settings_in_the_store_attributes(tmp_path: Path) -> Non
         "ema_momentum": 0.9,
         "predictor": "none",
     }
+
+
+def test_a_bias_free_linear_predictor_is_one_matrix_product() -> None:
+    """A linear predictor without bias or batch norm maps z to z W^T, nothing added."""
+    pred = Predictor(
+        3, schema.Predictor(layers="linear", bias=False, batch_norm=False), torch.Generator(), torch.float64
+    )
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.equal(pred(z, views=2), z @ pred.weights[0].T)
+
+
+def test_the_predictor_steps_with_the_runs_optimizer_unless_it_has_its_own(tmp_path: Path) -> None:
+    """With `predictor.optimizer = main` (the default) the objective has no optimizer of its own and
+    hands the run's optimizer the predictor's parameters; with `own` it has one over them (at its
+    own lr) and hands over none."""
+    run = byol_of(context(SPEC.replace("optimizer = own; lr = 0.05; ", ""), tmp_path))
+    assert run.optimizer() is None and run.predictor is not None
+    assert [id(p) for p in run.parameters()] == [id(p) for p in run.predictor.parameters()]
+    own = byol_of(context(SPEC, tmp_path))
+    opt = own.optimizer()
+    assert opt is not None and own.parameters() == [] and own.predictor is not None
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in own.predictor.parameters()]
+    assert opt.param_groups[0]["lr"] == 0.05
