@@ -24,7 +24,7 @@
 # test rechecks a survivor against it.
 # Time on the 2-core VM (busy with other sessions, nice 19): about 3.5 mutants a minute after a
 # few minutes of test mapping (the newer modules' fast tests: about 8 a minute, under load 4), so
-# the default (23 modules x 15) takes one to two hours. The modules hold about 7,000 mutants in
+# the default (23 modules x 15) takes one to two hours. The modules hold about 7,500 mutants in
 # all: every one (SAMPLE=0) is an overnight job on this machine, and a module at a time
 # (runtime.losses: 89 mutants, about half an hour) fits an afternoon.
 set -euo pipefail
