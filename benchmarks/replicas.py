@@ -45,7 +45,11 @@ def _sync(device: torch.device) -> None:
 
 def contexts(n: int, device: torch.device) -> list[RunContext]:
     """Runs 1..n of the reference config (seeds 1..n) as `sslspec run` builds them."""
-    return [RunContext.build(lower(str(SPEC), [f"seed={s}"]).runs[0], device) for s in range(1, n + 1)]
+    with tempfile.TemporaryDirectory() as tmp:  # one sweep, lowered once (thousands of replicas on a GPU)
+        spec = Path(tmp) / "seeds.ssl"
+        spec.write_text(f'include "{SPEC}"\nsweep hltm_simclr {{ seed = 1..{n} }}\n')
+        runs = lower(spec).runs
+    return [RunContext.build(run, device) for run in runs]
 
 
 def rate(step: object, steps: int, per_step: int, device: torch.device) -> float:
