@@ -64,7 +64,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def test_batched_replicas_equal_their_unbatched_runs(sweep: tuple[Path, Path, Path]) -> None:
     """Each run of a sweep over seed, polarity and lr, trained as one group of 8, has its own
     store under its own run id with every array equal (tolerance 0 on the CPU) to its unbatched
-    run's, and records its group and size in its attrs, not in its hash."""
+    run's, and records its group and size in its attrs, not in its hash, and how its steps ran
+    (`training`) as its unbatched run does."""
     spec, batched, unbatched = sweep
     plan = lower(spec)
     a, b = by_run(batched), by_run(unbatched)
@@ -75,6 +76,7 @@ def test_batched_replicas_equal_their_unbatched_runs(sweep: tuple[Path, Path, Pa
         at, alone = version_attrs(a[run.id]), version_attrs(b[run.id])
         assert at["run_hash"] == alone["run_hash"] == run.hash and at["status"] == "complete"
         assert at["replica_group"]["size"] == 8 and "replica_group" not in alone
+        assert at["training"] == alone["training"] == "eager (device cpu)"
         groups.add(at["replica_group"]["group"])
     assert len(groups) == 1
 
