@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sslspec.report.sweep import load_source
+from sslspec.report.tables import total_wall
 from sslspec.store.layout import Status
 
 
@@ -31,18 +32,14 @@ def spec_summary(spec: Path, root: Path) -> dict[str, Any]:
     attrs = [r["attrs"] for r in sw.runs if r["status"] == Status.COMPLETE and r["attrs"]]
     walls = [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
     batched = [a for a in attrs if a.get("replica_group")]
-    groups: dict[str, float] = {}  # a group's replicas each record the group's wall time
-    for a in batched:
-        key = str(a["replica_group"].get("group"))
-        groups[key] = max(groups.get(key, 0.0), float(a.get("wall_time_s") or 0.0))
-    alone = [float(a["wall_time_s"]) for a in attrs if not a.get("replica_group") and a.get("wall_time_s")]
+    groups = {str(a["replica_group"].get("group")) for a in batched}
     return {
         "spec": str(spec),
         "runs_planned": len(sw.runs),
         "runs_complete": len(attrs),
         "run_seconds_summed": sum(walls),
         "run_seconds_median": statistics.median(walls) if walls else None,
-        "worker_seconds": sum(alone) + sum(groups.values()),
+        "worker_seconds": total_wall(attrs),  # a group's replicas each record the group's wall time
         "replica_groups": len(groups),
         "first_started": min((str(a["started"]) for a in attrs if a.get("started")), default=None),
         "last_finished": max((str(a["finished"]) for a in attrs if a.get("finished")), default=None),
