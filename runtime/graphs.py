@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 WARMUP = 3  # eager steps before a CUDA graph is captured
+Step = Callable[[], Tensor]  # one training step's tensor work; its loss
 
 
 class StepGraph:
@@ -42,20 +43,23 @@ class StepGraph:
     def run(
         self,
         losses: Tensor,
-        eager: Callable[[], Tensor],
-        body: Callable[[], Tensor],
+        eager: Step,
+        body: Step,
         count: Callable[[], None],
         capture: bool,
+        reset: Callable[[], None] = lambda: None,
     ) -> None:
         """Fill `losses` (steps, ...) with one step's loss per row, on the device, no sync per step.
 
-        `eager` is one whole step, counted; `body` its tensor work alone (gradients dropped first,
-        no counting), what gets captured; `count` counts a replayed step. With `capture` and more
-        than WARMUP steps, the first capture happens in this call; the warm-up steps are ordinary
-        training steps and count towards the rows."""
+        `eager` is one whole step, counted; `body` its tensor work alone, no counting, what gets
+        captured; `count` counts a replayed step; `reset` sets every gradient to None just before
+        the capture, so that the captured backward allocates them from the graph's own memory
+        instead of adding into tensors made outside it. With `capture` and more than WARMUP steps,
+        the first capture happens in this call; the warm-up steps are ordinary training steps and
+        count towards the rows."""
         steps, done = losses.shape[0], 0
         if self.graph is None and capture and not self.error and steps > WARMUP:
-            done = self._capture(losses, eager, body)
+            done = self._capture(losses, eager, body, reset)
         if self.graph is not None:
             assert self.loss is not None
             for i in range(done, steps):
@@ -66,7 +70,7 @@ class StepGraph:
         for i in range(done, steps):
             losses[i] = eager()
 
-    def _capture(self, losses: Tensor, eager: Callable[[], Tensor], body: Callable[[], Tensor]) -> int:
+    def _capture(self, losses: Tensor, eager: Step, body: Step, reset: Callable[[], None]) -> int:
         """Run WARMUP eager steps on a side stream, then capture one step; return the steps done."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -80,6 +84,7 @@ class StepGraph:
                 raise RuntimeError("this torch cannot register generators with a graph")
             for gen in self.generators:
                 graph.register_generator_state(gen)
+            reset()
             with torch.cuda.graph(graph):
                 self.loss = body()
         except Exception as exc:  # an op that cannot be captured: stay eager, and say so once
@@ -88,6 +93,7 @@ class StepGraph:
                 file=sys.stderr,
             )
             self.loss, self.error = None, f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
+            reset()
             return WARMUP
         self.graph = graph
         return WARMUP

@@ -339,8 +339,12 @@ class ReplicaTrainer:
     def run_steps(self, steps: int) -> Tensor:
         """Take `steps` steps of every replica; (steps, R) their losses on the device."""
         losses = torch.empty(steps, len(self.ctxs), device=self.ctxs[0].device, dtype=torch.float64)
-        self.graph.run(losses, self.step, self._step, self._count, not self.why_eager())
+        self.graph.run(losses, self.step, self._step, self._count, not self.why_eager(), self._drop_grads)
         return losses
+
+    def _drop_grads(self) -> None:
+        for p in self.opt.params:  # ReplicaSGD leaves them None after each step already
+            p.grad = None
 
     def why_eager(self) -> str:
         """Why the group's steps are not captured as a CUDA graph ('' when they can be)."""

@@ -65,9 +65,7 @@ class Trainer:
         loss = ctx.objective.loss(out.reshape(-1, b, out.shape[-1]), inputs.reshape(-1, b, *x.shape[1:]))
         own = ctx.objective.optimizer()
         if zero_grad:
-            self.opt.zero_grad(set_to_none=True)
-            if own is not None:
-                own.zero_grad(set_to_none=True)
+            self._drop_grads()
         loss.backward()
         optim.step(self.opt)
         if own is not None:
@@ -83,8 +81,19 @@ class Trainer:
         of ~150. With an lr schedule every step is eager (a replayed step would keep the lr it was
         captured with)."""
         losses = torch.empty(steps, device=self.device, dtype=torch.float64)
-        self._graph.run(losses, self.scheduled_step, self.step, self._count, self._graphable())
+        capture = self._graphable()
+        self._graph.run(losses, self.scheduled_step, self._captured, self._count, capture, self._drop_grads)
         return losses
+
+    def _captured(self) -> torch.Tensor:
+        """The step a CUDA graph captures: gradients were set to None before (`_drop_grads`)."""
+        return self.step(zero_grad=False)
+
+    def _drop_grads(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        own = self.ctx.objective.optimizer()
+        if own is not None:
+            own.zero_grad(set_to_none=True)
 
     def _count(self) -> None:
         self.ctx.steps += 1

@@ -158,7 +158,7 @@ def _walls(attrs: Sequence[dict[str, Any]]) -> list[float]:
 def total_wall(attrs: Sequence[dict[str, Any]]) -> float:
     """Seconds of worker time the stores record: each unbatched run's wall time, and each replica
     group's once (every replica of a batched group records the group's wall time: the longest)."""
-    alone, groups = 0.0, {}
+    alone, groups = 0.0, dict[str, float]()
     for a in attrs:
         wall = a.get("wall_time_s")
         if not isinstance(wall, int | float):

@@ -28,6 +28,7 @@ from test_run import REFERENCE, SSLSPEC, TINY, stores
 from runtime.context import RunContext
 from runtime.executor import LocalExecutor
 from runtime.group import plan_groups
+from runtime.pool import spread
 from runtime.replicas import ReplicaTrainer, group_key
 from runtime.run import execute_all, make_jobs
 from runtime.train import Trainer
@@ -220,6 +221,13 @@ def test_groups_form_from_shapes_only(tmp_path: Path) -> None:
     assert units([], 8, workers=2) == [[0, 1], [2], [3, 4], [5]]
     assert units(["optimizer.kind=adam", "optimizer.lr=0.01"], 8) == [[i] for i in range(6)]
     assert units(["network.batch_norm=true"], 8) == [[i] for i in range(6)]
+
+
+def test_workers_sharing_one_gpu_do_not_cut_groups_smaller() -> None:
+    """On the CPU a key's runs are cut into one group per worker; on CUDA into one per GPU, since
+    a replayed batched step costs the card about the same whatever the group's size."""
+    assert spread(8, 0) == 8 and spread(1, 0) == 1
+    assert spread(8, 1) == 1 and spread(8, 2) == 2 and spread(2, 4) == 2
 
 
 def test_the_progress_display_shows_a_group_as_one_bar(capsys: pytest.CaptureFixture[str]) -> None:
