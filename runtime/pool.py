@@ -8,8 +8,9 @@ through a queue; the driver alone writes the index and the progress display.
 
 Devices: jobs on `cuda` get one worker per GPU (worker k runs on `cuda:k`); CPU workers run with
 one intra-op thread each (runtime.device.set_determinism). More workers than GPUs may share a
-card (`-j`), but replica groups are then cut per GPU, not per worker (`spread`). Workers are forked where no job uses
-CUDA (no second import of torch) and spawned otherwise (CUDA does not survive a fork).
+card (`-j`), but replica groups are then cut per GPU, not per worker (`spread`). Workers are
+forked where no job uses CUDA (no second import of torch) and spawned otherwise (CUDA does not
+survive a fork).
 
 Ctrl-C reaches every worker (one process group): each stops where it is, its run stays `running`
 with its last checkpoint, and the driver waits for them before re-raising, so the same command
