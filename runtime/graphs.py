@@ -40,6 +40,13 @@ class StepGraph:
     def captured(self) -> bool:
         return self.graph is not None
 
+    def mode(self, why_eager: str) -> str:
+        """How the steps ran, for the store's provenance: 'cuda graph', or 'eager (why)' given the
+        trainer's reason for not capturing (`why_eager`, '' when it could)."""
+        if self.graph is not None:
+            return "cuda graph"
+        return f"eager ({self.error or why_eager or f'epochs of at most {WARMUP} steps are not captured'})"
+
     def run(
         self,
         losses: Tensor,

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.context import RunContext
-from runtime.graphs import WARMUP, StepGraph
+from runtime.graphs import StepGraph
 from runtime.network import EPS_NORM, LevelNet
 from runtime.networks import level_net
 from runtime.objective import OBJECTIVES, Contrastive
@@ -359,9 +359,7 @@ class ReplicaTrainer:
 
     def mode(self) -> str:
         """How the steps ran (for each replica's store): 'cuda graph', or 'eager (why)'."""
-        if self.graph.captured:
-            return "cuda graph"
-        return f"eager ({self.why_eager() or f'epochs of at most {WARMUP} steps are not captured'})"
+        return self.graph.mode(self.why_eager())
 
     @torch.no_grad()
     def sync(self) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from runtime import optim
 from runtime.context import RunContext
-from runtime.graphs import WARMUP, StepGraph
+from runtime.graphs import StepGraph
 
 
 @dataclass
@@ -125,9 +125,7 @@ class Trainer:
 
     def mode(self) -> str:
         """How the steps ran (for the store's provenance): 'cuda graph', or 'eager (why)'."""
-        if self._graph.captured:
-            return "cuda graph"
-        return f"eager ({self._why_eager() or f'epochs of at most {WARMUP} steps are not captured'})"
+        return self._graph.mode(self._why_eager())
 
     def epoch(self) -> torch.Tensor:
         """Run one epoch (samples / batch steps); return the per-step losses, (steps,)."""
