@@ -4,6 +4,7 @@ test_replicas.py, give their replicas one temperature, beta, margin and momentum
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import attrs
@@ -130,3 +131,20 @@ def test_a_group_built_from_trained_contexts_continues_their_momentum(tmp_path: 
             assert torch.equal(alone.epoch(), second[r]), r
             for p, q in zip(alone.net.parameters(), ctxs[r].net.parameters(), strict=True):
                 assert torch.equal(p, q), r
+
+
+def test_a_group_says_why_its_steps_stay_eager(tmp_path: Path) -> None:
+    """A group on the CPU is eager for its device; on CUDA (judged without a GPU: only the device's
+    type is read) it is captured without an lr schedule and stays eager with one, saying why."""
+    spec = tmp_path / "v.ssl"
+    spec.write_text(REFERENCE.read_text())
+    sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3"]
+    cosine = "optimizer.schedule=cosine(warmup_steps = 2)"
+    reason = "an lr schedule (a captured step would replay the lr it was captured with)"
+    for extra, why in (([], ""), ([cosine], reason)):
+        runs = [lower(spec, [*sets, *extra, f"seed={s}"]).runs[0] for s in (1, 2)]
+        with sslspec_in_process():
+            trainer = ReplicaTrainer([RunContext.build(r, torch.device("cpu")) for r in runs])
+        assert trainer.why_eager() == "device cpu"
+        trainer.ctxs[0] = dataclasses.replace(trainer.ctxs[0], device=torch.device("cuda"))
+        assert trainer.why_eager() == why
