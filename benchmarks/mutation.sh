@@ -21,7 +21,9 @@
 # mutmut keeps results in mutants/ and reruns only what changed, but a change to
 # pytest_add_cli_args_test_selection makes it forget every result and map the tests again; new
 # tests in the selected files are mapped on the next run, so `mutmut run NAME...` after adding a
-# test rechecks a survivor against it.
+# test rechecks a survivor against it. The map is not redone when the code changes: after a merge
+# that adds functions (or moves code between them) their mutants are reported "no tests" or left
+# unrun until `mv mutants/mutmut-stats.json /tmp/` makes the next run map every test again.
 # Time on the 2-core VM (busy with other sessions, nice 19): about 3.5 mutants a minute after a
 # few minutes of test mapping (the newer modules' fast tests: about 8 a minute, under load 4), so
 # the default (23 modules x 15) takes one to two hours. The modules hold about 7,500 mutants in
