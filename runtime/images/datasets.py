@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,21 @@ from attrs import frozen
 CIFAR_BATCH = 10_000
 CIFAR_RECORD = 1 + 3 * 32 * 32
 STL_PIXELS = 3 * 96 * 96
+# What a CIFAR-10 python batch may name when unpickled: numpy's array reconstruction (the module is
+# numpy.core in the official files, numpy._core in numpy 2's) and the bytes codec of protocol 2.
+# Anything else is refused before it is imported or called: a pickle is code, and a copy of a data
+# set is not trusted to run any.
+PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 class DataError(Exception):
@@ -109,12 +125,26 @@ def _find(root: Path, folder: str, first: str) -> Path | None:
     return None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler of plain data and numpy arrays: any other global is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a data batch never holds")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> Any:
+    """The object pickled in `path`, read with byte-string keys, only plain data and arrays."""
+    with path.open("rb") as f:
+        return _ArraysOnly(f, encoding="bytes").load()
+
+
 def _cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"data cifar10: missing batch file {str(path)!r}")
     try:
-        with path.open("rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        d = _unpickle(path)
         data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(
@@ -147,8 +177,7 @@ def _cifar_meta(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         return tuple(str(i) for i in range(10))
     try:
-        with path.open("rb") as f:
-            names = pickle.load(f, encoding="bytes")[b"label_names"]
+        names = _unpickle(path)[b"label_names"]
         return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"data cifar10: {str(path)!r} is not a batches.meta pickle") from None
