@@ -145,19 +145,34 @@ def _cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"data cifar10: missing batch file {str(path)!r}")
     try:
         d = _unpickle(path)
-        data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(
             f"data cifar10: {str(path)!r} is not a CIFAR-10 python batch (a pickled dict with "
             f"b'data' (N, 3072) uint8 and b'labels'): {type(e).__name__}: {e}"
         ) from None
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
+    return _cifar_arrays(path, data, labels)
+
+
+def _cifar_arrays(path: Path, data: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A python batch's arrays, checked (shapes, whole numbers, pixels 0..255, labels 0..9), as
+    (N, 3072) uint8 and (N,) int64: nothing is cast that would change a value."""
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],) or not len(data):
         raise DataError(
             f"data cifar10: {str(path)!r} holds data {data.shape} and {labels.size} labels "
-            "(expected (N, 3072) and N labels)"
+            "(expected (N, 3072) and N labels, N >= 1)"
+        )
+    if data.dtype.kind not in "ui" or labels.dtype.kind not in "ui":
+        raise DataError(
+            f"data cifar10: {str(path)!r} holds data of dtype {data.dtype} and labels of dtype "
+            f"{labels.dtype} (expected whole numbers: uint8 pixels, integer labels)"
+        )
+    if data.min() < 0 or data.max() > 255:
+        raise DataError(
+            f"data cifar10: {str(path)!r} has pixel values {data.min()}..{data.max()} (expected 0..255)"
         )
     _labels_in(labels, 0, 9, path, "cifar10")
-    return data, labels
+    return data.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
 
 
 def _cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -55,3 +55,41 @@ def test_a_pickle_naming_any_other_global_is_refused_before_it_runs(tmp_path: Pa
     )
     with pytest.raises(DataError, match=r"batches.meta"):
         read("cifar10", tmp_path)
+
+
+def _batch(data: object, labels: object) -> bytes:
+    return pickle.dumps({b"data": data, b"labels": labels, b"batch_label": b"x"})
+
+
+@pytest.mark.parametrize(
+    ("data", "labels", "words"),
+    [
+        (np.zeros((N, 3072), np.uint8), [1.5] * N, r"labels of dtype float64 \(expected whole numbers"),
+        (np.zeros((N, 3072), np.uint8), [2**70] * N, r"labels of dtype object"),
+        (np.full((N, 3072), 300.0), [1] * N, r"data of dtype float64"),
+        (np.full((N, 3072), 300), [1] * N, r"pixel values 300..300 \(expected 0..255\)"),
+        (np.full((N, 3072), -1), [1] * N, r"pixel values -1..-1"),
+        (np.zeros((0, 3072), np.uint8), [], r"data \(0, 3072\) and 0 labels \(expected .* N >= 1\)"),
+    ],
+    ids=["float_labels", "huge_labels", "float_pixels", "pixels_over_255", "negative_pixels", "empty"],
+)
+def test_batch_values_that_would_change_when_cast_are_refused(
+    tmp_path: Path, data: object, labels: object, words: str
+) -> None:
+    """A python batch whose labels are not whole numbers or do not fit, whose pixels are not whole
+    numbers in 0..255, or that holds no image is a DataError naming the file: never silently
+    truncated, wrapped (300 -> 44) or an empty data set that fails later."""
+    _cifar_python(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(_batch(data, labels))
+    with pytest.raises(DataError, match=r"data_batch_4.* " + words):
+        read("cifar10", tmp_path)
+
+
+def test_batches_of_other_integer_dtypes_read_as_the_same_pixels(tmp_path: Path) -> None:
+    """Pixels stored as int64 in 0..255 (a rewritten copy) read as the same uint8 images."""
+    _cifar_python(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    d = pickle.loads(batch.read_bytes())
+    before = read("cifar10", tmp_path).pixels
+    batch.write_bytes(_batch(d[b"data"].astype(np.int64), np.asarray(d[b"labels"], np.int32)))
+    assert (read("cifar10", tmp_path).pixels == before).all()
