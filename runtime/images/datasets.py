@@ -112,7 +112,7 @@ def read_cifar10(root: Path, split: str = "train") -> Images:
             )
         _all_present(binary, [n + ".bin" for n in files], "cifar10")
         chunks = [_cifar_binary(binary / (n + ".bin")) for n in files]
-        classes = _text_lines(binary / "batches.meta.txt")
+        classes = _text_lines(binary / "batches.meta.txt", "cifar10")
     pixels = torch.from_numpy(np.concatenate([c[0] for c in chunks]).reshape(-1, 3, 32, 32))
     labels = torch.from_numpy(np.concatenate([c[1] for c in chunks]).astype(np.int64))
     return Images(pixels, labels, classes)
@@ -224,7 +224,7 @@ def read_stl10(root: Path, split: str = "train") -> Images:
             raise DataError(f"data stl10: {str(base / f'{part}_y.bin')!r} has {y.size} labels for {n} images")
         _labels_in(y, 1, 10, base / f"{part}_y.bin", "stl10")
         lab.append(y - 1)
-    classes = _text_lines(base / "class_names.txt")
+    classes = _text_lines(base / "class_names.txt", "stl10")
     pixels = torch.from_numpy(np.ascontiguousarray(np.concatenate(pix)))
     return Images(pixels, torch.from_numpy(np.concatenate(lab)), classes)
 
@@ -272,7 +272,13 @@ def _labels_in(labels: np.ndarray, lo: int, hi: int, path: Path, kind: str) -> N
         )
 
 
-def _text_lines(path: Path) -> tuple[str, ...]:
+def _text_lines(path: Path, kind: str) -> tuple[str, ...]:
     if not path.is_file():
         return tuple(str(i) for i in range(10))
-    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"data {kind}: {str(path)!r} is not UTF-8 text (class names, one a line): {e}"
+        ) from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_datasets import _cifar_python
+from test_datasets import _cifar_binary, _cifar_python, _stl
 
 from runtime.images.datasets import DataError, read
 
@@ -93,3 +93,16 @@ def test_batches_of_other_integer_dtypes_read_as_the_same_pixels(tmp_path: Path)
     before = read("cifar10", tmp_path).pixels
     batch.write_bytes(_batch(d[b"data"].astype(np.int64), np.asarray(d[b"labels"], np.int32)))
     assert (read("cifar10", tmp_path).pixels == before).all()
+
+
+def test_class_name_files_that_are_not_text_are_refused(tmp_path: Path) -> None:
+    """A class-names file (STL-10's class_names.txt, CIFAR-10 binary's batches.meta.txt) that is
+    not UTF-8 text is a DataError naming it, not a UnicodeDecodeError traceback."""
+    _stl(tmp_path / "s")
+    (tmp_path / "s" / "stl10_binary" / "class_names.txt").write_bytes(b"\xff\xfe\x00airplane\n")
+    with pytest.raises(DataError, match=r"class_names.txt' is not UTF-8 text"):
+        read("stl10", tmp_path / "s", "train")
+    _cifar_binary(tmp_path / "c")
+    (tmp_path / "c" / "cifar-10-batches-bin" / "batches.meta.txt").write_bytes(b"\x80cat\n")
+    with pytest.raises(DataError, match=r"batches.meta.txt' is not UTF-8 text"):
+        read("cifar10", tmp_path / "c", "test")
