@@ -70,7 +70,10 @@ def read(kind: str, root: str | Path | None = None, split: str = "train", size: 
     }
     if kind not in readers:
         raise DataError(f"unknown image data set {kind!r} (expected cifar10, stl10 or digits)")
-    return readers[kind]()
+    try:
+        return readers[kind]()
+    except OSError as e:  # unreadable (permissions, a failing disk or network mount)
+        raise DataError(f"data {kind}: cannot read {str(e.filename or root)!r}: {e.strerror or e}") from None
 
 
 def _root(root: str | Path | None, kind: str) -> Path:

@@ -106,3 +106,25 @@ def test_class_name_files_that_are_not_text_are_refused(tmp_path: Path) -> None:
     (tmp_path / "c" / "cifar-10-batches-bin" / "batches.meta.txt").write_bytes(b"\x80cat\n")
     with pytest.raises(DataError, match=r"batches.meta.txt' is not UTF-8 text"):
         read("cifar10", tmp_path / "c", "test")
+
+
+@pytest.mark.parametrize("layout", ["cifar_python", "cifar_binary", "stl10"])
+def test_a_file_that_cannot_be_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """A data file whose read fails (no permission, an I/O error on a failing disk or mount;
+    injected here, since the tests run as root) is a DataError naming the file and the reason."""
+    kind, make = {
+        "cifar_python": ("cifar10", _cifar_python),
+        "cifar_binary": ("cifar10", _cifar_binary),
+        "stl10": ("stl10", _stl),
+    }[layout]
+    make(tmp_path)
+
+    def denied(path: object, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr(np, "fromfile", denied)
+    with pytest.raises(DataError, match=rf"data {kind}: cannot read '{tmp_path}/.*': Permission denied"):
+        read(kind, tmp_path, "train")
