@@ -128,3 +128,32 @@ def test_a_file_that_cannot_be_read_is_refused(
     monkeypatch.setattr(np, "fromfile", denied)
     with pytest.raises(DataError, match=rf"data {kind}: cannot read '{tmp_path}/.*': Permission denied"):
         read(kind, tmp_path, "train")
+
+
+SPEC = """\
+experiment broken {{
+  data cifar10 {{ root = "{root}" }}
+  augment images {{ crop {{ scale = [0.5, 1.0] }} }}
+  network convnet {{ channels = [4]; projector = [4] }}
+  loss nt_xent {{}}
+  optimizer sgd {{}}
+  train {{ batch = 4; samples = 8; epochs = 1 }}
+  measure {{ {measure} }}
+}}
+"""
+
+
+@pytest.mark.parametrize("measure", ["linear_probe", "knn { k = 3 }"])
+def test_a_missing_readout_split_is_exit_2_before_anything_runs(
+    sslspec_cli, write_spec, tmp_path: Path, measure: str
+) -> None:
+    """A run that trains on CIFAR-10's train split but reads out on its test split (probe, k-NN)
+    with test_batch missing is refused by `run` up front (exit 2, the file named), where it failed
+    at the first measurement with a traceback and left a failed version behind."""
+    _cifar_python(tmp_path / "cifar")
+    (tmp_path / "cifar" / "cifar-10-batches-py" / "test_batch").unlink()
+    spec = write_spec(SPEC.format(root=tmp_path / "cifar", measure=measure))
+    result = sslspec_cli("run", spec, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.stderr
+    assert "test_batch" in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.zarr"))
