@@ -43,20 +43,14 @@ def images_of(data: schema.DataBlock, split: str | None = None) -> Images:
     return read(schema.kind_of(data) or "", data.root, split or data.split)
 
 
-def side_of(data: schema.DataBlock) -> int:
-    """The side of a data set's square images, in pixels."""
-    if isinstance(data, schema.STL10):
-        return 96
-    return data.size if isinstance(data, schema.Digits) else 32
-
-
 def steps_of(cfg: Config) -> tuple[ImageAugment, int]:
     """The run's augmentation pipeline (its `augment images` block, else the data set's official
     one) and the views' side."""
     aug = cfg.augment
     if not isinstance(aug, ImageAugment):
         aug = augment.STL10_STEPS if isinstance(cfg.data, schema.STL10) else augment.CIFAR10_STEPS
-    size = aug.crop.size if aug.crop is not None and aug.crop.size is not None else side_of(cfg.data)
+    crop = aug.crop
+    size = crop.size if crop is not None and crop.size is not None else schema.image_side(cfg.data)
     return aug, size
 
 

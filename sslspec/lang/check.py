@@ -348,9 +348,16 @@ def _image_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config
                 at("augment", name),
             )
         return cfg
-    blur = cfg.augment.blur
+    blur, crop = cfg.augment.blur, cfg.augment.crop
+    side = crop.size if crop is not None and crop.size is not None else schema.image_side(data)
     if blur is not None and blur.kernel % 2 == 0:
         checker.bad(f"'blur.kernel' must be odd (got {blur.kernel})", _aug_span(written, "blur", "kernel"))
+    elif blur is not None and blur.kernel // 2 >= side:  # its reflected border needs kernel // 2 < side
+        checker.bad(
+            f"'blur.kernel' must be at most {2 * side - 1} for views of {side} x {side} pixels "
+            f"(got {blur.kernel})",
+            _aug_span(written, "blur", "kernel"),
+        )
     for step in ("crop", "blur", "solarize"):
         lo_hi = _ranges(getattr(cfg.augment, step))
         for name, (lo, hi) in lo_hi.items():
