@@ -52,8 +52,6 @@ class Source:
         """Read, check and lower the spec into its Plan; SpecError with every problem found."""
         from sslspec.spec.lower import lower
 
-        if isinstance(sets, str):  # a str is a Sequence[str]: each character would be a setting
-            raise TypeError(f"sets= takes a list of 'path=value' strings, not one string: sets=[{sets!r}]")
         return lower(self.path, sets, self.text)
 
 
