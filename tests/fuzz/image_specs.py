@@ -69,8 +69,7 @@ def _augment(draw: st.DrawFn) -> str:
 
 
 @st.composite
-def _network(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["convnet"] * 6 + ["resnet", "mlp"]))
+def _network(draw: st.DrawFn, kind: str) -> str:
     bn = [
         f"batch_norm = {_choose(draw, 'true', 'true', 'false')}",
         f"bn_affine = {_choose(draw, 'true', 'false')}",
@@ -138,7 +137,7 @@ def _optimizer(draw: st.DrawFn) -> str:
 
 
 @st.composite
-def _measure(draw: st.DrawFn) -> str:
+def _measure(draw: st.DrawFn, network: str) -> str:
     items = _maybe(draw, f"every = {draw(st.integers(1, 2))}") + _maybe(
         draw, f"samples = {draw(st.integers(2, 16))}"
     )
@@ -151,9 +150,8 @@ def _measure(draw: st.DrawFn) -> str:
             "probes = 1",
             "power = 1",
         ]
-        op += _maybe(
-            draw, f"layers = [{_choose(draw, 'conv0', 'head0', 'conv0', 'head0', 'head1', 'conv1')}]"
-        )
+        layers = f"layers = [{_choose(draw, 'conv0', 'head0', 'conv0', 'head0', 'head1', 'conv1')}]"
+        op += [layers] if network == "resnet" else _maybe(draw, layers)  # every ResNet layer: minutes
         op += _maybe(draw, f"vectors = {_choose(draw, 'true', 'false')}")
         items.append("covariance_operator { " + "; ".join(op) + " }")
     if draw(st.integers(0, 3)) == 0:
@@ -169,15 +167,16 @@ def image_specs(draw: st.DrawFn) -> str:
     batch = draw(st.integers(2, 6)) if draw(st.integers(0, 9)) else 1
     samples = batch * draw(st.integers(1, 2)) + (1 if draw(st.integers(0, 19)) == 0 else 0)
     split = _choose(draw, "train", "test", '"train+test"')
+    network = draw(st.sampled_from(["convnet"] * 6 + ["resnet", "mlp"]))
     blocks = [
         f"seed = {draw(st.integers(0, 9))}",
         f"data digits {{ size = {draw(st.sampled_from(SIDES))}; split = {split} }}",
         draw(_augment()),
-        draw(_network()),
+        draw(_network(network)),
         draw(_loss()),
         draw(_optimizer()),
         f"train {{ batch = {batch}; samples = {samples}; epochs = {draw(st.integers(0, 2))} }}",
-        draw(_measure()),
+        draw(_measure(network)),
     ]
     return "experiment fz {\n" + "".join(f"  {b}\n" for b in blocks if b) + "}\n"
 
