@@ -97,7 +97,7 @@ def graph_vs_eager() -> None:
         tr = Trainer(RunContext.build(run, torch.device("cuda")), graphs=graphs)
         curves.append(tr.run_steps(200).cpu())
         print(
-            f"    graphs={graphs}: captured={tr._graph is not None}, loss first 10 mean "
+            f"    graphs={graphs}: captured={tr.mode() == 'cuda graph'}, loss first 10 mean "
             f"{curves[-1][:10].mean():.4f}, last 50 mean {curves[-1][-50:].mean():.4f}"
         )
     eager, graph = curves

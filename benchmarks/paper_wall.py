@@ -4,11 +4,12 @@
 
 Per spec: the runs planned and complete, each run's recorded wall time (`wall_time_s`, resumed
 segments summed), their sum and median, the first start and last finish, the replica-batched
-runs and their groups; then the set's totals. Every replica of a batched group records the
-group's wall time, so `worker_seconds` counts a group once (its longest replica) and each
-unbatched run once: the cost of the set on one worker. The span from first start to last finish
-is what a reader waited, which depends on the workers, the machine's load and any pause between
-sessions, so both are reported and neither is a timed test.
+runs and their groups; then the set's totals over its distinct runs (a run two specs share, like
+the paper's reference setting in specs 2 to 5, counts once, as in `sslspec report`). Every
+replica of a batched group records the group's wall time, so `worker_seconds` counts a group once
+(its longest replica) and each unbatched run once: the cost of the set on one worker. The span
+from first start to last finish is what a reader waited, which depends on the workers, the
+machine's load and any pause between sessions, so both are reported and neither is a timed test.
 """
 
 from __future__ import annotations
@@ -18,34 +19,54 @@ import json
 import os
 import platform
 import statistics
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sslspec.report.sweep import load_source
+from sslspec.report.tables import total_wall
 from sslspec.store.layout import Status
 
 
-def spec_summary(spec: Path, root: Path) -> dict[str, Any]:
-    """The wall-clock figures of one spec's runs under `root`."""
-    sw = load_source(spec, root)
-    attrs = [r["attrs"] for r in sw.runs if r["status"] == Status.COMPLETE and r["attrs"]]
+def _complete(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The root attributes of the complete runs among `runs` (`SweepResults.runs` rows)."""
+    return [r["attrs"] for r in runs if r["status"] == Status.COMPLETE and r["attrs"]]
+
+
+def _span(attrs: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {
+        "first_started": min((str(a["started"]) for a in attrs if a.get("started")), default=None),
+        "last_finished": max((str(a["finished"]) for a in attrs if a.get("finished")), default=None),
+    }
+
+
+def set_summary(sweeps: Sequence[Any]) -> dict[str, Any]:
+    """The set's totals over its distinct runs (by run id: a run shared by specs counts once)."""
+    runs = {r["run_id"]: r for sw in sweeps for r in sw.runs}
+    attrs = _complete(runs.values())
+    return {
+        "runs_distinct": len(runs),
+        "runs_complete": len(attrs),
+        "worker_seconds": total_wall(attrs),
+        **_span(attrs),
+    }
+
+
+def spec_summary(spec: Path, sw: Any) -> dict[str, Any]:
+    """The wall-clock figures of one spec's runs (`sw`, its `SweepResults`)."""
+    attrs = _complete(sw.runs)
     walls = [float(a["wall_time_s"]) for a in attrs if isinstance(a.get("wall_time_s"), int | float)]
     batched = [a for a in attrs if a.get("replica_group")]
-    groups: dict[str, float] = {}  # a group's replicas each record the group's wall time
-    for a in batched:
-        key = str(a["replica_group"].get("group"))
-        groups[key] = max(groups.get(key, 0.0), float(a.get("wall_time_s") or 0.0))
-    alone = [float(a["wall_time_s"]) for a in attrs if not a.get("replica_group") and a.get("wall_time_s")]
+    groups = {str(a["replica_group"].get("group")) for a in batched}
     return {
         "spec": str(spec),
         "runs_planned": len(sw.runs),
         "runs_complete": len(attrs),
         "run_seconds_summed": sum(walls),
         "run_seconds_median": statistics.median(walls) if walls else None,
-        "worker_seconds": sum(alone) + sum(groups.values()),
+        "worker_seconds": total_wall(attrs),  # a group's replicas each record the group's wall time
         "replica_groups": len(groups),
-        "first_started": min((str(a["started"]) for a in attrs if a.get("started")), default=None),
-        "last_finished": max((str(a["finished"]) for a in attrs if a.get("finished")), default=None),
+        **_span(attrs),
         "runs_replica_batched": len(batched),
         "devices": sorted({str(a.get("device")) for a in attrs}),
         "git_commits": sorted({str(a.get("git_commit")) for a in attrs}),
@@ -59,13 +80,12 @@ def main() -> None:
     ap.add_argument("--machine", default="2-core VM, shared with other sessions")
     ap.add_argument("--out", default=None, help="write the report here as JSON")
     args = ap.parse_args()
-    specs = [spec_summary(s, args.root) for s in args.specs]
+    sweeps = [load_source(s, args.root) for s in args.specs]
     report = {
         "machine": f"{args.machine}: {platform.node()} {platform.machine()}, {os.cpu_count()} cores",
         "root": str(args.root),
-        "specs": specs,
-        "runs_complete": sum(s["runs_complete"] for s in specs),
-        "worker_seconds": sum(s["worker_seconds"] for s in specs),
+        "specs": [spec_summary(s, sw) for s, sw in zip(args.specs, sweeps, strict=True)],
+        **set_summary(sweeps),
     }
     text = json.dumps(report, indent=2)
     print(text)

@@ -6,10 +6,12 @@
 The reference config (specs/hltm_simclr.ssl: depth 5, width 10, batch 128, InfoNCE), seeds
 1..R. Unbatched: one run's Trainer (what `--replicas 1` runs), whole SGD steps (draw views,
 forward, loss, backward, step). Batched: a ReplicaTrainer over R runs' contexts, the same steps
-for all R at once. Both are timed side by side in one process, interleaved within each repeat
-(unbatched, then each R), over about `--samples` samples per run-count, after a warm-up; the
-rate counts every replica's samples ("run-samples/s"), so the ratio batched / unbatched is the
-gain per run-sample. Medians over repeats, with the spread and the machine.
+for all R at once. Both take their steps through their epoch loop (`run_steps`), so on CUDA the
+steps replay a captured CUDA graph as a run's do (the report's `steps` says how each ran).
+Both are timed side by side in one process, interleaved within each repeat (unbatched, then each
+R), over about `--samples` samples per run-count, after a warm-up; the rate counts every
+replica's samples ("run-samples/s"), so the ratio batched / unbatched is the gain per run-sample.
+Medians over repeats, with the spread and the machine.
 
 `--whole R`: also R whole runs of a shortened reference config (2 epochs of 12,800 samples,
 measured at 0, 1 and 2 with the default measurements) through `sslspec.api.execute`, once with
@@ -31,6 +33,7 @@ import torch
 
 from runtime.context import RunContext
 from runtime.device import device_name, resolve_device, set_determinism
+from runtime.graphs import WARMUP
 from runtime.replicas import ReplicaTrainer
 from runtime.train import Trainer
 from sslspec.spec.lower import lower
@@ -45,16 +48,20 @@ def _sync(device: torch.device) -> None:
 
 def contexts(n: int, device: torch.device) -> list[RunContext]:
     """Runs 1..n of the reference config (seeds 1..n) as `sslspec run` builds them."""
-    return [RunContext.build(lower(str(SPEC), [f"seed={s}"]).runs[0], device) for s in range(1, n + 1)]
+    with tempfile.TemporaryDirectory() as tmp:  # one sweep, lowered once (thousands of replicas on a GPU)
+        spec = Path(tmp) / "seeds.ssl"
+        spec.write_text(f'include "{SPEC}"\nsweep hltm_simclr {{ seed = 1..{n} }}\n')
+        runs = lower(spec).runs
+    return [RunContext.build(run, device) for run in runs]
 
 
-def rate(step: object, steps: int, per_step: int, device: torch.device) -> float:
-    """Run-samples/s of `steps` calls of `step` (each training `per_step` run-samples)."""
-    assert callable(step)
+def rate(run_steps: object, steps: int, per_step: int, device: torch.device) -> float:
+    """Run-samples/s of `run_steps(steps)` (each step training `per_step` run-samples): the loop
+    of an epoch, so on CUDA the steps replay the captured graph as a run's do."""
+    assert callable(run_steps)
     _sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run_steps(steps)
     _sync(device)
     return steps * per_step / (time.perf_counter() - t0)
 
@@ -93,16 +100,16 @@ def main() -> None:
     batch = 128
     alone = Trainer(contexts(1, device)[0])
     groups = {r: ReplicaTrainer(contexts(r, device)) for r in args.replicas}
-    for _ in range(3):  # warm-up: allocator, first-call costs
-        alone.step()
-        for g in groups.values():
-            g.step()
+    warm = WARMUP + 2  # allocator and first-call costs; on CUDA the step's graph capture
+    alone.run_steps(warm)
+    for g in groups.values():
+        g.run_steps(warm)
     found: dict[str, list[float]] = {"unbatched": []} | {f"R={r}": [] for r in args.replicas}
     for _ in range(args.repeats):
         steps = max(3, args.samples // batch)
-        found["unbatched"].append(rate(alone.step, steps, batch, device))
+        found["unbatched"].append(rate(alone.run_steps, steps, batch, device))
         for r, g in groups.items():
-            found[f"R={r}"].append(rate(g.step, max(3, args.samples // (batch * r)), batch * r, device))
+            found[f"R={r}"].append(rate(g.run_steps, max(3, args.samples // (batch * r)), batch * r, device))
     base = statistics.median(found["unbatched"])
     table = {
         name: {
@@ -122,6 +129,7 @@ def main() -> None:
         "repeats": args.repeats,
         "run_samples_per_entry": args.samples,
         "training": table,
+        "steps": {"unbatched": alone.mode(), **{f"R={r}": g.mode() for r, g in groups.items()}},
     }
     if args.whole:
         result["whole_runs"] = whole_runs(args.whole, args.device)

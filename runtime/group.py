@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -214,9 +215,9 @@ class _Group:
             rate = len(live) * cfg.train.samples / (time.perf_counter() - t0)
             trainer.sync()
             kept = []
+            mode = trainer.mode() if epoch == self.first else None  # known after the first epoch
             for r, loss in zip(live, losses, strict=True):
-                step = lambda r=r, loss=loss, e=epoch, rate=rate: self._epoch_done(r, e, loss, rate)
-                if self._guard(r, step):
+                if self._guard(r, partial(self._epoch_done, r, epoch, loss, rate, mode)):
                     kept.append(r)
             live = self.live = kept
             if len(live) < len(trainer.ctxs) and live:
@@ -267,11 +268,16 @@ class _Group:
         epochs = r.rec.epochs
         _measure(r.ctx, r.rec, epochs.index(epoch), epoch)
 
-    def _epoch_done(self, r: _Replica, epoch: int, losses: torch.Tensor, rate: float) -> None:
-        """What Trainer-based jobs do after an epoch, for one replica: its losses, the finiteness
-        check, its epochs_done and its checkpoint (with the group mark)."""
+    def _epoch_done(
+        self, r: _Replica, epoch: int, losses: torch.Tensor, rate: float, mode: str | None
+    ) -> None:
+        """What Trainer-based jobs do after an epoch, for one replica: its losses, how the steps
+        ran (`mode`, after this process's first epoch), the finiteness check, its epochs_done and
+        its checkpoint (with the group mark)."""
         assert r.rec is not None and r.path is not None
         r.rec.losses(epoch, losses)
+        if mode is not None:
+            r.rec.store.update_attrs(training=mode)
         faults.moment("mid-epoch")
         if not torch.isfinite(losses).all():
             bad = int((~torch.isfinite(losses)).nonzero()[0])

@@ -7,8 +7,10 @@ is put off until the rest is done, then waited for. Workers send their events an
 through a queue; the driver alone writes the index and the progress display.
 
 Devices: jobs on `cuda` get one worker per GPU (worker k runs on `cuda:k`); CPU workers run with
-one intra-op thread each (runtime.device.set_determinism). Workers are forked where no job uses
-CUDA (no second import of torch) and spawned otherwise (CUDA does not survive a fork).
+one intra-op thread each (runtime.device.set_determinism). More workers than GPUs may share a
+card (`-j`), but replica groups are then cut per GPU, not per worker (`spread`). Workers are
+forked where no job uses CUDA (no second import of torch) and spawned otherwise (CUDA does not
+survive a fork).
 
 Ctrl-C reaches every worker (one process group): each stops where it is, its run stays `running`
 with its last checkpoint, and the driver waits for them before re-raising, so the same command
@@ -50,6 +52,15 @@ def workers_for(jobs: Sequence[Job], n: int | None) -> int:
     return max(1, min(n or default, len(jobs)))
 
 
+def spread(workers: int, gpus: int) -> int:
+    """Into how many groups at least a replica key's runs are cut: one per worker on the CPU, where
+    workers are cores running in parallel; one per GPU on CUDA, where a batched step replayed as a
+    CUDA graph costs about the same for 2 replicas as for 20 (its kernels are tiny and the card
+    runs the workers' kernels one process at a time), so cutting a key into more groups than
+    GPUs multiplies the card's time. Workers beyond that still take other groups and measure."""
+    return max(1, min(workers, gpus)) if gpus else workers
+
+
 class LocalPool:
     """`n` worker processes sharing the jobs (see the module docstring); with `replicas` > 1 a
     worker takes a replica-batched group of runs at a time (runtime.group)."""
@@ -70,7 +81,7 @@ class LocalPool:
         ]
         for p in procs:
             p.start()
-        units = plan_groups(jobs, self.replicas, self.n)
+        units = plan_groups(jobs, self.replicas, spread(self.n, gpus))
         previous = _forward_sigterm(procs)
         try:
             yield from _dispatch(jobs, units, procs, inboxes, results, on_event)

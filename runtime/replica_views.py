@@ -13,7 +13,7 @@ bound by its data, not by op launches); on a GPU it is ~20 launches per step ins
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +45,15 @@ class ReplicaViews:
     batch: int
     negatives: int
     thresholds: tuple[Tensor, ...]  # per level (R, N_l): each replica's keep thresholds, float32
+    keep: tuple[Tensor, ...] = field(init=False)  # per level (R rows, N_l): the thresholds per row
+    order: Tensor = field(init=False)  # the views in draw order -> x, pos, negatives
+
+    def __post_init__(self) -> None:
+        """What every draw reuses, made once (inside a CUDA graph capture, making `order` from a
+        Python list would be a host-to-device copy, which cannot be captured)."""
+        rows, h = self.batch * (self.negatives + 2), self.negatives
+        self.keep = tuple(t.repeat_interleave(rows, dim=0) for t in self.thresholds)
+        self.order = torch.tensor([0, h + 1, *range(1, h + 1)], device=self.thresholds[0].device)
 
     @classmethod
     def of(cls, ctxs: Sequence[Any], batch: int, negatives: int) -> ReplicaViews | None:
@@ -74,15 +83,13 @@ class ReplicaViews:
         u = torch.empty(R * rows, cols + flips * layout.n_leaves, device=first.device)
         for r, g in enumerate(gens):  # what draw_view_uniforms' one rand call draws, in place
             u[r * rows : (r + 1) * rows].uniform_(0, 1, generator=g)
-        keep = tuple(t.repeat_interleave(rows, dim=0) for t in self.thresholds)  # (R rows, N_l)
         tree = _split_uniforms(layout, u[:, :cols], noise)
         s = _draw(
-            layout, RowEdges(first._edges, keep), tree, data.leaf_noise, augment.share, _tie(R, rows, B)
+            layout, RowEdges(first._edges, self.keep), tree, data.leaf_noise, augment.share, _tie(R, rows, B)
         )
         leaves = flip_leaves(s.leaves, u[:, cols:], augment.flip, layout.states) if flips else s.leaves
         views = leaves.view(R, H + 2, B, -1)  # (R, V, B, n) in draw order: x, negatives, pos
-        order = torch.tensor([0, H + 1, *range(1, H + 1)], device=views.device)  # x, pos, negatives
-        return views.index_select(1, order).reshape(R, -1, views.shape[-1]).to(torch.float32)
+        return views.index_select(1, self.order).reshape(R, -1, views.shape[-1]).to(torch.float32)
 
 
 def _tie(R: int, rows: int, B: int) -> Any:

@@ -31,7 +31,9 @@ being chaotic, grew that to visible differences within a few hundred steps). For
 replica's arrays do not depend on which replicas share its group, so a batched execution is
 bit-identical to itself on rerun, resume and regrouping. On CUDA the batched matmul may choose
 other kernels over R N matrices than over N: equality there is expected to float32 rounding at
-first, not bit for bit (untested: no GPU was available to this work).
+first, not bit for bit (untested: no GPU was available to this work). On CUDA without an lr
+schedule the batched step is captured as one CUDA graph and replayed (runtime.graphs), as an
+unbatched run's is.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.context import RunContext
+from runtime.graphs import StepGraph
 from runtime.network import EPS_NORM, LevelNet
 from runtime.networks import level_net
 from runtime.objective import OBJECTIVES, Contrastive
@@ -274,6 +277,7 @@ class ReplicaTrainer:
         # Each span's lr schedule (the schedule is the group's; its base lr the span's): none for
         # a constant lr, which the update then takes as it is.
         self.schedules = [lr_schedule(self.ctxs[a].cfg) for a, _, _ in self.opt.spans]
+        self.graph = StepGraph(first.device, [c.gens["data"] for c in self.ctxs])
 
     def _buffers(self) -> list[Any]:
         """The stacked momentum buffers from the replicas' optimizers (None before the first step;
@@ -301,30 +305,61 @@ class ReplicaTrainer:
         return torch.stack(rows)
 
     def step(self) -> Tensor:
-        """One SGD step of every replica; (R,) their losses."""
-        x = self._inputs()
-        out = self.net(x)  # (R, V B, D)
-        z = out.view(out.shape[0], -1, self.batch, out.shape[-1])  # (R, V, B, D)
-        losses = replica_losses(self.loss_cfg, self.loss_scalars, z)
-        losses.sum().backward()  # replica r's gradient is that of its own loss
+        """One SGD step of every replica, at each span's scheduled lr; (R,) their losses. Counts it."""
         step = self.ctxs[0].steps  # every replica of a group is at the same step
         lrs = [
             c.lr if s is None else s.lr(step)
             for s, (_, _, c) in zip(self.schedules, self.opt.spans, strict=True)
         ]
+        losses = self._step(lrs)
+        self._count()
+        return losses
+
+    def _step(self, lrs: Sequence[float] | None = None) -> Tensor:
+        """The step's tensor work: draw, forward, the R losses, backward, update; (R,) the losses."""
+        x = self._inputs()
+        out = self.net(x)  # (R, V B, D)
+        z = out.view(out.shape[0], -1, self.batch, out.shape[-1])  # (R, V, B, D)
+        losses = replica_losses(self.loss_cfg, self.loss_scalars, z)
+        losses.sum().backward()  # replica r's gradient is that of its own loss
         self.opt.step(lrs)
-        for c in self.ctxs:
-            c.steps += 1
         return losses.detach()
 
+    def _count(self) -> None:
+        for c in self.ctxs:
+            c.steps += 1
+
     def epoch(self) -> Tensor:
-        """One epoch of every replica; (R, steps) their per-step losses, float64 as Trainer's."""
+        """One epoch of every replica; (R, steps) their per-step losses, float64 as Trainer's.
+        On CUDA without an lr schedule the step is captured as one CUDA graph and replayed
+        (runtime.graphs), with every replica's data generator registered."""
         train = self.ctxs[0].cfg.train
-        steps = train.samples // train.batch
+        return self.run_steps(train.samples // train.batch).t().contiguous()
+
+    def run_steps(self, steps: int) -> Tensor:
+        """Take `steps` steps of every replica; (steps, R) their losses on the device."""
         losses = torch.empty(steps, len(self.ctxs), device=self.ctxs[0].device, dtype=torch.float64)
-        for i in range(steps):
-            losses[i] = self.step()
-        return losses.t().contiguous()
+        self.graph.run(losses, self.step, self._step, self._count, not self.why_eager(), self._drop_grads)
+        return losses
+
+    def _drop_grads(self) -> None:
+        for p in self.opt.params:  # ReplicaSGD leaves them None after each step already
+            p.grad = None
+
+    def why_eager(self) -> str:
+        """Why the group's steps are not captured as a CUDA graph ('' when they can be)."""
+        if self.graph.error:
+            return self.graph.error
+        device = self.ctxs[0].device
+        if device.type != "cuda":
+            return f"device {device.type}"
+        if any(s is not None for s in self.schedules):
+            return "an lr schedule (a captured step would replay the lr it was captured with)"
+        return ""
+
+    def mode(self) -> str:
+        """How the steps ran (for each replica's store): 'cuda graph', or 'eager (why)'."""
+        return self.graph.mode(self.why_eager())
 
     @torch.no_grad()
     def sync(self) -> None:

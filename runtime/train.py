@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from runtime import optim
 from runtime.context import RunContext
-
-WARMUP = 3  # eager steps before a CUDA graph is captured
+from runtime.graphs import StepGraph
 
 
 @dataclass
@@ -24,14 +21,13 @@ class Trainer:
 
     ctx: RunContext
     graphs: bool = True  # on CUDA with SGD: replay one captured CUDA graph per step
-    _graph: Any = field(default=None, repr=False)
-    _graph_loss: torch.Tensor | None = field(default=None, repr=False)
-    _capture_error: str = field(default="", repr=False)
+    _graph: StepGraph = field(init=False, repr=False)
     _schedules: list[tuple[torch.optim.Optimizer, optim.LRSchedule]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         """The lr schedule of the run's optimizer and of the objective's own one (scaled to its
         base lr); none for a constant lr."""
+        self._graph = StepGraph(self.device, [self.gen])
         main = optim.lr_schedule(self.ctx.cfg)
         own = self.ctx.objective.optimizer()
         if main is not None:
@@ -69,9 +65,7 @@ class Trainer:
         loss = ctx.objective.loss(out.reshape(-1, b, out.shape[-1]), inputs.reshape(-1, b, *x.shape[1:]))
         own = ctx.objective.optimizer()
         if zero_grad:
-            self.opt.zero_grad(set_to_none=True)
-            if own is not None:
-                own.zero_grad(set_to_none=True)
+            self._drop_grads()
         loss.backward()
         optim.step(self.opt)
         if own is not None:
@@ -83,29 +77,33 @@ class Trainer:
         """Take `steps` SGD steps; return their losses, (steps,) on the device (no sync per step).
 
         On CUDA the step (sampling, forward, backward, SGD update) is captured once as a CUDA graph
-        after a few eager warm-up steps and replayed: one launch per step instead of ~150. The
-        warm-up steps are ordinary training steps and count towards `steps`. With an lr schedule
-        every step is eager (a replayed step would keep the lr it was captured with)."""
+        after a few eager warm-up steps and replayed (runtime.graphs): one launch per step instead
+        of ~150. With an lr schedule every step is eager (a replayed step would keep the lr it was
+        captured with)."""
         losses = torch.empty(steps, device=self.device, dtype=torch.float64)
-        done = 0
-        if self._graph is None and self._graphable() and steps > WARMUP:
-            done = self._capture(losses)
-        if self._graph is not None:
-            for i in range(done, steps):
-                self._graph.replay()
-                self.ctx.steps += 1
-                losses[i] = self._graph_loss  # type: ignore[assignment]
-            return losses
-        for i in range(done, steps):
-            losses[i] = self.scheduled_step()
+        capture = self._graphable()
+        self._graph.run(losses, self.scheduled_step, self._captured, self._count, capture, self._drop_grads)
         return losses
+
+    def _captured(self) -> torch.Tensor:
+        """The step a CUDA graph captures: gradients were set to None before (`_drop_grads`)."""
+        return self.step(zero_grad=False)
+
+    def _drop_grads(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        own = self.ctx.objective.optimizer()
+        if own is not None:
+            own.zero_grad(set_to_none=True)
+
+    def _count(self) -> None:
+        self.ctx.steps += 1
 
     def scheduled_step(self) -> torch.Tensor:
         """`step()` at the learning rate the schedule gives the run's next step; counts it."""
         for opt, schedule in self._schedules:
             schedule.apply(opt, self.ctx.steps)
         loss = self.step()
-        self.ctx.steps += 1
+        self._count()
         return loss
 
     def _graphable(self) -> bool:
@@ -113,8 +111,8 @@ class Trainer:
 
     def _why_eager(self) -> str:
         """Why steps cannot be captured as a CUDA graph ('' when they can)."""
-        if not self.graphs:
-            return self._capture_error or "CUDA graphs switched off"
+        if not self.graphs or self._graph.error:
+            return self._graph.error or "CUDA graphs switched off"
         if self.device.type != "cuda":
             return f"device {self.device.type}"
         if not isinstance(self.opt, torch.optim.SGD):
@@ -127,37 +125,7 @@ class Trainer:
 
     def mode(self) -> str:
         """How the steps ran (for the store's provenance): 'cuda graph', or 'eager (why)'."""
-        if self._graph is not None:
-            return "cuda graph"
-        return f"eager ({self._why_eager() or f'epochs of at most {WARMUP} steps are not captured'})"
-
-    def _capture(self, losses: torch.Tensor) -> int:
-        """Run WARMUP eager steps on a side stream, then capture one step; return steps done."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for i in range(WARMUP):
-                losses[i] = self.scheduled_step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        register = getattr(graph, "register_generator_state", None)
-        try:
-            if register is not None:
-                register(self.gen)
-            self.opt.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                self._graph_loss = self.step(zero_grad=False)
-        except Exception as exc:  # an op that cannot be captured: stay eager, and say so once
-            print(
-                f"sslspec: CUDA graph capture failed ({type(exc).__name__}: {exc}); training eagerly",
-                file=sys.stderr,
-            )
-            self.graphs, self._graph_loss = False, None
-            self._capture_error = f"capture failed: {type(exc).__name__}: {str(exc)[:200]}"
-            self.opt.zero_grad(set_to_none=True)
-            return WARMUP
-        self._graph = graph
-        return WARMUP
+        return self._graph.mode(self._why_eager())
 
     def epoch(self) -> torch.Tensor:
         """Run one epoch (samples / batch steps); return the per-step losses, (steps,)."""

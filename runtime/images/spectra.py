@@ -72,7 +72,8 @@ def randomized_spectrum(
         out["trace"] = on_q + est.mean(dim=1)
         if probes > 1:
             out["trace_stderr"] = est.std(dim=1) / probes**0.5
-    return out
+    # Numbers, not part of a graph: the quadratic forms may come from the network's autograd.
+    return {name: t.detach() for name, t in out.items()}
 
 
 def converged_spectrum(

@@ -93,7 +93,10 @@ def _summary(sweeps: Sequence[SweepResults]) -> str:
     attrs = [r["attrs"] for r in runs.values() if r["attrs"]]
     if not attrs:
         return line
-    head = f"All runs with a store, {total_wall(attrs):.0f} s of run wall time in all:"
+    head = (
+        f"All runs with a store, {total_wall(attrs):.0f} s of worker time in all (their wall times"
+        " summed, a batched replica group's once, as each of its runs records the group's):"
+    )
     return "\n".join([line, "", head, "", machines(attrs)])
 
 

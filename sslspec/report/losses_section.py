@@ -63,7 +63,8 @@ def section(sw: SweepResults, out: Path, stem: str) -> str:
 
 _CAPTION = (
     "*The residue ||g - p|| / ||g|| at the largest M over training, one line per setting (mean over "
-    "seeds and nodes); dashed: the part the output normalization explains.*"
+    "seeds and nodes; many settings are split into panels by their last swept fields); dashed: the "
+    "part the output normalization explains.*"
 )
 
 
@@ -176,8 +177,26 @@ def _verdict(sw: SweepResults, ds: Any, cs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def facets(
+    sw: SweepResults, cs: list[dict[str, Any]], lines: int = 20, panels: int = 6
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The settings `cs` as figure panels: [(what the panel fixes, its settings)]. One panel when
+    they fit in `lines`; else the panels fix the last swept fields, as few as give at most `lines`
+    settings in each and at most `panels` panels; one panel of everything when none do."""
+    if len(cs) > lines:
+        for k in range(len(sw.settings) - 1, 0, -1):
+            fixed = sw.settings[k:]
+            split: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+            for c in cs:
+                split.setdefault(tuple(c[d] for d in fixed), []).append(c)
+            if len(split) <= panels and max(map(len, split.values())) <= lines:
+                return [(dict(zip(fixed, key, strict=True)), group) for key, group in split.items()]
+    return [({}, cs)]
+
+
 def _residue_figure(sw: SweepResults, ds: Any, cs: list[dict[str, Any]], path: Path) -> bool:
-    """The residue at the largest M over epochs, one line per setting; False when nothing to draw."""
+    """The residue at the largest M over epochs, one line per setting (in panels when there are
+    many, see `facets`); False when nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,17 +206,27 @@ def _residue_figure(sw: SweepResults, ds: Any, cs: list[dict[str, Any]], path: P
     norm = _node_mean(ds[TC_RESIDUE_NORMALIZATION].isel(tc_batches=-1))
     if not np.isfinite(rel.values).any():
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, c in enumerate(cs):
-        color = plt.get_cmap("tab20")(i % 20)
-        seeds = [d for d in over_seeds(rel, c).dims if d != "epoch"]
-        r, n = over_seeds(rel, c).mean(seeds, skipna=True), over_seeds(norm, c).mean(seeds, skipna=True)
-        ax.plot(r.epoch, r.values, "-o", color=color, ms=3, label=label(sw, c))
-        ax.plot(n.epoch, n.values, "--", color=color, lw=1)
-    ax.set(xlabel="epoch", ylabel="||g - p|| / ||g||", yscale="log")
-    if len(cs) <= 20:
-        ax.legend(fontsize=5, loc="best")
+    panels = facets(sw, cs)
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 5 * rows), squeeze=False, sharey=True)
+    for ax, (_, group) in zip(axes.flat, panels, strict=False):
+        same = {d: v for d, v in group[0].items() if all(c[d] == v for c in group)}
+        fixed = same if len(panels) > 1 else {}  # the panel's title; the lines show the rest
+        for i, c in enumerate(group):
+            color = plt.get_cmap("tab20")(i % 20)
+            seeds = [d for d in over_seeds(rel, c).dims if d != "epoch"]
+            r, n = over_seeds(rel, c).mean(seeds, skipna=True), over_seeds(norm, c).mean(seeds, skipna=True)
+            shown = {d: v for d, v in c.items() if d not in fixed}
+            ax.plot(r.epoch, r.values, "-o", color=color, ms=3, label=label(sw, shown))
+            ax.plot(n.epoch, n.values, "--", color=color, lw=1)
+        ax.set(xlabel="epoch", ylabel="||g - p|| / ||g||", yscale="log")
+        ax.set_title(label(sw, fixed) if fixed else "", fontsize=9)
+        if len(group) <= 20:
+            ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120 if len(panels) == 1 else 90)
     plt.close(fig)
     return True

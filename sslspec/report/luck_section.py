@@ -84,7 +84,9 @@ def _cell(da: Any) -> str:
 
 
 def _agreement_table(sw: SweepResults, lk: Any) -> str:
-    rows = []
+    """One row per setting; a setting where no statistic is defined (a node of one unit has
+    nothing to rank) is named below the table instead of filling a row with dashes."""
+    rows, undefined = [], []
     for c in combos(sw):
         sel = {d: v for d, v in c.items() if d in lk.dims}
         r = lk.sel(sel) if sel else lk
@@ -93,11 +95,21 @@ def _agreement_table(sw: SweepResults, lk: Any) -> str:
         for k in lk.k.values:
             hit = r.sel(k=k)
             row += [_cell(_per_run(hit.hit)), _cell(_per_run(hit.chance))]
-        rows.append([label(sw, c), *row])
+        if all(cell == "—" for cell in row):
+            undefined.append(label(sw, c))
+        else:
+            rows.append([label(sw, c), *row])
     head = ["setting", "Spearman", "null", "cross-seed"]
     for k in lk.k.values:
         head += [f"top-{int(k)} hit", f"chance (k={int(k)})"]
-    return md_table(head, rows)
+    text = md_table(head, rows) if rows else ""
+    if undefined:
+        text += (
+            "\n\nNo statistic is defined (fewer than two units per node, or no complete run) for: "
+            + "; ".join(undefined)
+            + "."
+        )
+    return text.strip()
 
 
 def _levels(node_level: Any) -> Any:

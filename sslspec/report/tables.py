@@ -156,7 +156,19 @@ def _walls(attrs: Sequence[dict[str, Any]]) -> list[float]:
 
 
 def total_wall(attrs: Sequence[dict[str, Any]]) -> float:
-    return sum(_walls(attrs))
+    """Seconds of worker time the stores record: each unbatched run's wall time, and each replica
+    group's once (every replica of a batched group records the group's wall time: the longest)."""
+    alone, groups = 0.0, dict[str, float]()
+    for a in attrs:
+        wall = a.get("wall_time_s")
+        if not isinstance(wall, int | float):
+            continue
+        group = (a.get("replica_group") or {}).get("group")
+        if group is None:
+            alone += float(wall)
+        else:
+            groups[str(group)] = max(groups.get(str(group), 0.0), float(wall))
+    return alone + sum(groups.values())
 
 
 def machines(attrs: Sequence[dict[str, Any]]) -> str:
@@ -183,7 +195,7 @@ def provenance(sw: SweepResults) -> str:
     out = [
         f"- Runs: {len(sw.runs)} planned; " + ", ".join(f"{n} {s}" for s, n in counts.items()),
         f"- Started {started[0] if started else '?'}, last finished {finished[-1] if finished else '?'}; "
-        f"wall time {total_wall(attrs):.1f} s summed over runs",
+        f"{total_wall(attrs):.1f} s of worker time (wall times summed, a replica group's once)",
     ]
     if attrs:
         out += ["", "Where the runs with a store ran:", "", machines(attrs)]

@@ -125,3 +125,35 @@ def test_verdict_separates_a_falling_error_from_a_residue(tmp_path: Path) -> Non
     assert "in 1 settings" in residue and "loss.kind=infonce (0.90)" in residue
     ident_rows = rows_of(md, "Exact per-batch identity")
     assert ident_rows[0][-1] == "1.0e-07" and ident_rows[1][-1] == "1.0e-02 **not float noise**"
+
+
+def test_many_settings_are_split_into_panels_by_their_last_swept_fields() -> None:
+    """Spec 7's 56 settings (14 losses x normalize/lr zipped x bias) make 4 panels of 14 lines,
+    each fixing (lr, bias) with lines labelled by the rest; 20 or fewer stay one panel, and
+    settings no split can bring to 20 lines and 6 panels stay one panel too."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from sslspec.report.losses_section import facets
+
+    dims = ["temperature", "reduction", "loss_kind", "normalize", "lr", "bias"]
+    sw = cast(SweepResults, SimpleNamespace(settings=dims))
+    losses = [(t, r, k) for k in ("simple", "triplet") for r in ("sample", "batch") for t in (0.1, 0.5, 1)]
+    cs = [
+        dict(zip(dims, (*loss, norm, lr, bias), strict=True))
+        for norm, lr in (("none", 0.001), ("l2", 0.1))
+        for bias in (False, True)
+        for loss in [*losses, (1, "sample", "infonce"), (1, "batch", "infonce")]
+    ]
+    panels = facets(sw, cs)
+    assert [fixed for fixed, _ in panels] == [
+        {"lr": 0.001, "bias": False},
+        {"lr": 0.001, "bias": True},
+        {"lr": 0.1, "bias": False},
+        {"lr": 0.1, "bias": True},
+    ]
+    assert [len(group) for _, group in panels] == [14] * 4
+    assert facets(sw, cs[:20]) == [({}, cs[:20])]
+    one = cast(SweepResults, SimpleNamespace(settings=["seedlike", "x"]))
+    flat = [{"seedlike": i, "x": 0} for i in range(30)]
+    assert facets(one, flat) == [({}, flat)]

@@ -138,3 +138,23 @@ def test_report_section_on_a_single_run_without_a_sweep(tmp_path: Path) -> None:
     md = section(SweepResults(tmp_path, ds, None, "", runs), tmp_path, "one")
     row = next(r for r in md.splitlines() if r.startswith("| all runs | "))
     assert "(n=1)" in row and "| — |" in row  # no cross-seed comparison with one seed
+
+
+def test_a_setting_of_one_unit_per_node_is_named_not_a_row_of_dashes(tmp_path: Path) -> None:
+    """Width 1 (the sweep pads its missing units with NaN) defines no statistic: the agreement
+    table leaves it out and names it below; a setting with units keeps its row."""
+    ds = _store(tmp_path, "noise")
+    one = ds.corr.where(xr.DataArray(np.arange(UNITS) == 0, dims="unit"))  # width 1, padded
+    corr = xr.concat([one, ds.corr], dim="w").assign_coords(w=[1, UNITS])
+    status = xr.DataArray(np.full((2, SEEDS), "complete"), dims=("w", "seed"))
+    sweep = ds.drop_vars(["corr", "status"]).assign(corr=corr, status=status)
+    sweep.attrs["swept_paths"] = {"w": "network.width", "seed": "seed"}
+    runs = [
+        {"w": w, "seed": s, "status": "complete", "run_id": f"r{w}-{s}", "attrs": {}}
+        for w in (1, UNITS)
+        for s in range(1, SEEDS + 1)
+    ]
+    md = section(SweepResults(tmp_path, sweep, None, "", runs), tmp_path, "widths")
+    table = md.split("| setting | Spearman |")[1].split("\n\n")[0]
+    assert [row.split("|")[1].strip() for row in table.strip().splitlines()[2:]] == [f"network.width={UNITS}"]
+    assert "no complete run) for: network.width=1." in md

@@ -11,7 +11,7 @@ import zarr
 from click.testing import Result
 
 from sslspec.report.sweep import SweepResults, final, label, load_source, show
-from sslspec.report.tables import provenance, theorem_table, value_table
+from sslspec.report.tables import provenance, theorem_table, total_wall, value_table
 from sslspec.spec.lower import lower
 from sslspec.store.variables import LEVEL_CORR, TC_REL_ERROR, root_of
 from tests.store.conftest import write_store
@@ -186,7 +186,8 @@ def test_provenance_names_machines_times_and_the_runs_not_complete(tmp_path: Pat
     assert text == "\n".join(
         [
             "- Runs: 4 planned; 2 complete, 1 failed, 0 running, 1 missing",
-            "- Started T00:00:00, last finished T00:00:31; wall time 40.0 s summed over runs",
+            "- Started T00:00:00, last finished T00:00:31; 40.0 s of worker time (wall times summed,"
+            " a replica group's once)",
             "",
             "Where the runs with a store ran:",
             "",
@@ -282,3 +283,11 @@ def test_a_setting_is_labelled_as_the_spec_writes_it_and_wrapped_on_request(tmp_
     assert text == "loss.batch_norm=true, network.width=10" and show(False) == "false"
     assert label(sw, combo, 30) == "loss.batch_norm=true,\nnetwork.width=10"
     assert label(sw, {}) == "all runs"
+
+
+def test_worker_time_counts_a_replica_group_once() -> None:
+    """Every replica of a batched group records the group's wall time, so the total counts each
+    group once (its longest record) and each unbatched run once; a store without one adds nothing."""
+    group = lambda g, w: {"wall_time_s": w, "replica_group": {"group": g, "size": 2}}
+    attrs = [group("g1", 50.0), group("g1", 52.0), group("g2", 7.0), {"wall_time_s": 10.0}, {"status": "x"}]
+    assert total_wall(attrs) == 52.0 + 7.0 + 10.0

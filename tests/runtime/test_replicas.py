@@ -28,6 +28,7 @@ from test_run import REFERENCE, SSLSPEC, TINY, stores
 from runtime.context import RunContext
 from runtime.executor import LocalExecutor
 from runtime.group import plan_groups
+from runtime.pool import spread
 from runtime.replicas import ReplicaTrainer, group_key
 from runtime.run import execute_all, make_jobs
 from runtime.train import Trainer
@@ -64,7 +65,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def test_batched_replicas_equal_their_unbatched_runs(sweep: tuple[Path, Path, Path]) -> None:
     """Each run of a sweep over seed, polarity and lr, trained as one group of 8, has its own
     store under its own run id with every array equal (tolerance 0 on the CPU) to its unbatched
-    run's, and records its group and size in its attrs, not in its hash."""
+    run's, and records its group and size in its attrs, not in its hash, and how its steps ran
+    (`training`) as its unbatched run does."""
     spec, batched, unbatched = sweep
     plan = lower(spec)
     a, b = by_run(batched), by_run(unbatched)
@@ -75,6 +77,7 @@ def test_batched_replicas_equal_their_unbatched_runs(sweep: tuple[Path, Path, Pa
         at, alone = version_attrs(a[run.id]), version_attrs(b[run.id])
         assert at["run_hash"] == alone["run_hash"] == run.hash and at["status"] == "complete"
         assert at["replica_group"]["size"] == 8 and "replica_group" not in alone
+        assert at["training"] == alone["training"] == "eager (device cpu)"
         groups.add(at["replica_group"]["group"])
     assert len(groups) == 1
 
@@ -218,6 +221,13 @@ def test_groups_form_from_shapes_only(tmp_path: Path) -> None:
     assert units([], 8, workers=2) == [[0, 1], [2], [3, 4], [5]]
     assert units(["optimizer.kind=adam", "optimizer.lr=0.01"], 8) == [[i] for i in range(6)]
     assert units(["network.batch_norm=true"], 8) == [[i] for i in range(6)]
+
+
+def test_workers_sharing_one_gpu_do_not_cut_groups_smaller() -> None:
+    """On the CPU a key's runs are cut into one group per worker; on CUDA into one per GPU, since
+    a replayed batched step costs the card about the same whatever the group's size."""
+    assert spread(8, 0) == 8 and spread(1, 0) == 1
+    assert spread(8, 1) == 1 and spread(8, 2) == 2 and spread(2, 4) == 2
 
 
 def test_the_progress_display_shows_a_group_as_one_bar(capsys: pytest.CaptureFixture[str]) -> None:
