@@ -3,7 +3,8 @@
 learning-rate schedules, the probe, k-NN, the per-layer operator, the theorem check), with random
 `--set` overrides of the same fields. Whatever `check` accepts runs to a complete store on a CPU;
 whatever it refuses is exit 2 with every diagnostic at a line and column inside the text or the
-`--set` it names, and `run` refuses it the same way before writing anything.
+`--set` it names, and `run` refuses it the same way before writing anything; and `fmt` keeps
+both the experiment and the verdict.
 
 Runs are the slow part (a few seconds each on a busy 2-core machine), so the run test takes a
 fortieth of the profile's examples (4 under `ci`, 50 under `slow`; about 30 s of CPU time
@@ -24,6 +25,8 @@ from inprocess import sslspec_in_process
 from test_fuzz_lang import _inside
 
 from sslspec.api import check
+from sslspec.lang.fmt import fmt
+from sslspec.lang.syntax import parse
 
 FILE = "fuzz.ssl"
 RUNS = max(4, hsettings.default.max_examples // 40)
@@ -92,3 +95,13 @@ def test_what_check_refuses_is_exit_2_at_positions_and_run_refuses_it_too(text: 
     for result in (checked, ran):
         assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
     assert not (spec.parent / "out").exists()
+
+
+@given(image_specs())
+def test_fmt_keeps_an_image_experiment_and_its_verdict(text: str) -> None:
+    """fmt of a generated image experiment is idempotent, parses to the same IR, and check gives
+    the same verdict (the same messages) before and after."""
+    once = fmt(text, FILE)
+    assert fmt(once, FILE) == once and parse(once, FILE) == parse(text, FILE)
+    before = sorted(d.message for d in check(text=text))
+    assert sorted(d.message for d in check(text=once)) == before
