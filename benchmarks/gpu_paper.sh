@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13's GPU call: replica batching checked on CUDA, then the six HLTM paper specs (1-6, 180
 # runs, full length) timed on one GPU, then batched throughput up to the card's memory.
-# Usage on the device machine: bash benchmarks/gpu_paper.sh  (logs and JSON go to $OUT when set)
+# Prepare here: benchmarks/gpu_wheels.sh (fills the ignored .whl/); then one device call with
+# carry [".whl"], command `bash benchmarks/gpu_paper.sh`, timeout_s 600 (logs and JSON go to $OUT).
 # JOBS (default 8): worker processes sharing the GPU; each takes replica groups of the queue.
 # The paper run is cut at 360 s (the call is limited to 600 s): a cut run resumes, and paper_wall.py still reports what finished.
 set -uo pipefail

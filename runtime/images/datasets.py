@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,21 @@ from attrs import frozen
 CIFAR_BATCH = 10_000
 CIFAR_RECORD = 1 + 3 * 32 * 32
 STL_PIXELS = 3 * 96 * 96
+# What a CIFAR-10 python batch may name when unpickled: numpy's array reconstruction (the module is
+# numpy.core in the official files, numpy._core in numpy 2's) and the bytes codec of protocol 2.
+# Anything else is refused before it is imported or called: a pickle is code, and a copy of a data
+# set is not trusted to run any.
+PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 class DataError(Exception):
@@ -54,7 +70,10 @@ def read(kind: str, root: str | Path | None = None, split: str = "train", size: 
     }
     if kind not in readers:
         raise DataError(f"unknown image data set {kind!r} (expected cifar10, stl10 or digits)")
-    return readers[kind]()
+    try:
+        return readers[kind]()
+    except OSError as e:  # unreadable (permissions, a failing disk or network mount)
+        raise DataError(f"data {kind}: cannot read {str(e.filename or root)!r}: {e.strerror or e}") from None
 
 
 def _root(root: str | Path | None, kind: str) -> Path:
@@ -96,7 +115,7 @@ def read_cifar10(root: Path, split: str = "train") -> Images:
             )
         _all_present(binary, [n + ".bin" for n in files], "cifar10")
         chunks = [_cifar_binary(binary / (n + ".bin")) for n in files]
-        classes = _text_lines(binary / "batches.meta.txt")
+        classes = _text_lines(binary / "batches.meta.txt", "cifar10")
     pixels = torch.from_numpy(np.concatenate([c[0] for c in chunks]).reshape(-1, 3, 32, 32))
     labels = torch.from_numpy(np.concatenate([c[1] for c in chunks]).astype(np.int64))
     return Images(pixels, labels, classes)
@@ -109,25 +128,54 @@ def _find(root: Path, folder: str, first: str) -> Path | None:
     return None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler of plain data and numpy arrays: any other global is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a data batch never holds")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> Any:
+    """The object pickled in `path`, read with byte-string keys, only plain data and arrays."""
+    with path.open("rb") as f:
+        return _ArraysOnly(f, encoding="bytes").load()
+
+
 def _cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"data cifar10: missing batch file {str(path)!r}")
     try:
-        with path.open("rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
+        d = _unpickle(path)
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(
             f"data cifar10: {str(path)!r} is not a CIFAR-10 python batch (a pickled dict with "
             f"b'data' (N, 3072) uint8 and b'labels'): {type(e).__name__}: {e}"
         ) from None
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
+    return _cifar_arrays(path, data, labels)
+
+
+def _cifar_arrays(path: Path, data: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A python batch's arrays, checked (shapes, whole numbers, pixels 0..255, labels 0..9), as
+    (N, 3072) uint8 and (N,) int64: nothing is cast that would change a value."""
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],) or not len(data):
         raise DataError(
             f"data cifar10: {str(path)!r} holds data {data.shape} and {labels.size} labels "
-            "(expected (N, 3072) and N labels)"
+            "(expected (N, 3072) and N labels, N >= 1)"
+        )
+    if data.dtype.kind not in "ui" or labels.dtype.kind not in "ui":
+        raise DataError(
+            f"data cifar10: {str(path)!r} holds data of dtype {data.dtype} and labels of dtype "
+            f"{labels.dtype} (expected whole numbers: uint8 pixels, integer labels)"
+        )
+    if data.min() < 0 or data.max() > 255:
+        raise DataError(
+            f"data cifar10: {str(path)!r} has pixel values {data.min()}..{data.max()} (expected 0..255)"
         )
     _labels_in(labels, 0, 9, path, "cifar10")
-    return data, labels
+    return data.astype(np.uint8, copy=False), labels.astype(np.int64, copy=False)
 
 
 def _cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -147,8 +195,7 @@ def _cifar_meta(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         return tuple(str(i) for i in range(10))
     try:
-        with path.open("rb") as f:
-            names = pickle.load(f, encoding="bytes")[b"label_names"]
+        names = _unpickle(path)[b"label_names"]
         return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"data cifar10: {str(path)!r} is not a batches.meta pickle") from None
@@ -180,7 +227,7 @@ def read_stl10(root: Path, split: str = "train") -> Images:
             raise DataError(f"data stl10: {str(base / f'{part}_y.bin')!r} has {y.size} labels for {n} images")
         _labels_in(y, 1, 10, base / f"{part}_y.bin", "stl10")
         lab.append(y - 1)
-    classes = _text_lines(base / "class_names.txt")
+    classes = _text_lines(base / "class_names.txt", "stl10")
     pixels = torch.from_numpy(np.ascontiguousarray(np.concatenate(pix)))
     return Images(pixels, torch.from_numpy(np.concatenate(lab)), classes)
 
@@ -228,7 +275,13 @@ def _labels_in(labels: np.ndarray, lo: int, hi: int, path: Path, kind: str) -> N
         )
 
 
-def _text_lines(path: Path) -> tuple[str, ...]:
+def _text_lines(path: Path, kind: str) -> tuple[str, ...]:
     if not path.is_file():
         return tuple(str(i) for i in range(10))
-    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"data {kind}: {str(path)!r} is not UTF-8 text (class names, one a line): {e}"
+        ) from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())

@@ -84,7 +84,9 @@ def head_connections(enc: Encoder, layer: Layer, views: Tensor) -> tuple[Tensor,
         hook.remove()
     h, g = seen[0].detach(), seen[1].detach()  # (A N, n_in), (A N, n_out)
     with eval_mode(enc):
-        jac = torch.func.vmap(torch.func.jacrev(lambda y: tail(y[None])[0]))(g)  # (A N, D, n_out)
+        # a copy: without batch norm the tail starts with the head's in-place ReLU, which may not
+        # write into (a view of) jacrev's input
+        jac = torch.func.vmap(torch.func.jacrev(lambda y: tail(y[None].clone())[0]))(g)  # (A N, D, n_out)
     a, n = views.shape[:2]
     return h.to(FLOAT).unflatten(0, (a, n)), jac.detach().to(FLOAT).unflatten(0, (a, n))
 

@@ -43,20 +43,14 @@ def images_of(data: schema.DataBlock, split: str | None = None) -> Images:
     return read(schema.kind_of(data) or "", data.root, split or data.split)
 
 
-def side_of(data: schema.DataBlock) -> int:
-    """The side of a data set's square images, in pixels."""
-    if isinstance(data, schema.STL10):
-        return 96
-    return data.size if isinstance(data, schema.Digits) else 32
-
-
 def steps_of(cfg: Config) -> tuple[ImageAugment, int]:
     """The run's augmentation pipeline (its `augment images` block, else the data set's official
     one) and the views' side."""
     aug = cfg.augment
     if not isinstance(aug, ImageAugment):
         aug = augment.STL10_STEPS if isinstance(cfg.data, schema.STL10) else augment.CIFAR10_STEPS
-    size = aug.crop.size if aug.crop is not None and aug.crop.size is not None else side_of(cfg.data)
+    crop = aug.crop
+    size = crop.size if crop is not None and crop.size is not None else schema.image_side(cfg.data)
     return aug, size
 
 
@@ -153,19 +147,25 @@ class ImageSource:
 
 
 def check_data(plans: Sequence[Plan]) -> None:
-    """Read every image data set the plans' runs name, once each, before anything runs: a missing
-    or malformed copy is a SpecError (exit 2) naming the spec, the file and what was expected."""
-    seen: set[schema.DataBlock] = set()
+    """Read every image data set the plans' runs name, once each, before anything runs: the split
+    each trains on, and the labelled train and test splits when a run reads out its features (the
+    probe, k-NN). A missing or malformed copy is a SpecError (exit 2) naming the spec, the file and
+    what was expected."""
+    seen: set[tuple[schema.DataBlock, str]] = set()
     problems = []
     for plan in plans:
         for run in plan.runs:
-            data = run.config.data
-            if not isinstance(data, schema.IMAGE_DATA) or data in seen:
+            data, m = run.config.data, run.config.measure
+            if not isinstance(data, schema.IMAGE_DATA):
                 continue
-            seen.add(data)
-            try:
-                images_of(data)
-            except DataError as exc:
-                problems.append(Diagnostic(f"{plan.spec}: {exc}"))
+            readout = ("train", "test") if m.linear_probe is not None or m.knn is not None else ()
+            for split in (data.split, *readout):
+                if (data, split) in seen:
+                    continue
+                seen.add((data, split))
+                try:
+                    images_of(data, split)
+                except DataError as exc:
+                    problems.append(Diagnostic(f"{plan.spec}: {exc}"))
     if problems:
         raise SpecError(problems)

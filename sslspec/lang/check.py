@@ -187,6 +187,7 @@ class _Checker:
                 )
         if cfg.measure.samples is None:
             cfg = attrs.evolve(cfg, measure=attrs.evolve(cfg.measure, samples=cfg.train.samples))
+        _spread_samples(self, cfg, sec, at)
         rules = DATA_RULES.get(schema.kind_of(cfg.data) or "")
         if rules is not None:
             cfg = rules(self, cfg, sec, at)
@@ -218,6 +219,23 @@ class _Checker:
                 if not any(all(need in have for need in option) for option in options):
                     closest = min(options, key=lambda option: sum(need not in have for need in option))
                     lacking(f"measurement '{name}'", closest, _measure_span(sec, name))
+
+
+def _spread_samples(checker: _Checker, cfg: Config, sec: Section, at: At) -> None:
+    """A correlation, a covariance or a spread over the measurement pass needs two samples at
+    least: over one, every such statistic would be stored as 0."""
+    names = ["latent_correlation", "collapse"]
+    if isinstance(cfg.data, schema.HLTM):  # on an image network the operator has its own `images`
+        names.append("covariance_operator")
+    wanted = [n for n in names if getattr(cfg.measure, n) is not None]
+    n = cfg.measure.samples
+    if not wanted or n is None or n >= 2:
+        return
+    written = sec.blocks.get("measure")
+    block = "measure" if written is not None and "samples" in written.spans else "train"
+    unset = "" if block == "measure" else ", which measure.samples defaults to"
+    message = f"'{block}.samples' must be >= 2 for {', '.join(wanted)} (got {n}{unset})"
+    checker.bad(message, at(block, "samples"))
 
 
 def _hltm_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config:
@@ -348,9 +366,16 @@ def _image_rules(checker: _Checker, cfg: Config, sec: Section, at: At) -> Config
                 at("augment", name),
             )
         return cfg
-    blur = cfg.augment.blur
+    blur, crop = cfg.augment.blur, cfg.augment.crop
+    side = crop.size if crop is not None and crop.size is not None else schema.image_side(data)
     if blur is not None and blur.kernel % 2 == 0:
         checker.bad(f"'blur.kernel' must be odd (got {blur.kernel})", _aug_span(written, "blur", "kernel"))
+    elif blur is not None and blur.kernel // 2 >= side:  # its reflected border needs kernel // 2 < side
+        checker.bad(
+            f"'blur.kernel' must be at most {2 * side - 1} for views of {side} x {side} pixels "
+            f"(got {blur.kernel})",
+            _aug_span(written, "blur", "kernel"),
+        )
     for step in ("crop", "blur", "solarize"):
         lo_hi = _ranges(getattr(cfg.augment, step))
         for name, (lo, hi) in lo_hi.items():

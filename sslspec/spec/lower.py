@@ -86,6 +86,8 @@ class _Axis:
 
 def lower(path: str | Path, sets: Sequence[str] = (), text: str | None = None) -> Plan:
     """Read, check and lower a spec into its Plan; raise SpecError with every problem found."""
+    if isinstance(sets, str):  # a str is a Sequence[str]: each character would be a setting
+        raise TypeError(f"sets= takes a list of 'path=value' strings, not one string: sets=[{sets!r}]")
     settings = [parse_setting(s, i + 1) for i, s in enumerate(sets)]
     prog = read_program(path, text)
     prog.texts[SET_FILE] = "\n".join(sets)

@@ -179,6 +179,14 @@ class STL10(DataBlock):
 IMAGE_DATA = (Digits, Cifar10, STL10)
 
 
+def image_side(data: DataBlock) -> int:
+    """An image data block -> the side of its square images, in pixels (the views' side unless
+    the crop names one)."""
+    if isinstance(data, STL10):
+        return 96
+    return data.size if isinstance(data, Digits) else 32
+
+
 @frozen
 class Augment:
     """How the two views and the negatives are drawn."""

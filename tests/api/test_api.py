@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,6 +108,20 @@ def test_spec_or_text_exactly_one(kwargs: dict[str, str], message: str) -> None:
     """A path and text together, neither, or base= with a path are refused with a TypeError."""
     with pytest.raises(TypeError, match=message):
         sslspec.plan(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", [sslspec.check, sslspec.plan, sslspec.run, sslspec.load_sweep])
+def test_sets_given_as_one_string_is_a_type_error(call: Callable[..., object], tmp_path: Path) -> None:
+    """sets="path=value" (a string, not a list) is a TypeError saying so, where each character was
+    taken as a setting ("a setting must look like path=value" at a '--set' of one letter)."""
+    with pytest.raises(TypeError, match=r"sets= takes a list of 'path=value' strings, .*sets=\['seed=2'\]"):
+        if call is sslspec.load_sweep:
+            spec = tmp_path / "e.ssl"
+            spec.write_text("experiment e {}\n")
+            call(spec, root=tmp_path, sets="seed=2")
+        else:
+            out = {"out": tmp_path} if call is sslspec.run else {}
+            call(text="experiment e {}\n", sets="seed=2", **out)
 
 
 @pytest.mark.parametrize(

@@ -172,8 +172,16 @@ def _cases() -> Iterator[tuple[str, Case, Case, str]]:
                 yield f"{path}:{message}", ok, bad, message
 
 
-# Fields that mean something only with another setting (the checker refuses them otherwise).
-NEEDS = {"loss.predictor.lr": ("loss.predictor.optimizer=own",)}
+# Fields that mean something only with another setting (the checker refuses them otherwise); the
+# smallest crop leaves no room for the base's blur (its kernel must be narrower than the views);
+# one measurement sample leaves none for a correlation or an operator.
+ONE_SAMPLE = ("measure.latent_correlation=false", "measure.covariance_operator=false")
+NEEDS = {
+    "loss.predictor.lr": ("loss.predictor.optimizer=own",),
+    "augment.crop.size": ("augment.blur=false",),
+    "train.samples": ONE_SAMPLE,
+    "measure.samples": ONE_SAMPLE,
+}
 CASES = list(_cases())
 
 

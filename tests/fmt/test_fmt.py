@@ -313,3 +313,17 @@ def test_fmt_of_a_file_that_does_not_parse_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("bad.ssl:2:10: error: unexpected character '@'\n")
+
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "specs").rglob("*.ssl"))
+
+
+def test_every_shipped_spec_is_formatted_and_the_readme_shows_the_reference_as_it_is() -> None:
+    """`sslspec fmt --check specs/` passes on the project's own specs (a user running it on them
+    should see nothing to change), and the README's copy of specs/hltm_simclr.ssl is the file."""
+    assert len(SHIPPED) >= 15
+    unformatted = [str(p.relative_to(REPO)) for p in SHIPPED if fmt(p.read_text()) != p.read_text()]
+    assert unformatted == []
+    reference = (REPO / "specs" / "hltm_simclr.ssl").read_text()
+    assert f"```ssl\n{reference}```" in (REPO / "README.md").read_text()
