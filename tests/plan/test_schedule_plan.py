@@ -1,5 +1,6 @@
 """The `schedule` field in the Plan: the default leaves every run hash as it was, a schedule is
-part of the run's identity, and the Plan's JSON reads back to the same schedule."""
+part of the run's identity, and the Plan's JSON reads back to the same schedule; which schedules
+are constant, and the words a store records for one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from sslspec.spec.lower import lower
 from sslspec.spec.plan import config_from_data, config_to_data
-from sslspec.spec.schedule import ConstantLR, CosineLR
+from sslspec.spec.schedule import ConstantLR, CosineLR, describe, is_constant
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "specs" / "quickstart.ssl"
 
@@ -37,3 +38,31 @@ def test_a_schedule_is_part_of_the_run_and_reads_back() -> None:
         assert config_from_data(config_to_data(run.config)) == run.config
         hashes.add(run.hash)
     assert len(hashes) == 1 + len(settings)
+
+
+def test_only_a_constant_lr_without_warm_up_is_constant() -> None:
+    """is_constant holds for `constant` alone: a warm-up in steps or in epochs, or a cosine, is not
+    constant (a run would otherwise skip its warm-up)."""
+    assert is_constant(ConstantLR())
+    for schedule in (
+        ConstantLR(warmup_steps=3),
+        ConstantLR(warmup_epochs=1),
+        CosineLR(),
+        CosineLR(final_lr=0.1),
+    ):
+        assert not is_constant(schedule), schedule
+
+
+def test_describe_states_the_schedule_in_words() -> None:
+    """describe names the curve, its lrs, the cosine's steps after the warm-up (none when the warm-up
+    covers the run) and the warm-up's steps (from epochs x steps per epoch)."""
+    assert describe(ConstantLR(), 0.1, 100, 20) == "constant 0.1"
+    assert (
+        describe(ConstantLR(warmup_epochs=2), 0.1, 100, 20)
+        == "constant 0.1 after a linear warm-up of 40 steps"
+    )
+    cosine = CosineLR(warmup_steps=390, final_lr=0.0)
+    want = "cosine from 0.03 to 0 over 19,110 steps after a linear warm-up of 390 steps"
+    assert describe(cosine, 0.03, 19_500, 390) == want
+    assert describe(CosineLR(final_lr=0.001), 0.5, 1_000, 10) == "cosine from 0.5 to 0.001 over 1,000 steps"
+    assert describe(CosineLR(warmup_steps=30), 0.5, 20, 10).startswith("cosine from 0.5 to 0 over 0 steps")

@@ -5,6 +5,7 @@ run (no predictor, momentum 0) from default BYOL."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -412,3 +413,104 @@ def test_kind_change_drops_the_sub_blocks_the_new_kind_lacks(tmp_path: Path) -> 
     spec.write_text(SPEC)
     run = lower(spec, ["loss.predictor.width=16", "loss.kind=infonce", "loss.temperature=0.5"]).runs[0]
     assert isinstance(run.config.loss, schema.InfoNCELoss) and run.config.loss.temperature == 0.5
+
+
+def test_predictor_starts_from_linear_default_init_and_holds_only_its_parameters() -> None:
+    """Every weight and bias of a predictor is uniform in +-1/sqrt(fan_in) (nn.Linear's default,
+    the reference drawn here directly), drawn from the generator layer by layer, weight then bias,
+    in the predictor's dtype; batch norm's scale and shift exist (1 and 0) only with batch norm and
+    bn_affine, and no bias without `bias`."""
+    for cfg in (schema.Predictor(width=6), schema.Predictor(layers="linear", bn_affine=False)):
+        pred = Predictor(4, cfg, torch.Generator().manual_seed(3), torch.float64)
+        ref, sizes = torch.Generator().manual_seed(3), [(4, 6), (6, 4)] if cfg.layers == "mlp" else [(4, 4)]
+        for i, (fan_in, fan_out) in enumerate(sizes):
+            bound = fan_in**-0.5
+            w = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=ref)
+            b = torch.empty(fan_out).uniform_(-bound, bound, generator=ref)
+            torch.testing.assert_close(pred.weights[i], w.double(), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(pred.biases[i], b.double(), rtol=1e-6, atol=1e-7)
+        assert all(p.dtype == torch.float64 for p in pred.parameters())
+        n_affine = 2 if cfg.bn_affine else 0
+        assert len(list(pred.parameters())) == 2 * len(sizes) + n_affine, cfg
+    pred = Predictor(4, schema.Predictor(width=6), torch.Generator().manual_seed(3), torch.float64)
+    assert pred.gamma is not None and pred.beta is not None
+    assert torch.equal(pred.gamma, torch.ones(6, dtype=torch.float64)) and not pred.beta.any()
+    for cfg in (schema.Predictor(batch_norm=False), schema.Predictor(bias=False)):
+        bare = Predictor(4, cfg, torch.Generator().manual_seed(3), torch.float32)
+        assert len(list(bare.parameters())) == (4 if cfg.bias else 4 if cfg.batch_norm else 2), cfg
+        assert (bare.gamma is None) == (not cfg.batch_norm) and len(bare.biases) == (2 if cfg.bias else 0)
+
+
+def test_predictor_forward_is_the_stated_formula() -> None:
+    """An mlp predictor with biases, batch norm and a trained-looking scale and shift gives
+    W1 relu(gamma BN_view(W0 z + b0) + beta) + b1, each view normalized by its own statistics."""
+    gen = torch.Generator().manual_seed(8)
+    pred = Predictor(3, schema.Predictor(width=5), gen, torch.float64)
+    assert pred.gamma is not None and pred.beta is not None
+    with torch.no_grad():
+        pred.gamma.copy_(torch.rand(5, generator=gen) + 0.5)
+        pred.beta.copy_(torch.randn(5, generator=gen))
+    z = torch.randn(2 * 7, 3, generator=gen, dtype=torch.float64)
+    h = (z @ pred.weights[0].T + pred.biases[0]).view(2, 7, 5)
+    mu, var = h.mean(1, keepdim=True), h.var(1, keepdim=True, correction=0)
+    bn = ((h - mu) / torch.sqrt(var + 1e-5)).reshape(14, 5) * pred.gamma + pred.beta
+    want = torch.relu(bn) @ pred.weights[1].T + pred.biases[1]
+    torch.testing.assert_close(pred(z, views=2), want, rtol=1e-12, atol=1e-12)
+
+
+def test_byol_target_normalizes_each_view_by_its_own_batch(tmp_path: Path) -> None:
+    """With batch norm in the network, the loss's target outputs are the target network's forward
+    of each view on its own (its per-view batch statistics), not of both views pooled."""
+    obj = byol_of(ctx := context(SPEC, tmp_path))
+    x = torch.randint(0, 2, (2, 16, 8), generator=torch.Generator().manual_seed(6)).float()
+    z = ctx.net(x.reshape(32, 8), views=2).out.view(2, 16, -1)
+    target = copy.deepcopy(obj.target)  # the loss's forward moves the target's running statistics
+    assert obj.predictor is not None
+    p = obj.predictor(z.reshape(32, -1), views=2).view(2, 16, -1)
+    with torch.no_grad():
+        t = [target(x[v]).out for v in range(2)]
+    want = distance("cosine", p[0], t[1]) + distance("cosine", p[1], t[0])
+    torch.testing.assert_close(obj.loss(z, x), want, rtol=1e-6, atol=1e-7)
+
+
+def test_byol_states_its_settings_in_the_store_attributes(tmp_path: Path) -> None:
+    """The objective's store attributes name it, its loss form, the target's start, the EMA momentum
+    and the predictor (`none` without one)."""
+    assert byol_of(context(SPEC, tmp_path)).attrs == {
+        "objective": "byol",
+        "form": "2 - 2 cos, symmetrized",
+        "target_init": "independent",
+        "ema_momentum": 0.9,
+        "predictor": "mlp",
+    }
+    bare = byol_of(context(SPEC, tmp_path, "loss.predictor=false", "loss.distance=mse", "loss.target=copy"))
+    assert bare.attrs == {
+        "objective": "byol",
+        "form": "||p - t||^2, symmetrized",
+        "target_init": "copy",
+        "ema_momentum": 0.9,
+        "predictor": "none",
+    }
+
+
+def test_a_bias_free_linear_predictor_is_one_matrix_product() -> None:
+    """A linear predictor without bias or batch norm maps z to z W^T, nothing added."""
+    pred = Predictor(
+        3, schema.Predictor(layers="linear", bias=False, batch_norm=False), torch.Generator(), torch.float64
+    )
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.equal(pred(z, views=2), z @ pred.weights[0].T)
+
+
+def test_the_predictor_steps_with_the_runs_optimizer_unless_it_has_its_own(tmp_path: Path) -> None:
+    """With `predictor.optimizer = main` (the default) the objective has no optimizer of its own and
+    hands the run's optimizer the predictor's parameters; with `own` it has one over them (at its
+    own lr) and hands over none."""
+    run = byol_of(context(SPEC.replace("optimizer = own; lr = 0.05; ", ""), tmp_path))
+    assert run.optimizer() is None and run.predictor is not None
+    assert [id(p) for p in run.parameters()] == [id(p) for p in run.predictor.parameters()]
+    own = byol_of(context(SPEC, tmp_path))
+    opt = own.optimizer()
+    assert opt is not None and own.parameters() == [] and own.predictor is not None
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in own.predictor.parameters()]
+    assert opt.param_groups[0]["lr"] == 0.05

@@ -146,3 +146,22 @@ def test_jitter_in_cache_sized_chunks_equals_the_whole_batch_at_once() -> None:
     steps = [(i, params[name]) for i, name in enumerate(S.FACTORS)]
     steps = [steps[i] for i in params["order"].tolist()]
     assert torch.equal(S.color_jitter(x, params), S._jitter(x, steps))
+
+
+def test_colour_images_take_the_batched_jitter_and_grey_ones_kornias() -> None:
+    """A 3-channel batch goes through the batched color_jitter (bit for bit, not kornia's
+    within-rounding path); a 1-channel batch through kornia's own jitter and grayscale, equal to
+    kornia's bit for bit."""
+    x = images(16, 8)
+    ours, theirs = S.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0), K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)
+    torch.manual_seed(5)
+    params = theirs.forward_parameters(x.shape)
+    assert torch.equal(ours(x, params=params), S.color_jitter(x, params))
+    grey = x[:, :1].contiguous()
+    for ours, theirs in (
+        (S.ColorJitter(0.4, 0.4, 0.0, 0.0, p=0.8), K.ColorJitter(0.4, 0.4, 0.0, 0.0, p=0.8)),
+        (S.RandomGrayscale(p=0.5), K.RandomGrayscale(p=0.5)),
+    ):
+        torch.manual_seed(6)
+        params = theirs.forward_parameters(grey.shape)
+        assert torch.equal(ours(grey, params=params), theirs(grey, params=params)), type(ours)

@@ -9,7 +9,7 @@ import torch
 from test_operator import tiny_encoder
 
 from runtime.images.operator import Connections, layers_of
-from runtime.images.theorem import head_theorem_check
+from runtime.images.theorem import head_theorem_check, prediction_rule
 from sslspec.spec import schema
 from sslspec.spec.images import ExactCovLoss, NTXentLoss
 
@@ -94,3 +94,42 @@ def test_prediction_converges_on_the_last_head_layer() -> None:
     assert float(res.cosine[1, 2]) > 0.99
     assert float(res.rel_error[0, 2]) > 2 * float(last[2])
     assert res.attrs["exact"] is False and "head0" in res.attrs["note"]
+
+
+@pytest.mark.parametrize("last", [True, False])
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_prediction_rule_says_which_checks_are_exact_and_why_not(kind: str, last: bool) -> None:
+    """Only the simple loss on the head's last layer is exact in expectation (analytic weights);
+    the note names each reason the others are not: pair weights varying with the pair (every loss
+    but simple), normalized projections (nt_xent, exact_cov), a layer below the last."""
+    layer = layers_of(tiny_encoder(head=(5, 4)))["head1" if last else "head0"]
+    rule = prediction_rule(LOSSES[kind], layer, last)
+    simple, normalized = kind == "simple", kind in ("nt_xent", "exact_cov")
+    assert rule["loss"] == kind and rule["weights"] == ("analytic" if simple else "batch_scalar")
+    assert rule["exact"] is (simple and last)
+    reasons = [
+        (not simple, "the pair weights' covariance with the pairs' connections is left out"),
+        (normalized, "the loss l2-normalizes the projections; the operator is for the raw output"),
+        (not last, "biases and batch norm above the layer add a term"),
+    ]
+    assert rule["note"] == ("; ".join(text for applies, text in reasons if applies) or "exact in expectation")
+
+
+def test_the_check_needs_a_layer_and_m_of_at_least_one_and_states_its_weights() -> None:
+    """No layer, no M or an M below 1 is refused; a single M runs, and the attributes name the loss,
+    the mean batch scalars and the rule."""
+    enc = tiny_encoder(head=(5, 4))
+    pop = Population()
+    conns = [Connections(enc, layers_of(enc)["head1"], pop.all_views())]
+    draw = lambda: pop.draw(6, 1)
+    for bad_conns, batches in (([], (1, 2)), (conns, ()), (conns, (0, 4)), (conns, (0,))):
+        with pytest.raises(ValueError, match="need at least one layer and values of M >= 1"):
+            head_theorem_check(enc, LOSSES["simple"], draw, bad_conns, batches=batches)
+    res = head_theorem_check(enc, LOSSES["simple"], draw, conns, batches=(2,), identity=False)
+    assert res.rel_error.shape == (1, 1)
+    neg, total = res.attrs["mean_negative_weight"], res.attrs["mean_total_weight"]
+    assert res.attrs["loss"] == "simple" and res.attrs["weights"] == "analytic" and res.attrs["exact"] is True
+    # simple, beta = 0.3, one negative, `sample` reduction (a batch mean): each of the B negative
+    # pairs weighs -1 / B and each positive pair 1.3 / B, so c = 1 and s = 1.3 - 1 in every batch
+    assert (neg, total) == pytest.approx((1.0, 0.3), rel=1e-12)
+    assert res.attrs["note"] == "head1: exact in expectation"

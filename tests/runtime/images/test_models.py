@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+import kornia.augmentation as K
 import pytest
 import torch
 from torch.nn import functional as F
 
+from runtime.images import batched_steps
 from runtime.images.augment import CIFAR10_STEPS, STL10_STEPS, Pipeline
 from runtime.images.encoders import HeadOptions, build_encoder, mlp_head
-from runtime.images.evaluate import Split, knn, linear_probe
+from runtime.images.evaluate import Split, _standardize, knn, linear_probe
 from runtime.images.objectives import exact_cov, nt_xent
+from sslspec.spec.images import ImageAugment
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -146,3 +149,78 @@ def test_probe_separates_separable_features_and_not_random_labels() -> None:
     noise = Split(torch.randn(500, 20, generator=g), torch.randint(0, 5, (500,), generator=g))
     noise_te = Split(torch.randn(2000, 20, generator=g), torch.randint(0, 5, (2000,), generator=g))
     assert abs(linear_probe(noise, noise_te).accuracy - 0.2) < 0.05
+
+
+def test_a_pipeline_call_is_kornia_seeded_by_one_draw_of_the_data_generator() -> None:
+    """One call draws one seed in [0, 2^62) from the data generator and runs the steps under torch's
+    global RNG seeded with it: the views equal the modules run by hand that way."""
+    pipe, x = Pipeline(CIFAR10_STEPS, 32), _batch()
+    gen, ref = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    got = pipe(x, gen)
+    seed = int(torch.randint(0, 2**62, (1,), generator=ref).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        want = pipe.mods(x.to(torch.float32) / 255.0)
+    assert torch.equal(got, want) and torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_the_pipeline_runs_the_batched_steps_and_its_reference_kornias() -> None:
+    """The pipeline's crop, flip, jitter and grayscale are runtime.images.batched_steps' classes;
+    with `reference` they are kornia's own."""
+    names = ("RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter", "RandomGrayscale", "Normalize")
+    fast, slow = Pipeline(CIFAR10_STEPS, 32), Pipeline(CIFAR10_STEPS, 32, reference=True)
+    assert [type(m).__name__ for m in fast.mods] == [type(m).__name__ for m in slow.mods] == list(names)
+    for m, name in zip(fast.mods, names, strict=True):
+        assert type(m) is (K.Normalize if name == "Normalize" else getattr(batched_steps, name))
+    assert all(type(m) is getattr(K, name) for m, name in zip(slow.mods, names, strict=True))
+
+
+def test_without_a_crop_every_image_is_resized_to_the_output_side() -> None:
+    """A pipeline with no crop (and no other step) resizes each image to `size` by kornia's Resize."""
+    bare = ImageAugment(crop=None, flip=None, color_jitter=None, grayscale=None, normalize=None)
+    x = _batch(4, 32)
+    out = Pipeline(bare, 16)(x, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 16, 16)
+    assert torch.equal(out, K.Resize((16, 16))(x.to(torch.float32) / 255.0))
+
+
+def test_probe_features_are_standardized_by_the_train_split() -> None:
+    """Both splits are centred and scaled by the train split's per-feature mean and std: the train
+    features come out with mean 0 and std 1, the test ones as (x - train mean) / train std."""
+    g = torch.Generator().manual_seed(1)
+    train = torch.randn(50, 4, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0]) + 5
+    test = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    tr, te = _standardize(train, test)
+    torch.testing.assert_close(tr.mean(0), torch.zeros(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(tr.std(0), torch.ones(4, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(te, (test - train.mean(0)) / train.std(0), rtol=1e-12, atol=1e-12)
+
+
+def test_validation_selects_the_best_weight_decay_and_the_first_of_a_tie() -> None:
+    """selection = validation keeps the weight decay with the best held-out accuracy (a decay that
+    flattens the model loses), and the first listed among equally good ones."""
+    g = torch.Generator().manual_seed(2)
+    centers = torch.randn(3, 10, generator=g) * 4
+    y, y_te = torch.randint(0, 3, (300,), generator=g), torch.randint(0, 3, (100,), generator=g)
+    tr = Split(centers[y] + torch.randn(300, 10, generator=g), y)
+    te = Split(centers[y_te] + torch.randn(100, 10, generator=g), y_te)
+    assert linear_probe(tr, te, "validation", weight_decays=(1e-4, 100.0)).weight_decay == 1e-4
+    assert linear_probe(tr, te, "validation", weight_decays=(1e-3, 1e-4)).weight_decay == 1e-3
+
+
+def test_knn_is_the_weighted_vote_of_the_nearest_train_features() -> None:
+    """knn's accuracy, over test chunks smaller than the test split, equals a per-example loop: the k
+    train features of highest cosine similarity vote for their labels with weight exp(sim / 0.07)."""
+    g = torch.Generator().manual_seed(3)
+    train = Split(torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g))
+    test = Split(torch.randn(30, 5, generator=g), torch.randint(0, 3, (30,), generator=g))
+    hits = 0
+    for x, label in zip(test.features, test.labels, strict=True):
+        sims = [float(F.cosine_similarity(x, t, dim=0)) for t in train.features]
+        nearest = sorted(range(40), key=lambda i: -sims[i])[:6]
+        votes = [0.0, 0.0, 0.0]
+        for i in nearest:
+            votes[int(train.labels[i])] += math.exp(sims[i] / 0.07)
+        hits += int(max(range(3), key=lambda c: votes[c]) == int(label))
+    assert 0 < hits < 30
+    assert knn(train, test, k=6, chunk=7) == hits / 30

@@ -167,3 +167,19 @@ def test_head_products_and_traces_are_exact(unbiased: bool) -> None:
         torch.testing.assert_close(trace_within, within.trace(), rtol=1e-12, atol=0)
         got = converged_spectrum(head.apply_block, layer.size, 4, gen)
         torch.testing.assert_close(got["eigvals"], dense_spectrum(op, 4)["eigvals"], rtol=1e-9, atol=1e-15)
+
+
+def test_connections_take_the_smallest_sample_their_divisors_allow() -> None:
+    """2 views of 2 images (divisors N - 1 and N (A - 1)) give the dense definition's OP_A v, and 2 views
+    of 1 image the population form's; 1 view, or 1 image for the unbiased form, is refused."""
+    enc = tiny_encoder()
+    layer = layers_of(enc)["head0"]
+    v = torch.randn(layer.size, generator=torch.Generator().manual_seed(2), dtype=F64)
+    for n, unbiased in ((2, True), (1, False)):
+        x = views(2, n)
+        op, _ = brute_operator(brute_connections(enc, layer, x), unbiased)
+        conn = Connections(enc, layer, x, unbiased=unbiased)
+        torch.testing.assert_close(conn.apply(v), op @ v, rtol=1e-10, atol=1e-12)
+    for a, n, unbiased in ((1, 3, True), (1, 3, False), (3, 1, True)):
+        with pytest.raises(ValueError, match=f"got {a} views of {n} images"):
+            Connections(enc, layer, views(a, n), unbiased=unbiased)
