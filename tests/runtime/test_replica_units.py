@@ -19,6 +19,7 @@ from runtime.replicas import ReplicaSGD, ReplicaTrainer, loss_scalars, replica_l
 from runtime.train import Trainer
 from sslspec.spec import schema
 from sslspec.spec.lower import lower
+from sslspec.spec.plan import Run
 
 LOSSES = {
     "simple": [schema.SimpleLoss(beta=b) for b in (0.0, 0.5, -0.25)],
@@ -78,17 +79,22 @@ def test_replica_sgd_steps_each_replica_as_torch_sgd() -> None:
             assert buf is not None and torch.equal(buf[r], alone.state[p]["momentum_buffer"]), r
 
 
+def mixed_momentum(tmp_path: Path) -> list[Run]:
+    """Three small reference runs, seeds 1-3, with momentum 0.9, none and 0.9."""
+    spec = tmp_path / "v.ssl"
+    spec.write_text(REFERENCE.read_text())
+    sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3"]
+    return [
+        lower(spec, [*sets, f"seed={s}", f"optimizer.momentum={m}"]).runs[0]
+        for s, m in ((1, 0.9), (2, 0.0), (3, 0.9))
+    ]
+
+
 def test_sync_hands_each_replica_its_unbatched_optimizer_state(tmp_path: Path) -> None:
     """A group mixing momentum 0.9 and none, trained an epoch batched and synced, leaves in every
     replica's own optimizer the state its unbatched run has (a buffer only with momentum, equal
     bit for bit), and the epoch's losses are float64, as the unbatched Trainer's."""
-    spec = tmp_path / "v.ssl"
-    spec.write_text(REFERENCE.read_text())
-    sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3"]
-    runs = [
-        lower(spec, [*sets, f"seed={s}", f"optimizer.momentum={m}"]).runs[0]
-        for s, m in ((1, 0.9), (2, 0.0), (3, 0.9))
-    ]
+    runs = mixed_momentum(tmp_path)
     cpu = torch.device("cpu")
     with sslspec_in_process():
         trainer = ReplicaTrainer([RunContext.build(r, cpu) for r in runs])
@@ -110,13 +116,7 @@ def test_a_group_built_from_trained_contexts_continues_their_momentum(tmp_path: 
     """A group formed from contexts that already trained an epoch alone (as after a resume: momentum
     buffers in their optimizers, one replica without momentum) trains the next epoch as each run's
     own second epoch, losses and parameters bit for bit."""
-    spec = tmp_path / "v.ssl"
-    spec.write_text(REFERENCE.read_text())
-    sets = ["network.width=4", "train.batch=16", "train.samples=64", "data.depth=3"]
-    runs = [
-        lower(spec, [*sets, f"seed={s}", f"optimizer.momentum={m}"]).runs[0]
-        for s, m in ((1, 0.9), (2, 0.0), (3, 0.9))
-    ]
+    runs = mixed_momentum(tmp_path)
     cpu = torch.device("cpu")
     with sslspec_in_process():
         ctxs = [RunContext.build(r, cpu) for r in runs]

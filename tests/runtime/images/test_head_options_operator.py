@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_operator import brute_connections, brute_operator, views
+from test_operator import assert_head_operators_match_autograd, views
 
 from runtime.images.encoders import HeadOptions, build_encoder
-from runtime.images.head import head_connections, head_operator
-from runtime.images.operator import layers_of
 
 
 @pytest.mark.parametrize(
@@ -23,9 +21,4 @@ def test_head_factors_match_per_view_autograd_for_every_head_option(opt: HeadOpt
     without affine parameters."""
     gen = torch.Generator().manual_seed(0)
     enc = build_encoder("convnet", gen, head=(5, 3, 4), channels=(3, 4), opt=opt).to(torch.float64)
-    x = views(3, 4)
-    for layer in (lay for lay in layers_of(enc).values() if lay.linear):
-        h, jac = head_connections(enc, layer, x)
-        op, within = brute_operator(brute_connections(enc, layer, x))
-        torch.testing.assert_close(head_operator(h, jac), op, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(head_operator(h, jac, within=True), within, rtol=1e-10, atol=1e-12)
+    assert_head_operators_match_autograd(enc, views(3, 4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch.func import functional_call, jacrev
@@ -87,8 +89,12 @@ def test_products_match_the_dense_definition(name: str, unbiased: bool) -> None:
 @pytest.mark.parametrize("head", [(6, 4), (5, 7, 4)])
 def test_exact_head_operator_matches_per_view_autograd(head: tuple[int, ...]) -> None:
     """Each head layer's operator built from K = J^T (x) h equals the one from per-view autograd."""
-    enc = tiny_encoder(head=head)
-    x = views(3, 4)
+    assert_head_operators_match_autograd(tiny_encoder(head=head), views(3, 4))
+
+
+def assert_head_operators_match_autograd(enc: Any, x: torch.Tensor) -> None:
+    """Every head (Linear) layer's operator and its within-view part, from K = J^T (x) h, equal the
+    ones built from per-view autograd."""
     for layer in (lay for lay in layers_of(enc).values() if lay.linear):
         h, jac = head_connections(enc, layer, x)
         op, within = brute_operator(brute_connections(enc, layer, x))
