@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sslspec.report import collapse, layer_operator, losses_section, luck_section
+from sslspec.report import collapse, layer_operator, losses_section, luck_section, readout
 from sslspec.report.figures import FIGURES
 from sslspec.report.sweep import MAX_PANELS, SweepResults, combos, final, load_source, seeds_note
 from sslspec.report.tables import (
@@ -62,6 +62,8 @@ def section(sw: SweepResults, out: Path, stem: str) -> str:
         parts += [collapse.section(sw, out, stem)]
     if layer_operator.applies(ds):
         parts += [layer_operator.section(sw, out, stem)]
+    if readout.applies(ds):
+        parts += [readout.section(sw, out, stem)]
     return "\n".join(parts)
 
 
