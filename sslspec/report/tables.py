@@ -182,7 +182,13 @@ def machines(attrs: Sequence[dict[str, Any]]) -> str:
         w = _walls(group)
         rows.append([*m, str(len(group)), f"{np.median(w):.1f}" if w else "?"])
     head = ["device", "host", "python", "torch", "git commit", "runs", "median wall time per run (s)"]
-    return md_table(head, rows)
+    table = md_table(head, rows)
+    if any(a.get("replica_group") for a in attrs):
+        table += (
+            "\n\nA run trained in a replica group records the group's wall time, so for those runs"
+            " the median is that of their groups, not of one run's share."
+        )
+    return table
 
 
 def provenance(sw: SweepResults) -> str:

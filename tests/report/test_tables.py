@@ -291,3 +291,14 @@ def test_worker_time_counts_a_replica_group_once() -> None:
     group = lambda g, w: {"wall_time_s": w, "replica_group": {"group": g, "size": 2}}
     attrs = [group("g1", 50.0), group("g1", 52.0), group("g2", 7.0), {"wall_time_s": 10.0}, {"status": "x"}]
     assert total_wall(attrs) == 52.0 + 7.0 + 10.0
+
+
+def test_the_machines_table_says_when_its_medians_are_groups() -> None:
+    """With runs trained in replica groups the machines table says that their wall time is the
+    group's; without any, it says nothing of groups."""
+    from sslspec.report.tables import machines
+
+    alone = [{"device": "cpu", "wall_time_s": 10.0}]
+    batched = [*alone, {"device": "cpu", "wall_time_s": 30.0, "replica_group": {"group": "g", "size": 2}}]
+    assert "replica group" not in machines(alone)
+    assert machines(batched).endswith("the median is that of their groups, not of one run's share.")
