@@ -24,6 +24,8 @@ from torch import Tensor
 
 WARMUP = 3  # eager steps before a CUDA graph is captured
 Step = Callable[[], Tensor]  # one training step's tensor work; its loss
+# Why a trainer with an lr schedule is never captured (its reason for staying eager).
+SCHEDULED = "an lr schedule (a captured step would replay the lr it was captured with)"
 
 
 class StepGraph:

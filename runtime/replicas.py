@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.context import RunContext
-from runtime.graphs import StepGraph
+from runtime.graphs import SCHEDULED, StepGraph
 from runtime.network import EPS_NORM, LevelNet
 from runtime.networks import level_net
 from runtime.objective import OBJECTIVES, Contrastive
@@ -347,14 +347,13 @@ class ReplicaTrainer:
             p.grad = None
 
     def why_eager(self) -> str:
-        """Why the group's steps are not captured as a CUDA graph ('' when they can be)."""
-        if self.graph.error:
-            return self.graph.error
+        """Why the group's steps are not captured as a CUDA graph ('' when they can be; a failed
+        capture is the StepGraph's to say)."""
         device = self.ctxs[0].device
         if device.type != "cuda":
             return f"device {device.type}"
         if any(s is not None for s in self.schedules):
-            return "an lr schedule (a captured step would replay the lr it was captured with)"
+            return SCHEDULED
         return ""
 
     def mode(self) -> str:

@@ -8,7 +8,7 @@ import torch
 
 from runtime import optim
 from runtime.context import RunContext
-from runtime.graphs import StepGraph
+from runtime.graphs import SCHEDULED, StepGraph
 
 
 @dataclass
@@ -110,9 +110,10 @@ class Trainer:
         return not self._why_eager()
 
     def _why_eager(self) -> str:
-        """Why steps cannot be captured as a CUDA graph ('' when they can)."""
-        if not self.graphs or self._graph.error:
-            return self._graph.error or "CUDA graphs switched off"
+        """Why steps cannot be captured as a CUDA graph ('' when they can; a failed capture is
+        the StepGraph's to say)."""
+        if not self.graphs:
+            return "CUDA graphs switched off"
         if self.device.type != "cuda":
             return f"device {self.device.type}"
         if not isinstance(self.opt, torch.optim.SGD):
@@ -120,7 +121,7 @@ class Trainer:
         if not self.ctx.objective.graphable:
             return f"objective {type(self.ctx.objective).__name__} not tried under graph capture"
         if self._schedules:
-            return "an lr schedule (a captured step would replay the lr it was captured with)"
+            return SCHEDULED
         return ""
 
     def mode(self) -> str:
